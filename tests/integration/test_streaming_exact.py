@@ -1,0 +1,193 @@
+"""Streaming values equal a brute-force computation from transformers' own outputs.
+
+The brute force runs each prompt alone (no padding) with ``output_attentions=True,
+output_hidden_states=True`` under eager attention and computes the metrics with plain torch,
+sharing no code with ``helpers``. ``measure`` runs all prompts in one padded batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+import helpers
+from helpers import models
+from tests.conftest import EMBEDDED_MODELS, PROMPTS, TINY_MODELS
+
+TOLERANCE = 1e-5
+
+
+def brute_force(name: str, text: str) -> dict[str, float]:
+    loaded = helpers.load_model(name)
+    model = loaded.model
+    model.set_attn_implementation("eager")
+    encoded = loaded.tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        output = model(**encoded, output_attentions=True, output_hidden_states=True)
+    hidden_states, attentions = output.hidden_states, output.attentions
+    assert len(hidden_states) == loaded.n_layers + 1 and len(attentions) == loaded.n_layers
+    total_entropy, normalized, rows = 0.0, 0.0, 0
+    n_heads = attentions[0].shape[1]
+    for layer_index, attention in enumerate(attentions):
+        probs = attention[0].double()  # (H, T, T)
+        row_entropies = -(probs * torch.log(probs.clamp_min(1e-300))).sum(-1)  # (H, T)
+        total_entropy += row_entropies.sum().item()
+        for i in range(probs.shape[1]):
+            allowed = i + 1 if loaded.architecture == "decoder" else probs.shape[2]
+            window = getattr(model.config, "sliding_window", None)
+            layer_types = getattr(model.config, "layer_types", None)
+            if window and layer_types and layer_types[layer_index] == "sliding_attention":
+                allowed = min(allowed, window)
+            if allowed > 1:
+                normalized += (row_entropies[:, i] / math.log(allowed)).sum().item()
+                rows += probs.shape[0]
+    sparsities = [(h[0].abs() < 0.01).double().mean().item() for h in hidden_states]
+    return {
+        "n_tokens": encoded["input_ids"].shape[1],
+        "final_activation": hidden_states[-1][0].double().mean().item(),
+        "attention_entropy": total_entropy / (loaded.n_layers * n_heads),
+        "attention_entropy_normalized": normalized / rows,
+        "max_sparsity": max(sparsities),
+        "max_sparsity_no_embedding": max(sparsities[1:]),
+    }
+
+
+def assert_rows_close(measured: pd.DataFrame, expected: list[dict[str, float]]) -> None:
+    for row, truth in zip(measured.to_dict("records"), expected, strict=True):
+        for column, value in truth.items():
+            assert row[column] == pytest.approx(value, rel=TOLERANCE, abs=1e-7), column
+
+
+@pytest.mark.parametrize("name", TINY_MODELS + EMBEDDED_MODELS)
+def test_streaming_equals_brute_force(name: str) -> None:
+    measured = helpers.measure(name, PROMPTS, batch_size=len(PROMPTS), progress=False)
+    assert list(measured["text_index"]) == list(range(len(PROMPTS)))
+    assert_rows_close(measured, [brute_force(name, text) for text in PROMPTS])
+
+
+@pytest.mark.parametrize("name", TINY_MODELS + ["smollm2-135m"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_metrics_are_the_same_alone_or_in_a_padded_batch(name: str, side: str) -> None:
+    loaded = helpers.load_model(name)
+    previous_side = loaded.tokenizer.padding_side
+    loaded.tokenizer.padding_side = side
+    try:
+        batched = helpers.measure(loaded, PROMPTS, batch_size=len(PROMPTS), progress=False)
+        alone = pd.concat([helpers.measure(loaded, [text], progress=False) for text in PROMPTS], ignore_index=True)
+    finally:
+        loaded.tokenizer.padding_side = previous_side
+    numeric = batched.columns.drop(["model", "text_index"])
+    pd.testing.assert_frame_equal(batched[numeric], alone[numeric], rtol=TOLERANCE, atol=1e-7)
+
+
+def test_gemma3_sliding_window_is_exercised_by_the_tiny_model() -> None:
+    config = helpers.load_model("tiny-gemma3").model.config
+    longest = max(len(helpers.load_model("tiny-gemma3").tokenizer(text).input_ids) for text in PROMPTS)
+    assert config.sliding_window < longest, "a prompt must be longer than the window for the test to mean anything"
+
+
+def test_per_layer_table_has_every_layer_statistic_and_prompt() -> None:
+    loaded = helpers.load_model("tiny-qwen2")
+    result = helpers.measure_with_layers(loaded, PROMPTS, progress=False)
+    layers = result.layers
+    n_hidden_stats = 4 + 3  # mean, mean_abs, std, max_abs, near_zero at 3 eps
+    n_attention_stats = 2 + loaded.n_heads  # layer entropy, normalized, per head
+    per_prompt = (loaded.n_layers + 1) * n_hidden_stats + loaded.n_layers * n_attention_stats
+    assert len(layers) == len(PROMPTS) * per_prompt
+    assert not layers["value"].isna().any()
+    # the layer table's own entropy averages back to the prompt table's H_att
+    entropy = layers[layers["statistic"] == "attention_entropy"].groupby("text_index")["value"].mean()
+    assert entropy.to_numpy() == pytest.approx(result.prompts["attention_entropy"].to_numpy(), rel=1e-12)
+    heads = layers[layers["statistic"].str.startswith("attention_entropy_head_")]
+    assert heads["statistic"].nunique() == loaded.n_heads
+
+
+def test_measure_sets_eager_itself_and_restores_the_models_state() -> None:
+    loaded = helpers.load_model("tiny-llama")
+    loaded.model.set_attn_implementation("sdpa")
+    loaded.model.train()
+    try:
+        measured = helpers.measure(loaded, PROMPTS[:1], progress=False)
+        assert measured["attention_entropy"].iloc[0] > 0
+        assert loaded.model.config._attn_implementation == "sdpa" and loaded.model.training
+    finally:
+        loaded.model.set_attn_implementation("eager")
+        loaded.model.eval()
+    expected = brute_force("tiny-llama", PROMPTS[0])["attention_entropy"]
+    assert measured["attention_entropy"].iloc[0] == pytest.approx(expected, rel=TOLERANCE)
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_hooks_are_removed_even_when_the_forward_pass_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = helpers.load_model("tiny-gpt2")
+    before = _hook_count(loaded.model)
+    helpers.measure(loaded, PROMPTS, progress=False)
+    assert _hook_count(loaded.model) == before
+
+    def broken_forward(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(loaded.model.h[1].mlp, "forward", broken_forward)
+    with pytest.raises(RuntimeError, match="boom"):
+        helpers.measure(loaded, PROMPTS, progress=False)
+    assert _hook_count(loaded.model) == before
+
+
+def test_missing_attention_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import streaming
+
+    monkeypatch.setattr(streaming, "ATTENTION_IMPLEMENTATION", "sdpa")  # sdpa returns no probabilities
+    loaded = helpers.load_model("tiny-phi")
+    with pytest.raises(helpers.AttentionMissingError, match="no attention probabilities"):
+        helpers.measure(loaded, PROMPTS, progress=False)
+    assert loaded.model.config._attn_implementation == "eager"
+
+
+def test_half_precision_model_is_reduced_in_float64() -> None:
+    measured = helpers.measure("tiny-stablelm", PROMPTS, dtype=torch.bfloat16, progress=False)
+    reference = helpers.measure("tiny-stablelm", PROMPTS, progress=False)
+    assert measured["attention_entropy"].dtype == "float64"
+    assert measured["attention_entropy"].to_numpy() == pytest.approx(
+        reference["attention_entropy"].to_numpy(), rel=0.05
+    )
+
+
+def test_hub_model_offline_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(helpers.ModelUnavailableError) as raised:
+        helpers.load_model("bigscience/bloom-560m")
+    message = str(raised.value)
+    assert "bigscience/bloom-560m" in message and "BLOOM-560M" in message and "hf download" in message
+
+
+def test_bad_inputs_fail_before_loading_a_model() -> None:
+    with pytest.raises(ValueError, match=r"texts\[2\]"):
+        helpers.measure("no-such-model", ["ok", "fine", " \n"])
+    with pytest.raises(helpers.UnknownModelError, match="Known names"):
+        helpers.measure("no-such-model", ["ok"])
+
+
+def test_too_long_text_names_its_index_and_the_fix() -> None:
+    loaded = helpers.load_model("tiny-bert")
+    long_text = "word " * 600
+    with pytest.raises(ValueError, match=r"texts\[1\].*max_length=512"):
+        helpers.measure(loaded, ["short", long_text], progress=False)
+    truncated = helpers.measure(loaded, ["short", long_text], max_length=512, progress=False)
+    assert truncated["n_tokens"].iloc[1] == 512
+
+
+def test_loader_reports_metadata_and_attention_implementation() -> None:
+    loaded = helpers.load_model("minilm-l6")
+    meta = loaded.metadata()
+    assert meta["architecture"] == "encoder" and meta["n_layers"] == 6 and meta["n_heads"] == 12
+    assert meta["hidden_size"] == 384 and meta["attn_implementation"] == "eager"
+    assert 22_000_000 < meta["n_parameters"] < 23_000_000
+    assert helpers.load_model("minilm-l6") is loaded  # loaded once
+    assert models.load_model("smollm2-135m").architecture == "decoder"

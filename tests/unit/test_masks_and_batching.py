@@ -1,0 +1,76 @@
+"""Pure helpers of the measurement loop: key masks, batching, input checks, model names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import models, streaming
+
+
+def test_additive_mask_becomes_allowed_keys_and_padding_keys_are_dropped() -> None:
+    minimum = torch.finfo(torch.float32).min
+    additive = torch.tensor([[0.0, minimum, minimum], [0.0, 0.0, minimum], [0.0, 0.0, 0.0]])[None, None]
+    token_mask = torch.tensor([[1, 1, 0]])
+    allowed = streaming._allowed_keys(additive, token_mask, causal=True, q_len=3)
+    expected = torch.tensor([[True, False, False], [True, True, False], [True, True, False]])
+    assert torch.equal(allowed[0, 0], expected)
+
+
+def test_missing_mask_means_causal_for_decoders_and_full_for_encoders() -> None:
+    token_mask = torch.ones(1, 3, dtype=torch.long)
+    causal = streaming._allowed_keys(None, token_mask, causal=True, q_len=3)
+    full = streaming._allowed_keys(None, token_mask, causal=False, q_len=3)
+    assert torch.equal(causal[0, 0], torch.tril(torch.ones(3, 3, dtype=torch.bool)))
+    assert bool(full.all())
+
+
+def test_boolean_mask_is_used_as_is() -> None:
+    mask = torch.tensor([[True, False], [True, True]])[None, None]
+    allowed = streaming._allowed_keys(mask, torch.ones(1, 2), causal=True, q_len=2)
+    assert torch.equal(allowed, mask)
+
+
+def test_length_sorted_batches_cover_every_index_once_longest_first() -> None:
+    lengths = [3, 10, 1, 7, 7, 2]
+    batches = streaming._length_sorted_batches(lengths, 4)
+    assert sorted(i for batch in batches for i in batch) == list(range(6))
+    assert batches[0] == [1, 3, 4, 0] and batches[1] == [5, 2]
+
+
+@pytest.mark.parametrize(
+    ("texts", "error", "message"),
+    [
+        ([], ValueError, "texts is empty"),
+        (["fine", "   "], ValueError, r"texts\[1\] is empty or whitespace"),
+        (["fine", ""], ValueError, r"texts\[1\]"),
+        (["fine", 3], TypeError, r"texts\[1\] is int"),
+        ("a single string", TypeError, "list of strings"),
+    ],
+)
+def test_bad_texts_are_rejected_naming_the_problem(texts: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        streaming.validate_texts(texts)  # type: ignore[arg-type]
+
+
+def test_unknown_model_name_lists_the_known_names() -> None:
+    with pytest.raises(models.UnknownModelError) as raised:
+        models.resolve("gpt3-turbo")
+    for name in ("minilm-l6", "smollm2-135m", "gemma3-270m", "gpt2", "tiny-bloom"):
+        assert name in str(raised.value)
+
+
+def test_paper_models_keep_the_paper_display_names() -> None:
+    names = {spec.name: spec.display_name for spec in models.PAPER_MODELS.values()}
+    assert names == {
+        "bert-base-uncased": "BERT-Base",
+        "gpt2": "GPT2-117M",
+        "Qwen/Qwen1.5-0.5B": "Qwen-1.5-0.5B",
+        "microsoft/phi-1": "Phi-1",
+        "bigscience/bloom-560m": "BLOOM-560M",
+        "stabilityai/stablelm-base-alpha-3b": "StableLM-3B",
+    }
+
+
+def test_other_hub_ids_resolve_as_hub_models() -> None:
+    assert models.resolve("someone/some-model").source == "hub"

@@ -1,0 +1,73 @@
+"""Metric functions on hand-built tensors with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from helpers import metrics
+
+
+def test_uniform_attention_over_n_keys_has_entropy_log_n() -> None:
+    for n in (1, 2, 5, 17):
+        attention = torch.full((1, 1, 3, n), 1.0 / n)
+        assert torch.allclose(metrics.row_entropy(attention), torch.full((1, 1, 3), math.log(n), dtype=torch.float64))
+
+
+def test_one_hot_attention_has_zero_entropy() -> None:
+    attention = torch.zeros(2, 3, 4, 4)
+    attention[..., 0] = 1.0
+    assert torch.equal(metrics.row_entropy(attention), torch.zeros(2, 3, 4, dtype=torch.float64))
+
+
+def test_paper_entropy_sums_real_query_rows_only() -> None:
+    # two heads, uniform over 4 keys; query row 3 is padding and must not count
+    attention = torch.full((1, 2, 4, 4), 0.25)
+    query_mask = torch.tensor([[1, 1, 1, 0]])
+    per_head = metrics.attention_entropy_per_head(attention, query_mask)
+    assert torch.allclose(per_head, torch.full((1, 2), 3 * math.log(4), dtype=torch.float64))
+
+
+def test_entropy_is_reduced_in_float64_for_half_precision_input() -> None:
+    attention = torch.full((1, 1, 2, 3), 1.0 / 3, dtype=torch.bfloat16)
+    assert metrics.row_entropy(attention).dtype == torch.float64
+
+
+def test_normalized_entropy_of_causal_uniform_rows_is_one_and_skips_single_key_rows() -> None:
+    n = 5
+    allowed = torch.tril(torch.ones(n, n, dtype=torch.bool))[None, None]
+    attention = allowed / allowed.sum(-1, keepdim=True)  # row i uniform over its i+1 keys
+    sums, counts = metrics.normalized_row_entropy_sums(attention.float(), torch.ones(1, n), allowed)
+    assert counts.item() == n - 1  # row 0 has a single key: left out
+    assert sums.item() == pytest.approx(n - 1)
+
+
+def test_normalized_entropy_of_one_hot_rows_is_zero() -> None:
+    attention = torch.zeros(1, 1, 3, 3)
+    attention[..., 0] = 1.0
+    sums, counts = metrics.normalized_row_entropy_sums(attention, torch.ones(1, 3), torch.ones(1, 1, 3, 3, dtype=bool))
+    assert counts.item() == 3 and sums.item() == 0.0
+
+
+def test_known_sparsity_ignores_padding() -> None:
+    hidden = torch.tensor([[[0.0, 0.5, 0.005, 2.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]])
+    token_mask = torch.tensor([[1, 1, 0]])  # third token is padding (all zeros) and must not count
+    assert metrics.sparsity(hidden, token_mask, 0.01).item() == pytest.approx(2 / 8)
+    assert metrics.sparsity(hidden, token_mask, 0.001).item() == pytest.approx(1 / 8)
+    assert metrics.sparsity(hidden, token_mask, 1.5).item() == pytest.approx(7 / 8)
+
+
+def test_hidden_statistics_match_torch_on_real_tokens() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 7)
+    token_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    stats = metrics.hidden_state_statistics(hidden, token_mask)
+    for b in range(2):
+        real = hidden[b, token_mask[b].bool()].double()
+        assert stats["mean"][b].item() == pytest.approx(real.mean().item(), rel=1e-12)
+        assert stats["std"][b].item() == pytest.approx(real.std(unbiased=False).item(), rel=1e-12)
+        assert stats["mean_abs"][b].item() == pytest.approx(real.abs().mean().item(), rel=1e-12)
+        assert stats["max_abs"][b].item() == pytest.approx(real.abs().max().item(), rel=1e-12)
+    assert torch.allclose(metrics.masked_mean(hidden, token_mask), stats["mean"])
