@@ -31,6 +31,18 @@ from helpers.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
 PAPER_COLUMNS = ("final_activation", "attention_entropy", "max_sparsity")
 
 
+class MetricsTable(pd.DataFrame):
+    """A DataFrame that prints every column (``print(measure(...))`` shows all the metrics)."""
+
+    @property
+    def _constructor(self) -> type[MetricsTable]:
+        return MetricsTable
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.max_columns", None, "display.width", 1000):
+            return super().__repr__()
+
+
 class AttentionMissingError(RuntimeError):
     """The model ran without producing attention probabilities (e.g. an sdpa or flash kernel)."""
 
@@ -292,7 +304,7 @@ def measure_with_layers(
     layer_table = pd.concat(layer_frames, ignore_index=True)
     layer_table.insert(0, "model", loaded.name)
     layer_table = layer_table.sort_values(["text_index", "layer", "statistic"], kind="stable").reset_index(drop=True)
-    return Measurements(prompts=prompt_table.reset_index(), layers=layer_table)
+    return Measurements(prompts=MetricsTable(prompt_table.reset_index()), layers=layer_table)
 
 
 def measure(
@@ -314,7 +326,7 @@ def measure(
     included, of the fraction |h| < 0.01); and extras: ``final_activation_pre_norm``,
     ``attention_entropy_normalized`` (mean over rows of row entropy / log(keys allowed), rows
     with one key left out), ``max_sparsity_no_embedding``, ``max_sparsity_<eps>`` for
-    eps in 0.001, 0.01, 0.1.
+    eps in 0.001 and 0.1. The table prints every column.
     """
     return measure_with_layers(
         model, texts, batch_size=batch_size, device=device, dtype=dtype, max_length=max_length, progress=progress
@@ -347,7 +359,11 @@ def _tables(record: _BatchRecord, n_layers: int) -> tuple[pd.DataFrame, pd.DataF
             "attention_entropy_normalized": (normalized_sums.sum(0) / normalized_counts.sum(0)).numpy(),
             "max_sparsity": near_zero[metrics.PAPER_EPSILON].amax(dim=0).numpy(),
             "max_sparsity_no_embedding": near_zero[metrics.PAPER_EPSILON][1:].amax(dim=0).numpy(),
-            **{f"max_sparsity_{eps:g}": values.amax(dim=0).numpy() for eps, values in near_zero.items()},
+            **{
+                f"max_sparsity_{eps:g}": values.amax(dim=0).numpy()
+                for eps, values in near_zero.items()
+                if eps != metrics.PAPER_EPSILON  # that one is max_sparsity
+            },
         }
     )
     n_hidden, n_stats, batch = hidden.shape

@@ -1,0 +1,237 @@
+"""A study run: its parameter file, its prompts, and collecting one model's measurements.
+
+A parameter file (YAML) names the models and the prompt file; ``load_params`` checks it before
+any model work starts. ``collect_model`` measures one model on the prompts and writes the
+prompt table and the per-layer table to ``results/<run>/activations/`` with provenance.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+
+from helpers import paths, store
+from helpers.models import load_model
+from helpers.streaming import measure_with_layers
+
+CATEGORIES: tuple[str, ...] = (
+    "factual_questions",
+    "creative_writing",
+    "mathematical_reasoning",
+    "emotional_content",
+    "technical_code",
+    "philosophical_queries",
+    "conversational_chat",
+    "logical_puzzles",
+    "scientific_explanations",
+    "language_tasks",
+    "instruction_following",
+    "commonsense_reasoning",
+)
+"""The paper's 12 prompt categories, in its order."""
+
+PROMPT_COLUMNS = ("prompt_id", "category", "text")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LIBRARIES = ("torch", "transformers", "tokenizers", "gguf", "pandas", "numpy", "pyarrow", "matplotlib", "seaborn")
+
+
+class ParameterError(ValueError):
+    """A parameter file that cannot be used as it is."""
+
+
+class PromptFileError(ValueError):
+    """A prompt file that cannot be used as it is."""
+
+
+@dataclass(frozen=True)
+class StudyParams:
+    """The contents of a parameter file (params/*.yaml)."""
+
+    models: list[str]  # registry names, hub ids or local folders
+    name: str = "default"  # run name: intermediate data go to results/<name>/
+    prompts: str = "data/prompts/cognitive_tasks.csv"  # relative to the repository root, or absolute
+    prompts_per_category: int | None = None  # first N prompts of each category (by prompt_id); None: all
+    categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
+    batch_size: int = 16
+    dtype: str = "float32"  # float32, bfloat16 or float16 (statistics are reduced in float64 anyway)
+    device: str = "auto"  # auto (GPU when present), cpu, cuda, cuda:1, ...
+    max_length: int | None = None  # truncate longer prompts; None: a too-long prompt is an error
+    seed: int = 0  # seeds the tiny models' random weights and any resampling
+
+    @property
+    def prompts_path(self) -> Path:
+        path = Path(self.prompts)
+        return path if path.is_absolute() else paths.ROOT / path
+
+    @property
+    def results(self) -> Path:
+        return paths.RESULTS / self.name
+
+    @property
+    def model_keys(self) -> dict[str, str]:
+        """File-name-safe key for each model ('Qwen/Qwen1.5-0.5B' -> 'Qwen--Qwen1.5-0.5B')."""
+        return {model_key(name): name for name in self.models}
+
+    def activations_path(self, model: str, kind: str = "prompts") -> Path:
+        suffix = "" if kind == "prompts" else f"_{kind}"
+        return self.results / "activations" / f"{model_key(model)}{suffix}.parquet"
+
+
+def model_key(name: str) -> str:
+    """A file-name-safe key for a model name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "models": (list,),
+    "name": (str,),
+    "prompts": (str,),
+    "prompts_per_category": (int, type(None)),
+    "categories": (list,),
+    "batch_size": (int,),
+    "dtype": (str,),
+    "device": (str,),
+    "max_length": (int, type(None)),
+    "seed": (int,),
+}
+
+
+def parse_params(raw: Any, source: str = "parameters") -> StudyParams:
+    """Check a parsed parameter mapping and return ``StudyParams``; errors name the key and what is allowed."""
+    if not isinstance(raw, dict):
+        raise ParameterError(f"{source}: expected a mapping of keys to values, got {type(raw).__name__}")
+    valid = [f.name for f in fields(StudyParams)]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise ParameterError(f"{source}: unknown key(s) {unknown}; valid keys are {valid}")
+    if "models" not in raw or not raw["models"]:
+        raise ParameterError(f"{source}: 'models' is missing or empty; give a list of model names, e.g. [minilm-l6]")
+    for key, value in raw.items():
+        allowed = _TYPES[key]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ParameterError(f"{source}: {key!r} must be {names}, got {value!r} ({type(value).__name__})")
+    for key in ("models", "categories"):
+        items = raw.get(key, [])
+        if not all(isinstance(item, str) and item.strip() for item in items):
+            raise ParameterError(f"{source}: every item of {key!r} must be a non-empty string, got {items!r}")
+        if len(set(items)) != len(items):
+            raise ParameterError(f"{source}: {key!r} has duplicates: {items!r}")
+    if "dtype" in raw and raw["dtype"] not in DTYPES:
+        raise ParameterError(f"{source}: dtype {raw['dtype']!r} is not one of {list(DTYPES)}")
+    for key in ("batch_size", "prompts_per_category", "max_length"):
+        if raw.get(key) is not None and raw[key] < 1:
+            raise ParameterError(f"{source}: {key!r} must be a positive integer, got {raw[key]!r}")
+    if "name" in raw and not re.fullmatch(r"[A-Za-z0-9._-]+", raw["name"]):
+        raise ParameterError(f"{source}: name {raw['name']!r} may use only letters, digits, '.', '_' and '-'")
+    return StudyParams(**raw)
+
+
+def load_params(path: str | Path) -> StudyParams:
+    """Read and check a parameter file; the run name defaults to the file's stem."""
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = paths.ROOT / path
+    if not path.is_file():
+        raise ParameterError(f"parameter file {path} does not exist; the shipped ones are in {paths.PARAMS}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParameterError(f"{path}: not valid YAML ({error})") from None
+    if isinstance(raw, dict):
+        raw.setdefault("name", path.stem)
+    return parse_params(raw, str(path))
+
+
+def load_prompts(
+    path: str | Path,
+    categories: tuple[str, ...] | list[str] = CATEGORIES,
+    per_category: int | None = None,
+) -> pd.DataFrame:
+    """Read and check a prompt file (columns prompt_id, category, text); optionally the first N per category."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptFileError(f"prompt file {path} does not exist")
+    try:
+        prompts = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise PromptFileError(f"prompt file {path} could not be read as CSV: {error}") from None
+    missing = [column for column in PROMPT_COLUMNS if column not in prompts.columns]
+    if missing:
+        raise PromptFileError(
+            f"prompt file {path} lacks column(s) {missing}; "
+            f"required: {list(PROMPT_COLUMNS)}, found {list(prompts.columns)}"
+        )
+    duplicated = prompts.loc[prompts["prompt_id"].duplicated(), "prompt_id"].unique().tolist()
+    if duplicated:
+        raise PromptFileError(f"prompt file {path}: duplicate prompt_id(s) {duplicated[:10]}")
+    empty = prompts.loc[prompts["text"].str.strip() == "", "prompt_id"].tolist()
+    if empty:
+        raise PromptFileError(f"prompt file {path}: empty or whitespace-only text for prompt_id(s) {empty[:10]}")
+    unknown = sorted(set(prompts["category"]) - set(categories))
+    if unknown:
+        raise PromptFileError(f"prompt file {path}: unknown categor(y/ies) {unknown}; allowed: {list(categories)}")
+    prompts = prompts[list(PROMPT_COLUMNS)]
+    prompts = prompts.assign(category=pd.Categorical(prompts["category"], categories=list(categories)))
+    prompts = prompts.sort_values(["category", "prompt_id"], kind="stable")
+    if per_category is not None:
+        prompts = prompts.groupby("category", observed=True, sort=False).head(per_category)
+    prompts = prompts.assign(category=prompts["category"].astype(str))
+    return prompts.reset_index(drop=True)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape the numbers."""
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> dict[str, Path]:
+    """Measure ``model`` on the run's prompts; write its prompt and per-layer tables with provenance."""
+    prompts = load_prompts(params.prompts_path, params.categories, params.prompts_per_category)
+    dtype = DTYPES[params.dtype]
+    loaded = load_model(model, dtype=dtype, seed=params.seed)
+    result = measure_with_layers(
+        loaded,
+        prompts["text"].tolist(),
+        batch_size=params.batch_size,
+        device=params.device,
+        dtype=dtype,
+        max_length=params.max_length,
+        progress=progress,
+    )
+    identity = prompts[["prompt_id", "category"]]
+    prompt_table = pd.concat([identity, result.prompts.drop(columns="text_index")], axis=1)
+    layer_table = result.layers.merge(identity.rename_axis("text_index").reset_index(), on="text_index")
+    layer_table = layer_table.drop(columns="text_index")
+    provenance = {
+        "model": loaded.metadata(),
+        "params": asdict(params),
+        "prompt_file": str(
+            params.prompts_path.relative_to(paths.ROOT)
+            if params.prompts_path.is_relative_to(paths.ROOT)
+            else params.prompts_path
+        ),
+        "prompt_file_sha256": store.file_sha256(params.prompts_path),
+        "n_prompts": len(prompts),
+        "device": str(next(loaded.model.parameters()).device),
+        "libraries": library_versions(),
+    }
+    written = {
+        "prompts": store.write_table(prompt_table, params.activations_path(model), provenance),
+        "layers": store.write_table(layer_table, params.activations_path(model, "layers"), provenance),
+    }
+    return written
