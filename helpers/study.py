@@ -58,7 +58,7 @@ class StudyParams:
     models: list[str]  # registry names, hub ids or local folders
     name: str = "default"  # run name: intermediate data go to results/<name>/
     prompts: str = "data/prompts/cognitive_tasks.csv"  # relative to the repository root, or absolute
-    prompts_per_category: int | None = None  # first N prompts of each category (by prompt_id); None: all
+    prompts_per_category: int | None = None  # N prompts per category, evenly spaced by prompt_id; None: all
     categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
     batch_size: int = 16
     dtype: str = "float32"  # float32, bfloat16 or float16 (statistics are reduced in float64 anyway)
@@ -156,7 +156,11 @@ def load_prompts(
     categories: tuple[str, ...] | list[str] = CATEGORIES,
     per_category: int | None = None,
 ) -> pd.DataFrame:
-    """Read and check a prompt file (columns prompt_id, category, text); optionally the first N per category."""
+    """Read and check a prompt file (columns prompt_id, category, text).
+
+    ``per_category``: keep N prompts per category, evenly spaced in prompt_id order (the shipped
+    file orders each category short to long, so the subset spans lengths).
+    """
     path = Path(path)
     if not path.is_file():
         raise PromptFileError(f"prompt file {path} does not exist")
@@ -183,9 +187,21 @@ def load_prompts(
     prompts = prompts.assign(category=pd.Categorical(prompts["category"], categories=list(categories)))
     prompts = prompts.sort_values(["category", "prompt_id"], kind="stable")
     if per_category is not None:
-        prompts = prompts.groupby("category", observed=True, sort=False).head(per_category)
+        groups = prompts.groupby("category", observed=True, sort=False)
+        position, size = groups.cumcount(), groups["prompt_id"].transform("size")
+        keep = [p in _evenly_spaced(n, per_category) for p, n in zip(position, size, strict=True)]
+        prompts = prompts[keep]
     prompts = prompts.assign(category=prompts["category"].astype(str))
     return prompts.reset_index(drop=True)
+
+
+def _evenly_spaced(available: int, wanted: int) -> list[int]:
+    """``wanted`` positions spread evenly over ``available`` (first and last included), so a subset spans lengths."""
+    if wanted >= available:
+        return list(range(available))
+    if wanted == 1:
+        return [0]
+    return sorted({round(i * (available - 1) / (wanted - 1)) for i in range(wanted)})
 
 
 def library_versions() -> dict[str, str]:
@@ -235,3 +251,40 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         "layers": store.write_table(layer_table, params.activations_path(model, "layers"), provenance),
     }
     return written
+
+
+def load_metrics(params: StudyParams) -> pd.DataFrame:
+    """The tidy per-prompt table of a run: every model's prompt table with its model metadata."""
+    frames = []
+    for model in params.models:
+        path = params.activations_path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"no measurements for {model!r} at {path}: run notebook 01 (or `make reproduce`)")
+        table = store.read_table(path)
+        meta = store.read_metadata(path)["model"]
+        keys = ("display_name", "family", "architecture", "n_parameters", "n_layers", "n_heads", "hidden_size")
+        identity = pd.DataFrame({key: [meta[key]] * len(table) for key in keys})
+        frames.append(pd.concat([table[["model"]], identity, table.drop(columns="model")], axis=1))
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_layers(params: StudyParams) -> pd.DataFrame:
+    """The long per-layer table of a run (model, prompt_id, category, layer, statistic, value)."""
+    frames = [store.read_table(params.activations_path(model, "layers")) for model in params.models]
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_provenance(params: StudyParams) -> dict[str, Any]:
+    """What a run's reports record: parameters, library versions, input hashes, model metadata."""
+    models = {}
+    for model in params.models:
+        path = params.activations_path(model)
+        if path.is_file():
+            meta = store.read_metadata(path)
+            models[model] = {**meta["model"], "device": meta.get("device"), "store_sha256": store.file_sha256(path)}
+    return {
+        "params": asdict(params),
+        "prompt_file_sha256": store.file_sha256(params.prompts_path),
+        "libraries": library_versions(),
+        "models": models,
+    }
