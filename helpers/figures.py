@@ -72,6 +72,7 @@ def category_heatmap(cells: pd.DataFrame, metric: str) -> plt.Figure:
     axes.set_ylabel("")
     axes.set_title(f"{LABELS[metric]}: mean per model and category")
     plt.setp(axes.get_xticklabels(), rotation=40, ha="right")
+    plt.setp(axes.get_yticklabels(), rotation=0)
     figure.tight_layout()
     return figure
 

@@ -1,0 +1,102 @@
+"""The whole workflow with the smoke parameters, in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import paths
+from helpers.figures import OUTPUT_FIGURES
+from helpers.study import CATEGORIES, load_params
+from helpers.tables import OUTPUT_TABLES
+
+IGNORED = shutil.ignore_patterns(".venv", ".git", "results", "build", "reports", ".snakemake", ".cache", "__pycache__")
+
+
+def snakemake(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", "--config", "params=params/smoke.yaml", *args]
+    return subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("compendium") / "repo"
+    shutil.copytree(paths.ROOT, root, ignore=IGNORED)
+    for generated in ("figures/smoke", "paper/tables/smoke"):
+        shutil.rmtree(root / generated, ignore_errors=True)
+    result = snakemake(root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return root
+
+
+def test_every_table_exists_in_every_format_with_no_missing_values(smoke_run: Path) -> None:
+    folder = smoke_run / "paper" / "tables" / "smoke"
+    for name in OUTPUT_TABLES:
+        for suffix in ("csv", "md", "tex"):
+            assert (folder / f"{name}.{suffix}").is_file(), f"{name}.{suffix} missing"
+    params = load_params(paths.PARAMS / "smoke.yaml")
+    complete = pd.read_csv(folder / "complete_results.csv")
+    assert len(complete) == len(params.models) * len(CATEGORIES)
+    assert set(complete["Category"]) == set(CATEGORIES)
+    assert set(complete["Model_Name"]) == set(params.models)
+    assert (complete["Inputs_Analyzed"] == params.prompts_per_category).all()
+    assert not complete.isna().any().any()
+    expected_rows = {
+        "model_summary": len(params.models),
+        "category_performance": len(CATEGORIES),
+        "architecture_comparison": 2,
+        "top10_final_activation": 10,
+        "top10_attention_entropy": 10,
+        "top10_lowest_sparsity": 10,
+        "sample_inputs": len(CATEGORIES),
+        "published_vs_reproduced_categories": 3 * len(CATEGORIES),
+        "published_vs_reproduced_architectures": 6,
+    }
+    for name, rows in expected_rows.items():
+        table = pd.read_csv(folder / f"{name}.csv")
+        assert len(table) == rows, name
+        assert not table.isna().any().any(), name
+    consistency = pd.read_csv(folder / "paper_consistency.csv")
+    assert consistency["agrees"].all()
+
+
+def test_every_figure_exists(smoke_run: Path) -> None:
+    for name in OUTPUT_FIGURES:
+        for suffix in ("png", "svg"):
+            path = smoke_run / "figures" / "smoke" / f"{name}.{suffix}"
+            assert path.is_file() and path.stat().st_size > 5_000, path
+
+
+def test_reports_exist_embed_figures_and_are_indexed(smoke_run: Path) -> None:
+    reports = smoke_run / "reports" / "smoke"
+    notebooks = sorted(p.stem for p in (smoke_run / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    index = (reports / "index.html").read_text()
+    for notebook in notebooks:
+        matches = list(reports.glob(f"{notebook}*.html"))
+        assert matches, f"no report for {notebook}"
+        for report in matches:
+            assert f'href="{report.name}"' in index
+    assert "data:image/png;base64" in (reports / "04_plot.html").read_text()
+    assert "transformers" in index and "prompt_file_sha256" in index and "smoke" in index
+
+
+def test_source_notebooks_are_left_clean_and_executed_copies_record_parameters(smoke_run: Path) -> None:
+    for notebook in (smoke_run / "notebooks").glob("*.ipynb"):
+        cells = json.loads(notebook.read_text())["cells"]
+        assert not any(cell.get("outputs") for cell in cells if cell["cell_type"] == "code"), notebook
+    executed = json.loads((smoke_run / "build" / "smoke" / "02_compute_metrics.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["parameters"]["params_file"] == "params/smoke.yaml"
+
+
+def test_a_second_run_has_nothing_to_do(smoke_run: Path) -> None:
+    result = snakemake(smoke_run, "--dry-run")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
