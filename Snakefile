@@ -10,7 +10,8 @@ sys.path.insert(0, workflow.basedir)
 from helpers.notebooks import RunOutputs  # noqa: E402
 from helpers.study import load_params, model_key  # noqa: E402
 from helpers.tables import OUTPUT_TABLES  # noqa: E402
-from helpers.figures import OUTPUT_FIGURES  # noqa: E402
+from helpers.figures import OUTPUT_FIGURES, ROBUSTNESS_FIGURES  # noqa: E402
+from helpers.robustness import ROBUSTNESS_TABLES  # noqa: E402
 
 PARAMS = config.get("params", "params/default.yaml")
 STUDY = load_params(PARAMS)
@@ -86,6 +87,18 @@ rule export_tables:
         OUT.reports / "05_export_tables.html",
     shell:
         "{RUN} 05_export_tables --params {PARAMS}"
+
+
+rule robustness:
+    input:
+        notebook("06_robustness"),
+        OUT.metrics,
+    output:
+        [OUT.tables / f"{name}.csv" for name in ROBUSTNESS_TABLES],
+        [OUT.figures / f"{name}.png" for name in ROBUSTNESS_FIGURES],
+        OUT.reports / "06_robustness.html",
+    shell:
+        "{RUN} 06_robustness --params {PARAMS}"
 
 
 rule index:

@@ -149,3 +149,47 @@ def save_figures(figures: dict[str, plt.Figure], folder: Path, notebook: str) ->
         written.extend(save_figure(figure, name, notebook, folder))
         plt.close(figure)
     return written
+
+
+ROBUSTNESS_FIGURES: tuple[str, ...] = ("robustness_category_ranks", "robustness_sparsity_ratio")
+"""Every figure notebook 06 makes."""
+
+
+def category_ranks(rankings: pd.DataFrame) -> plt.Figure:
+    """Rank of each category (1 = highest attention entropy): raw, row-normalised, at equal length."""
+    variants = {
+        "raw_rank": "raw H_att",
+        "row_normalised_rank": "row-normalised",
+        "length_adjusted_rank": "equal length",
+    }
+    figure, axis = plt.subplots(figsize=(8, 5))
+    ordered = rankings.sort_values("raw_rank")
+    for column, label in variants.items():
+        axis.plot(ordered[column], ordered["category"], marker="o", linestyle="none", label=label, alpha=0.8)
+    axis.invert_xaxis()
+    axis.set_xlabel("rank of the category (1 = highest attention entropy)")
+    axis.set_title("Does the category ranking survive length control?")
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def sparsity_ratio(sensitivity: pd.DataFrame, paper_ratio: float) -> plt.Figure:
+    """Decoder/encoder S_max ratio with 95% intervals for each sparsity variant, against the paper's ratio."""
+    rows = sensitivity[sensitivity["quantity"] == "decoder_over_encoder"].reset_index(drop=True)
+    figure, axis = plt.subplots(figsize=(8, 4))
+    axis.errorbar(
+        rows["value"],
+        rows["variant"],
+        xerr=[rows["value"] - rows["lower"], rows["upper"] - rows["value"]],
+        fmt="o",
+        capsize=3,
+        label="this run, 95% bootstrap interval",
+    )
+    axis.axvline(paper_ratio, color="crimson", linestyle="--", label=f"paper: {paper_ratio:.2f}")
+    axis.axvline(1.0, color="grey", linestyle=":", label="no difference")
+    axis.set_xscale("log")
+    axis.set_xlabel("decoder / encoder mean max sparsity")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -58,8 +58,9 @@ def hidden_state_statistics(
     """Per-prompt statistics of one layer's hidden states over real tokens x hidden dims.
 
     hidden: (B, T, D); token_mask: (B, T). Returns a dict of (B,) float64 tensors:
-    ``mean``, ``mean_abs``, ``std`` (population), ``max_abs`` and ``near_zero_<eps>``
-    (fraction of entries with |h| < eps) for each eps.
+    ``mean``, ``mean_abs``, ``std`` (population), ``max_abs``, ``near_zero_<eps>`` (fraction
+    of entries with |h| < eps) and ``near_zero_relative_<eps>`` (fraction with |h| < eps * std,
+    a threshold relative to the layer's scale) for each eps.
     """
     values = hidden.to(torch.float64)
     mask = token_mask.to(torch.float64)[:, :, None]  # (B, T, 1)
@@ -75,6 +76,9 @@ def hidden_state_statistics(
     }
     for eps in epsilons:
         stats[f"near_zero_{eps:g}"] = ((magnitude < eps) * mask).sum(dim=(1, 2)) / count
+    for eps in epsilons:
+        threshold = (eps * stats["std"])[:, None, None]
+        stats[f"near_zero_relative_{eps:g}"] = ((magnitude < threshold) * mask).sum(dim=(1, 2)) / count
     return stats
 
 

@@ -326,7 +326,8 @@ def measure(
     included, of the fraction |h| < 0.01); and extras: ``final_activation_pre_norm``,
     ``attention_entropy_normalized`` (mean over rows of row entropy / log(keys allowed), rows
     with one key left out), ``max_sparsity_no_embedding``, ``max_sparsity_<eps>`` for
-    eps in 0.001 and 0.1. The table prints every column.
+    eps in 0.001 and 0.1, ``max_sparsity_relative_<eps>`` (threshold eps x the layer's std)
+    for eps in 0.001, 0.01, 0.1. The table prints every column.
     """
     return measure_with_layers(
         model, texts, batch_size=batch_size, device=device, dtype=dtype, max_length=max_length, progress=progress
@@ -349,6 +350,7 @@ def _tables(record: _BatchRecord, n_layers: int) -> tuple[pd.DataFrame, pd.DataF
             f"recorded {heads.shape[0]} and {hidden.shape[0]}"
         )
     near_zero = {eps: hidden[:, hidden_names.index(f"near_zero_{eps:g}")] for eps in metrics.SPARSITY_EPSILONS}
+    relative = {eps: hidden[:, hidden_names.index(f"near_zero_relative_{eps:g}")] for eps in metrics.SPARSITY_EPSILONS}
     layer_entropy = heads.mean(dim=2)  # (L, B)
     prompts = pd.DataFrame(
         {
@@ -364,6 +366,7 @@ def _tables(record: _BatchRecord, n_layers: int) -> tuple[pd.DataFrame, pd.DataF
                 for eps, values in near_zero.items()
                 if eps != metrics.PAPER_EPSILON  # that one is max_sparsity
             },
+            **{f"max_sparsity_relative_{eps:g}": values.amax(dim=0).numpy() for eps, values in relative.items()},
         }
     )
     n_hidden, n_stats, batch = hidden.shape

@@ -65,6 +65,7 @@ class StudyParams:
     device: str = "auto"  # auto (GPU when present), cpu, cuda, cuda:1, ...
     max_length: int | None = None  # truncate longer prompts; None: a too-long prompt is an error
     seed: int = 0  # seeds the tiny models' random weights and any resampling
+    bootstrap_samples: int = 1000  # bootstrap draws for the robustness intervals (notebook 06)
 
     @property
     def prompts_path(self) -> Path:
@@ -101,6 +102,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "device": (str,),
     "max_length": (int, type(None)),
     "seed": (int,),
+    "bootstrap_samples": (int,),
 }
 
 
@@ -127,7 +129,7 @@ def parse_params(raw: Any, source: str = "parameters") -> StudyParams:
             raise ParameterError(f"{source}: {key!r} has duplicates: {items!r}")
     if "dtype" in raw and raw["dtype"] not in DTYPES:
         raise ParameterError(f"{source}: dtype {raw['dtype']!r} is not one of {list(DTYPES)}")
-    for key in ("batch_size", "prompts_per_category", "max_length"):
+    for key in ("batch_size", "prompts_per_category", "max_length", "bootstrap_samples"):
         if raw.get(key) is not None and raw[key] < 1:
             raise ParameterError(f"{source}: {key!r} must be a positive integer, got {raw[key]!r}")
     if "name" in raw and not re.fullmatch(r"[A-Za-z0-9._-]+", raw["name"]):

@@ -29,6 +29,9 @@ EXTRA_METRICS: dict[str, str] = {
     "max_sparsity_no_embedding": "Max_Sparsity_No_Embedding",
     "max_sparsity_0.001": "Max_Sparsity_0.001",
     "max_sparsity_0.1": "Max_Sparsity_0.1",
+    "max_sparsity_relative_0.001": "Max_Sparsity_Relative_0.001",
+    "max_sparsity_relative_0.01": "Max_Sparsity_Relative_0.01",
+    "max_sparsity_relative_0.1": "Max_Sparsity_Relative_0.1",
 }
 METRIC_COLUMNS = list(PAPER_METRICS.values())
 MODEL_COLUMNS = ["Model", "Model_Name", "Architecture", "Parameters", "Layers", "Heads", "Hidden_Size"]

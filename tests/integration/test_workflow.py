@@ -100,3 +100,18 @@ def test_a_second_run_has_nothing_to_do(smoke_run: Path) -> None:
     result = snakemake(smoke_run, "--dry-run")
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_findings_scorecard_has_one_row_per_finding_with_a_computed_verdict(smoke_run: Path) -> None:
+    from helpers.robustness import ROBUSTNESS_TABLES, VERDICTS
+
+    folder = smoke_run / "paper" / "tables" / "smoke"
+    for name in ROBUSTNESS_TABLES:
+        assert (folder / f"{name}.csv").is_file(), name
+    scorecard = pd.read_csv(folder / "findings_scorecard.csv")
+    assert list(scorecard["finding"]) == [1, 2, 3, 4]
+    assert set(scorecard["verdict"]) <= set(VERDICTS)
+    assert (smoke_run / "paper" / "tables" / "smoke" / "findings_scorecard.md").is_file()
+    assert (smoke_run / "README.md").read_text() == (
+        paths.ROOT / "README.md"
+    ).read_text()  # only the default run quotes

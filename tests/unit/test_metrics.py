@@ -71,3 +71,14 @@ def test_hidden_statistics_match_torch_on_real_tokens() -> None:
         assert stats["mean_abs"][b].item() == pytest.approx(real.abs().mean().item(), rel=1e-12)
         assert stats["max_abs"][b].item() == pytest.approx(real.abs().max().item(), rel=1e-12)
     assert torch.allclose(metrics.masked_mean(hidden, token_mask), stats["mean"])
+
+
+def test_scale_relative_sparsity_uses_the_layers_own_std() -> None:
+    # entries -2, 2 (x3) and 0.05: std is about 1.79, so 0.05 < 0.1 * std but 2 is not
+    hidden = torch.tensor([[[-2.0, 2.0], [2.0, 2.0], [0.05, 0.0]]])
+    token_mask = torch.tensor([[1, 1, 1]])
+    stats = metrics.hidden_state_statistics(hidden, token_mask)
+    std = stats["std"].item()
+    assert 0.05 < 0.1 * std
+    assert stats["near_zero_relative_0.1"].item() == pytest.approx(2 / 6)
+    assert stats["near_zero_relative_0.001"].item() == pytest.approx(1 / 6)  # only the exact zero
