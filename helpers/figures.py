@@ -11,8 +11,11 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import paths
+
 from helpers.study import CATEGORIES
 from helpers.tables import PAPER_METRICS
+
+plt.rcParams["svg.hashsalt"] = "neural-activation-compendium"  # stable SVG ids: reruns give identical files
 
 LABELS = {
     "final_activation": "final activation $A_f$",
@@ -55,7 +58,10 @@ def save_figure(figure: plt.Figure, name: str, notebook: str, folder: Path = pat
     written = []
     for suffix in ("png", "svg"):
         path = folder / f"{name}.{suffix}"
-        metadata = {"Title": name, "Description": f"made by {notebook}"} if suffix == "png" else {"Title": name}
+        metadata = {"Title": name, "Description": f"made by {notebook}"}
+        metadata = (
+            metadata if suffix == "png" else {"Title": name, "Description": metadata["Description"], "Date": None}
+        )
         figure.savefig(path, dpi=150, bbox_inches="tight", metadata=metadata)
         written.append(path)
     return written

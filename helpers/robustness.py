@@ -346,7 +346,8 @@ def findings_scorecard(
     rows.append(
         {
             "finding": 3,
-            "claim": "GPT-2 has the highest final activation; the activation scale differs by model",
+            "claim": "GPT-2 has the highest final activation; the activation scale differs by model"
+            + ("" if has_gpt2 else " (GPT-2 not in this run: tested as 'one model is clearly highest')"),
             "paper_evidence": evidence["f3"],
             "raw_reproduction": f"{top_model} is highest (mean A_f {model_means.iloc[0]:.4g}, margin "
             f"{observed['f3_margin_raw']:.3g}); model means range {model_means.min():.3g} to {model_means.max():.3g}"
