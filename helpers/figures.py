@@ -11,7 +11,6 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import paths
-
 from helpers.study import CATEGORIES
 from helpers.tables import PAPER_METRICS
 
