@@ -11,7 +11,8 @@ export TOKENIZERS_PARALLELISM ?= false
 
 PARAMS ?= params/default.yaml
 CORES ?= 1
-SNAKEMAKE := PYTHONPATH=$(CURDIR) $(VENV)/bin/snakemake --cores $(CORES) --config params=$(PARAMS)
+SNAKEFLAGS ?=
+SNAKEMAKE := PYTHONPATH=$(CURDIR) $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete $(SNAKEFLAGS) --config params=$(PARAMS)
 
 .PHONY: install test lint reproduce lab bench clean
 
@@ -29,7 +30,7 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check helpers tests notebooks
+	$(PY) -m ruff format --check helpers tests notebooks benchmarks
 
 lint: install
 	$(PY) -m ruff check .
@@ -51,4 +52,4 @@ bench: install
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf build results .snakemake
+	rm -rf build results reports .snakemake

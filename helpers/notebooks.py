@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import paths, store
-from helpers.study import StudyParams, load_params, model_key, run_provenance
+from helpers.study import StudyParams, ensure_writable, load_params, model_key, run_provenance
 
 
 def numbered_notebooks() -> dict[str, Path]:
@@ -94,8 +94,9 @@ def run_notebook(notebook: str, params_file: str, model: str | None = None, prog
         raise ValueError(f"unknown notebook {notebook!r}; the notebooks are {list(notebooks)}")
     params = load_params(params_file)
     outputs = RunOutputs(params)
+    for folder in (outputs.build, outputs.reports, outputs.figures, outputs.tables, params.results):
+        ensure_writable(folder)  # fail before any model work, naming the folder
     executed = outputs.executed(notebook, model)
-    executed.parent.mkdir(parents=True, exist_ok=True)
     parameters: dict[str, str] = {"params_file": str(params_file)}
     if model is not None:
         parameters["model"] = model

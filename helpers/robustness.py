@@ -16,6 +16,7 @@ import pandas as pd
 
 from helpers import store
 from helpers.study import CATEGORIES
+from helpers.tables import finite_only
 
 VERDICTS = ("holds", "weakened", "does not hold", "not testable")
 MATH = "mathematical_reasoning"
@@ -429,7 +430,8 @@ ROBUSTNESS_TABLES: tuple[str, ...] = (
 def robustness_tables(
     metrics: pd.DataFrame, published_cells: pd.DataFrame, samples: int = 1000, seed: int = 0
 ) -> dict[str, pd.DataFrame]:
-    """All of ``ROBUSTNESS_TABLES`` for one run."""
+    """All of ``ROBUSTNESS_TABLES`` for one run (finite rows only, see ``tables.finite_only``)."""
+    metrics = finite_only(metrics)
     test = permutation_test(metrics["max_sparsity"], metrics["architecture"], "decoder", "encoder", seed=seed)
     result = {
         "findings_scorecard": findings_scorecard(metrics, published_cells, samples, seed),

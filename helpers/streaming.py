@@ -31,6 +31,8 @@ from helpers import metrics
 from helpers.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
 
 PAPER_COLUMNS = ("final_activation", "attention_entropy", "max_sparsity")
+ENTROPY_CHUNK_ELEMENTS = 1 << 22
+"""Attention probabilities per entropy chunk (4M: 16 MiB in float32): heads are grouped up to this."""
 
 
 class MetricsTable(pd.DataFrame):
@@ -215,7 +217,8 @@ def recording(loaded: LoadedModel) -> Iterator[list[_BatchRecord]]:
                         f"implementation {model.config._attn_implementation!r}; measure needs 'eager'"
                     )
                 query_mask = record.token_mask[:, -probs.shape[-2] :]
-                rows = metrics.row_entropy(probs)  # (B, H, Q): the only pass over the attention map
+                per_head = probs[:, 0].numel()  # as many heads at once as fit a small slice of memory
+                rows = metrics.row_entropy(probs, heads_per_chunk=max(1, ENTROPY_CHUNK_ELEMENTS // per_head))
                 record.attention_heads.append(metrics.attention_entropy_per_head(rows, query_mask))
                 n_keys = record.key_counts(kwargs.get("attention_mask"), probs.shape[-2])
                 sums, counts = metrics.normalized_row_entropy_sums(rows, query_mask, n_keys)
@@ -256,6 +259,28 @@ def validate_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
+class PromptTooLongError(ValueError):
+    """A text has more tokens than the model has positions, and ``max_length`` was not set."""
+
+
+def check_lengths(loaded: LoadedModel, lengths: Sequence[int], names: Sequence[str] | None = None) -> None:
+    """Raise ``PromptTooLongError`` naming the texts with more tokens than ``loaded`` has positions.
+
+    ``lengths``: token counts as tokenized; ``names``: how to name each text (default ``texts[i]``).
+    """
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    too_long = [i for i, n in enumerate(lengths) if limit and n > limit]
+    if too_long:
+        named = [names[i] if names is not None else f"texts[{i}]" for i in too_long]
+        shown = ", ".join(f"{name} ({lengths[i]} tokens)" for name, i in zip(named[:5], too_long[:5], strict=True))
+        more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+        raise PromptTooLongError(
+            f"{shown}{more}: longer than {loaded.name}'s {limit} positions; set max_length={limit} "
+            "(the measure argument, or max_length in the parameter file) to truncate them, flagged in "
+            "the 'truncated' column, or shorten them"
+        )
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -280,8 +305,9 @@ def measure_with_layers(
     dtype: torch.dtype | None = None,
     max_length: int | None = None,
     progress: bool = True,
+    layers: bool = True,
 ) -> Measurements:
-    """Measure every text; return the prompt table and the long per-layer table.
+    """Measure every text; return the prompt table and the long per-layer table (empty if not ``layers``).
 
     ``model``: a registry name, a hub id, a local folder, or what ``load_model`` returns.
     Texts are tokenized as the tokenizer does by default (special tokens included);
@@ -300,13 +326,11 @@ def measure_with_layers(
     tokenizer = loaded.tokenizer
     encoded = tokenizer(texts, truncation=max_length is not None, max_length=max_length)
     lengths = [len(ids) for ids in encoded["input_ids"]]
-    limit = getattr(loaded.model.config, "max_position_embeddings", None)
-    too_long = [i for i, n in enumerate(lengths) if limit and n > limit]
-    if too_long:
-        raise ValueError(
-            f"texts{too_long[:5]} have {[lengths[i] for i in too_long[:5]]} tokens, more than {loaded.name}'s "
-            f"{limit} positions: pass max_length={limit} to truncate them"
-        )
+    truncated = [False] * len(texts)
+    if max_length is not None:  # which texts lost tokens: their untruncated length exceeds max_length
+        full_lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        truncated = [full > kept for full, kept in zip(full_lengths, lengths, strict=True)]
+    check_lengths(loaded, lengths)
 
     prompt_rows: dict[int, dict[str, Any]] = {}
     layer_frames: list[pd.DataFrame] = []
@@ -327,16 +351,18 @@ def measure_with_layers(
             record = records.pop()
             final = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
             record.hidden.append(metrics.hidden_state_statistics(final, record.token_mask))
-            prompts, layers = _tables(record, loaded.n_layers)
-            prompts.index = batch
-            layers["text_index"] = [batch[i] for i in layers.pop("batch_position")]
-            prompt_rows.update(prompts.to_dict("index"))
-            layer_frames.append(layers)
+            prompt_frame, layer_frame = _tables(record, loaded.n_layers, layers)
+            prompt_frame.index = batch
+            prompt_rows.update(prompt_frame.to_dict("index"))
+            if layers:
+                layer_frame["text_index"] = [batch[i] for i in layer_frame.pop("batch_position")]
+                layer_frames.append(layer_frame)
 
     prompt_table = pd.DataFrame.from_dict(prompt_rows, orient="index").sort_index()
     prompt_table.index.name = "text_index"
     prompt_table.insert(0, "model", loaded.name)
-    layer_table = pd.concat(layer_frames, ignore_index=True)
+    prompt_table.insert(2, "truncated", truncated)
+    layer_table = pd.concat(layer_frames, ignore_index=True) if layers else _empty_layer_table()
     layer_table.insert(0, "model", loaded.name)
     layer_table = layer_table.sort_values(["text_index", "layer", "statistic"], kind="stable").reset_index(drop=True)
     return Measurements(prompts=MetricsTable(prompt_table.reset_index()), layers=layer_table)
@@ -354,7 +380,9 @@ def measure(
 ) -> pd.DataFrame:
     """Per-prompt metrics, one row per text in input order (see ``measure_with_layers``).
 
-    Columns: ``text_index, model, n_tokens``; the paper's ``final_activation`` (mean of
+    Columns: ``text_index, model, n_tokens``, ``truncated`` (the text lost tokens to
+    ``max_length``), ``nonfinite_layers`` (how many of the L+1 hidden states, or the attention
+    of that layer, held an inf or NaN for this text: 0 in a healthy run); the paper's ``final_activation`` (mean of
     ``hidden_states[-1]``: after the final norm for decoders, the last block for BERT),
     ``attention_entropy`` (H_att = -(1/(L*H)) sum_l,h,i,j A log A over real query rows) and
     ``max_sparsity`` (max over the L+1 entries of ``hidden_states``, embedding output
@@ -365,11 +393,22 @@ def measure(
     for eps in 0.001, 0.01, 0.1. The table prints every column.
     """
     return measure_with_layers(
-        model, texts, batch_size=batch_size, device=device, dtype=dtype, max_length=max_length, progress=progress
+        model,
+        texts,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        progress=progress,
+        layers=False,
     ).prompts
 
 
-def _tables(record: _BatchRecord, n_layers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _empty_layer_table() -> pd.DataFrame:
+    return pd.DataFrame({"layer": [], "statistic": [], "value": [], "text_index": []})
+
+
+def _tables(record: _BatchRecord, n_layers: int, layers: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Turn one batch's device tensors into the prompt table and the long layer table (one host copy)."""
     hidden_names = list(record.hidden[0])
     hidden = torch.stack(
@@ -387,9 +426,13 @@ def _tables(record: _BatchRecord, n_layers: int) -> tuple[pd.DataFrame, pd.DataF
     near_zero = {eps: hidden[:, hidden_names.index(f"near_zero_{eps:g}")] for eps in metrics.SPARSITY_EPSILONS}
     relative = {eps: hidden[:, hidden_names.index(f"near_zero_relative_{eps:g}")] for eps in metrics.SPARSITY_EPSILONS}
     layer_entropy = heads.mean(dim=2)  # (L, B)
+    nonfinite = hidden[:, hidden_names.index("nonfinite_tokens")] > 0  # (L+1, B): inf/NaN in hidden_states[l]
+    nonfinite[1:] |= ~torch.isfinite(layer_entropy)  # or in layer l's attention
+    nonfinite[-1] |= ~torch.isfinite(last_block["mean"].cpu())  # or before the final norm
     prompts = pd.DataFrame(
         {
             "n_tokens": record.token_mask.sum(dim=1).cpu().numpy(),
+            "nonfinite_layers": nonfinite.sum(dim=0).numpy(),
             "final_activation": hidden[-1, hidden_names.index("mean")].numpy(),
             "final_activation_pre_norm": last_block["mean"].cpu().numpy(),
             "attention_entropy": layer_entropy.mean(dim=0).numpy(),
@@ -404,6 +447,8 @@ def _tables(record: _BatchRecord, n_layers: int) -> tuple[pd.DataFrame, pd.DataF
             **{f"max_sparsity_relative_{eps:g}": values.amax(dim=0).numpy() for eps, values in relative.items()},
         }
     )
+    if not layers:
+        return prompts, None
     n_hidden, n_stats, batch = hidden.shape
     frames = [
         pd.DataFrame(

@@ -7,9 +7,13 @@ prompt table and the per-layer table to ``results/<run>/activations/`` with prov
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
+import os
 import platform
 import re
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,10 +21,11 @@ from typing import Any
 import pandas as pd
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from helpers import paths, store
 from helpers.models import load_model
-from helpers.streaming import measure_with_layers
+from helpers.streaming import check_lengths, measure_with_layers
 
 CATEGORIES: tuple[str, ...] = (
     "factual_questions",
@@ -148,6 +153,8 @@ def load_params(path: str | Path) -> StudyParams:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ParameterError(f"{path}: not valid YAML ({error})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ParameterError(f"parameter file {path} could not be read as UTF-8 text: {error}") from None
     if isinstance(raw, dict):
         raw.setdefault("name", path.stem)
     return parse_params(raw, str(path))
@@ -165,17 +172,27 @@ def load_prompts(
     """
     path = Path(path)
     if not path.is_file():
-        raise PromptFileError(f"prompt file {path} does not exist")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise PromptFileError(f"prompt file {path} {what}; expected a CSV with columns {list(PROMPT_COLUMNS)}")
     try:
         prompts = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
-        raise PromptFileError(f"prompt file {path} could not be read as CSV: {error}") from None
+        raise PromptFileError(
+            f"prompt file {path} could not be read as a UTF-8 CSV with columns {list(PROMPT_COLUMNS)}: {error}"
+        ) from None
+    except OSError as error:
+        raise PromptFileError(f"prompt file {path} could not be read: {error.strerror or error}") from None
     missing = [column for column in PROMPT_COLUMNS if column not in prompts.columns]
     if missing:
         raise PromptFileError(
             f"prompt file {path} lacks column(s) {missing}; "
             f"required: {list(PROMPT_COLUMNS)}, found {list(prompts.columns)}"
         )
+    if prompts.empty:
+        raise PromptFileError(f"prompt file {path} has a header but no prompts")
+    unnamed = (prompts.index[prompts["prompt_id"].str.strip() == ""] + 2).tolist()  # file line numbers
+    if unnamed:
+        raise PromptFileError(f"prompt file {path}: empty prompt_id on line(s) {unnamed[:10]}; each prompt needs one")
     duplicated = prompts.loc[prompts["prompt_id"].duplicated(), "prompt_id"].unique().tolist()
     if duplicated:
         raise PromptFileError(f"prompt file {path}: duplicate prompt_id(s) {duplicated[:10]}")
@@ -217,24 +234,103 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+class OutputNotWritableError(OSError):
+    """An output folder that cannot be created or written."""
+
+
+def ensure_writable(folder: Path) -> Path:
+    """Create ``folder`` if needed and check a file can be written there, before any model work."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise OutputNotWritableError(
+            f"output folder {folder} is not writable ({error.strerror or error}); fix its permissions, free space, "
+            "or choose another run name (the 'name' key of the parameter file)"
+        ) from None
+    return folder
+
+
+CHUNK_SIZE = 32
+"""Prompts per stored chunk (within one category): the unit that an interrupted run keeps."""
+
+
+def _chunks(prompts: pd.DataFrame) -> list[pd.DataFrame]:
+    """Consecutive slices of at most ``CHUNK_SIZE`` prompts within each category, in prompt order."""
+    chunks = []
+    for _, group in prompts.groupby("category", sort=False):
+        chunks.extend(group.iloc[start : start + CHUNK_SIZE] for start in range(0, len(group), CHUNK_SIZE))
+    return chunks
+
+
+def _content_key(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def measurement_code_sha256() -> str:
+    """Hash of the modules that load models and compute the measurements: editing them re-measures."""
+    digest = hashlib.sha256()
+    for module in ("models.py", "metrics.py", "streaming.py"):
+        digest.update((paths.ROOT / "helpers" / module).read_bytes())
+    return digest.hexdigest()
+
+
 def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> dict[str, Path]:
-    """Measure ``model`` on the run's prompts; write its prompt and per-layer tables with provenance."""
+    """Measure ``model`` on the run's prompts; write its prompt and per-layer tables with provenance.
+
+    Resumable: prompts are measured in chunks (per category, ``CHUNK_SIZE`` at most), each stored
+    atomically under a hash of what it depends on (model, revision, dtype, max_length, library
+    versions, the measurement code, and the chunk's prompt ids, categories and texts). A rerun after an interruption
+    measures only chunks that are missing; a changed prompt, model revision or parameter changes
+    the hash of exactly the chunks that depend on it.
+    """
     prompts = load_prompts(params.prompts_path, params.categories, params.prompts_per_category)
+    chunk_folder = ensure_writable(params.activations_path(model).with_suffix(".chunks"))
     dtype = DTYPES[params.dtype]
     loaded = load_model(model, dtype=dtype, seed=params.seed)
-    result = measure_with_layers(
-        loaded,
-        prompts["text"].tolist(),
-        batch_size=params.batch_size,
-        device=params.device,
-        dtype=dtype,
-        max_length=params.max_length,
-        progress=progress,
-    )
-    identity = prompts[["prompt_id", "category"]]
-    prompt_table = pd.concat([identity, result.prompts.drop(columns="text_index")], axis=1)
-    layer_table = result.layers.merge(identity.rename_axis("text_index").reset_index(), on="text_index")
-    layer_table = layer_table.drop(columns="text_index")
+    if params.max_length is None:  # every prompt checked before any is measured, named by prompt_id
+        lengths = [len(ids) for ids in loaded.tokenizer(prompts["text"].tolist())["input_ids"]]
+        check_lengths(loaded, lengths, names=prompts["prompt_id"].tolist())
+    versions = library_versions()
+    fingerprint = {
+        "model": loaded.name,
+        "revision": loaded.revision,
+        "dtype": params.dtype,
+        "max_length": params.max_length,
+        "libraries": {name: versions[name] for name in ("torch", "transformers", "tokenizers", "gguf")},
+        "measurement_code": measurement_code_sha256(),
+    }
+    prompt_frames, layer_frames, keys, measured = [], [], [], 0
+    chunks = _chunks(prompts)
+    for chunk in tqdm(chunks, desc=f"collect {loaded.name}", unit="chunk", disable=not progress):
+        key = _content_key(fingerprint, chunk.to_dict("records"))
+        keys.append(key)
+        prompt_path, layer_path = chunk_folder / f"{key}.parquet", chunk_folder / f"{key}_layers.parquet"
+        if not (prompt_path.is_file() and layer_path.is_file()):
+            result = measure_with_layers(
+                loaded,
+                chunk["text"].tolist(),
+                batch_size=params.batch_size,
+                device=params.device,
+                dtype=dtype,
+                max_length=params.max_length,
+                progress=False,
+            )
+            identity = chunk[["prompt_id", "category"]].reset_index(drop=True)
+            prompt_table = pd.concat([identity, result.prompts.drop(columns="text_index")], axis=1)
+            layer_table = result.layers.merge(identity.rename_axis("text_index").reset_index(), on="text_index")
+            store.write_table(layer_table.drop(columns="text_index"), layer_path, {"fingerprint": fingerprint})
+            store.write_table(prompt_table, prompt_path, {"fingerprint": fingerprint})  # written last: the marker
+            measured += 1
+        prompt_frames.append(store.read_table(prompt_path))
+        layer_frames.append(store.read_table(layer_path))
+    for stale in chunk_folder.glob("*.parquet"):  # chunks of earlier prompt files or parameters
+        if stale.name.removesuffix(".parquet").removesuffix("_layers") not in keys:
+            stale.unlink()
     provenance = {
         "model": loaded.metadata(),
         "params": asdict(params),
@@ -246,13 +342,19 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         "prompt_file_sha256": store.file_sha256(params.prompts_path),
         "n_prompts": len(prompts),
         "device": str(next(loaded.model.parameters()).device),
-        "libraries": library_versions(),
+        "libraries": versions,
+        "fingerprint": fingerprint,
+        "chunks": keys,
+        "chunks_measured_now": measured,
     }
-    written = {
-        "prompts": store.write_table(prompt_table, params.activations_path(model), provenance),
-        "layers": store.write_table(layer_table, params.activations_path(model, "layers"), provenance),
+    return {
+        "prompts": store.write_table(
+            pd.concat(prompt_frames, ignore_index=True), params.activations_path(model), provenance
+        ),
+        "layers": store.write_table(
+            pd.concat(layer_frames, ignore_index=True), params.activations_path(model, "layers"), provenance
+        ),
     }
-    return written
 
 
 def load_metrics(params: StudyParams) -> pd.DataFrame:

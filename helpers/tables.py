@@ -8,8 +8,10 @@ so published and reproduced tables line up.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from helpers import store
@@ -35,6 +37,32 @@ EXTRA_METRICS: dict[str, str] = {
 }
 METRIC_COLUMNS = list(PAPER_METRICS.values())
 MODEL_COLUMNS = ["Model", "Model_Name", "Architecture", "Parameters", "Layers", "Heads", "Hidden_Size"]
+
+
+class NonFiniteMeasurementWarning(UserWarning):
+    """Some prompts' activations held inf or NaN; they were left out of the aggregate tables."""
+
+
+def finite_only(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-prompt metrics table without inf/NaN anywhere, warning with the others' names.
+
+    A row is left out when ``nonfinite_layers`` (from ``measure``) is above 0 or one of the
+    paper's metrics is inf or NaN, so a non-finite value is never averaged into a table.
+    """
+    flagged = ~np.isfinite(metrics[list(PAPER_METRICS)].to_numpy(dtype=float)).all(axis=1)
+    if "nonfinite_layers" in metrics:
+        flagged |= metrics["nonfinite_layers"].to_numpy() > 0
+    if flagged.any():
+        names = [f"{row.get('model', '?')}/{row.get('prompt_id', index)}" for index, row in metrics[flagged].iterrows()]
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        warnings.warn(
+            f"{len(names)} of {len(metrics)} prompt measurements hold inf or NaN activations and are left out "
+            f"of the tables: {shown}; see their nonfinite_layers and the per-layer nonfinite_tokens "
+            "(try dtype float32 or bfloat16)",
+            NonFiniteMeasurementWarning,
+            stacklevel=2,
+        )
+    return metrics[~flagged]
 
 
 def format_parameters(count: int) -> str:
@@ -227,7 +255,8 @@ OUTPUT_TABLES: tuple[str, ...] = (
 
 
 def study_tables(metrics: pd.DataFrame, prompts: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """All of ``OUTPUT_TABLES`` from a run's tidy per-prompt table and its prompts."""
+    """All of ``OUTPUT_TABLES`` from a run's tidy per-prompt table and its prompts (finite rows only)."""
+    metrics = finite_only(metrics)
     cells = complete_results(metrics)
     published_cells, published = published_tables()
     result = {

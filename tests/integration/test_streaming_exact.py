@@ -95,7 +95,7 @@ def test_per_layer_table_has_every_layer_statistic_and_prompt() -> None:
     loaded = helpers.load_model("tiny-qwen2")
     result = helpers.measure_with_layers(loaded, PROMPTS, progress=False)
     layers = result.layers
-    n_hidden_stats = 4 + 3 + 3  # mean, mean_abs, std, max_abs, near_zero and near_zero_relative at 3 eps
+    n_hidden_stats = 4 + 3 + 3 + 1  # mean, mean_abs, std, max_abs, near_zero(_relative) at 3 eps, nonfinite_tokens
     n_attention_stats = 2 + loaded.n_heads  # layer entropy, normalized, per head
     per_prompt = (loaded.n_layers + 1) * n_hidden_stats + loaded.n_layers * n_attention_stats
     assert len(layers) == len(PROMPTS) * per_prompt
@@ -179,10 +179,38 @@ def test_bad_inputs_fail_before_loading_a_model() -> None:
 def test_too_long_text_names_its_index_and_the_fix() -> None:
     loaded = helpers.load_model("tiny-bert")
     long_text = "word " * 600
-    with pytest.raises(ValueError, match=r"texts\[1\].*max_length=512"):
+    with pytest.raises(ValueError, match=r"texts\[1\] \(60[0-9] tokens\).*max_length=512"):
         helpers.measure(loaded, ["short", long_text], progress=False)
     truncated = helpers.measure(loaded, ["short", long_text], max_length=512, progress=False)
-    assert truncated["n_tokens"].iloc[1] == 512
+    assert truncated["n_tokens"].tolist() == [3, 512]
+    assert truncated["truncated"].tolist() == [False, True]  # flagged in the output
+    assert not helpers.measure(loaded, ["short", long_text[:40]], max_length=512, progress=False)["truncated"].any()
+
+
+def test_nonfinite_activations_are_flagged_per_prompt_and_layer() -> None:
+    loaded = helpers.load_model("tiny-gpt2")
+    texts = ["one two three four five six", "one two", "one two three"]
+    poisoned_length = len(loaded.tokenizer(texts[0])["input_ids"])
+
+    def overflow(module: torch.nn.Module, args: tuple, output: tuple) -> tuple:  # an fp16-style overflow
+        hidden = output[0] if isinstance(output, tuple) else output
+        if hidden.shape[1] == poisoned_length:
+            hidden = hidden.clone()
+            hidden[0, -1, 0] = float("inf")
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    clean = helpers.measure_with_layers(loaded, texts, batch_size=1, progress=False)
+    handle = loaded.model.base_model.h[1].register_forward_hook(overflow)  # output of block 1 = hidden_states[2]
+    try:
+        result = helpers.measure_with_layers(loaded, texts, batch_size=1, progress=False)
+    finally:
+        handle.remove()
+    n_layers = loaded.n_layers
+    assert result.prompts["nonfinite_layers"].tolist() == [n_layers - 1, 0, 0]  # hidden_states[2..L]
+    flags = result.layers[result.layers["statistic"] == "nonfinite_tokens"].set_index(["text_index", "layer"])["value"]
+    assert flags.loc[0, 2] == 1 / poisoned_length  # the one poisoned token, where it happened
+    assert (flags.loc[0].loc[:1] == 0).all() and (flags.loc[0].loc[2:] > 0).all() and (flags.loc[[1, 2]] == 0).all()
+    pd.testing.assert_frame_equal(result.prompts.iloc[1:], clean.prompts.iloc[1:])  # other prompts untouched
 
 
 def test_loader_reports_metadata_and_attention_implementation() -> None:

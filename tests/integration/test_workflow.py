@@ -115,3 +115,18 @@ def test_findings_scorecard_has_one_row_per_finding_with_a_computed_verdict(smok
     assert (smoke_run / "README.md").read_text() == (
         paths.ROOT / "README.md"
     ).read_text()  # only the default run quotes
+
+
+def test_a_rerun_from_scratch_gives_identical_tables_and_figures(smoke_run: Path) -> None:
+    def snapshot() -> dict[str, bytes]:
+        outputs = [*(smoke_run / "paper" / "tables" / "smoke").glob("*.csv")]
+        outputs += [*(smoke_run / "figures" / "smoke").glob("*.svg")]
+        return {str(path.relative_to(smoke_run)): path.read_bytes() for path in outputs}
+
+    first = snapshot()
+    shutil.rmtree(smoke_run / "results")  # nothing measured is kept: every model runs again
+    result = snakemake(smoke_run, "--forceall")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    second = snapshot()
+    assert len(first) > 20 and first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []

@@ -92,3 +92,19 @@ def test_scale_relative_sparsity_uses_the_layers_own_std() -> None:
     assert 0.05 < 0.1 * std
     assert stats["near_zero_relative_0.1"].item() == pytest.approx(2 / 6)
     assert stats["near_zero_relative_0.001"].item() == pytest.approx(1 / 6)  # only the exact zero
+
+
+def test_nonfinite_tokens_are_counted_and_padding_never_leaks_in() -> None:
+    hidden = torch.ones(2, 4, 3)
+    hidden[0, 1, 2] = float("inf")  # a real token of prompt 0
+    hidden[1, 3] = float("nan")  # padding of prompt 1: must change nothing
+    token_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    stats = metrics.hidden_state_statistics(hidden, token_mask)
+    assert stats["nonfinite_tokens"].tolist() == [0.25, 0.0]
+    assert stats["mean"][1].item() == 1.0 and stats["max_abs"][1].item() == 1.0 and stats["std"][1].item() == 0.0
+    assert not math.isfinite(stats["mean"][0].item())
+
+
+def test_padding_rows_of_nan_do_not_reach_the_entropy() -> None:
+    rows = torch.tensor([[[0.5, float("nan")]]], dtype=torch.float64)  # (B=1, H=1, Q=2), row 2 is padding
+    assert metrics.attention_entropy_per_head(rows, torch.tensor([[1, 0]])).item() == 0.5

@@ -48,6 +48,9 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("prompt_id,category,text\na,language_tasks,hi\na,language_tasks,ho\n", r"duplicate prompt_id\(s\) \['a'\]"),
         ('prompt_id,category,text\na,language_tasks,"  "\n', "empty or whitespace-only text for prompt_id"),
         ("prompt_id,category,text\na,poetry,hi\n", r"unknown categor.*poetry.*allowed: \['factual_questions'"),
+        ("", "could not be read as a UTF-8 CSV"),
+        ("prompt_id,category,text\n", "has a header but no prompts"),
+        ("prompt_id,category,text\na,language_tasks,hi\n,language_tasks,ho\n", r"empty prompt_id on line\(s\) \[3\]"),
     ],
 )
 def test_bad_prompt_files_name_the_problem(tmp_path: Path, content: str, message: str) -> None:
@@ -58,6 +61,22 @@ def test_bad_prompt_files_name_the_problem(tmp_path: Path, content: str, message
 def test_missing_prompt_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(study.PromptFileError, match="does not exist"):
         study.load_prompts(tmp_path / "nope.csv")
+    with pytest.raises(study.PromptFileError, match="is a folder, not a file"):
+        study.load_prompts(tmp_path)
+
+
+def test_binary_prompt_and_parameter_files_are_named(tmp_path: Path) -> None:
+    binary = tmp_path / "prompts.csv"
+    binary.write_bytes(b"prompt_id,category,text\n\xff\xfe,language_tasks,\x80\n")
+    with pytest.raises(study.PromptFileError, match=f"{binary} could not be read as a UTF-8 CSV"):
+        study.load_prompts(binary)
+    params = tmp_path / "params.yaml"
+    params.write_bytes(b"models: [\xff]\n")
+    with pytest.raises(study.ParameterError, match=f"parameter file {params} could not be read"):
+        study.load_params(params)
+    params.write_text("models: [tiny-bert\n")
+    with pytest.raises(study.ParameterError, match="not valid YAML"):
+        study.load_params(params)
 
 
 def test_shipped_prompt_set_has_every_category_and_a_length_spread() -> None:

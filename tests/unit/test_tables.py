@@ -80,3 +80,24 @@ def test_model_comparison_matches_on_hub_id() -> None:
     ours["Final_Activation"] += 0.5
     compared = tables.compare_models(ours, published_cells)
     assert len(compared) == 12 and compared["Final_Activation_difference"].to_numpy() == pytest.approx(0.5)
+
+
+def test_nonfinite_prompts_are_left_out_with_a_warning_naming_them() -> None:
+    metrics = _metrics()
+    metrics["nonfinite_layers"] = 0
+    metrics.loc[0, "nonfinite_layers"] = 2  # flagged by measure, even though its metrics look finite
+    metrics.loc[5, "attention_entropy"] = float("nan")
+    with pytest.warns(tables.NonFiniteMeasurementWarning, match=r"2 of 8 .*org/enc/factual_questions_1\.0.*org/dec"):
+        kept = tables.finite_only(metrics)
+    assert list(kept.index) == [1, 2, 3, 4, 6, 7]
+    with pytest.warns(tables.NonFiniteMeasurementWarning):
+        cells = tables.study_tables(metrics, pd.DataFrame({"prompt_id": [], "category": [], "text": []}))
+    assert cells["complete_results"]["Attention_Entropy"].notna().all()
+
+
+def test_finite_tables_raise_no_warning() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(tables.finite_only(_metrics())) == 8

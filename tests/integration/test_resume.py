@@ -1,0 +1,113 @@
+"""An interrupted collection loses nothing: a killed run resumes, recomputing only what is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from helpers import paths, store, study
+
+MODEL = "smollm2-135m"
+
+
+@pytest.fixture
+def run_names() -> Iterator[tuple[str, str]]:
+    names = (f"test-resume-{uuid.uuid4().hex[:8]}", f"test-uninterrupted-{uuid.uuid4().hex[:8]}")
+    yield names
+    for name in names:
+        shutil.rmtree(paths.RESULTS / name, ignore_errors=True)
+
+
+def _params(tmp_path: Path, name: str, prompts: Path) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    raw = {"name": name, "models": [MODEL], "prompts": str(prompts), "prompts_per_category": 6, "batch_size": 4}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _chunk_times(params: study.StudyParams) -> dict[str, float]:
+    folder = params.activations_path(MODEL).with_suffix(".chunks")
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet")}
+
+
+def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Path, run_names: tuple[str, str]) -> None:
+    prompts = tmp_path / "prompts.csv"
+    shutil.copy(paths.PROMPTS / "cognitive_tasks.csv", prompts)
+    killed = study.load_params(_params(tmp_path, run_names[0], prompts))
+    params_file = str(_params(tmp_path, run_names[0], prompts))
+    code = f"from helpers import study; study.collect_model(study.load_params({params_file!r}), {MODEL!r})"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=paths.ROOT, env={**os.environ, "PYTHONPATH": str(paths.ROOT)}
+    )
+    deadline = time.monotonic() + 300
+    while len([n for n in _chunk_times(killed) if not n.endswith("_layers.parquet")]) < 3:
+        assert process.poll() is None, "the collection ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not killed.activations_path(MODEL).exists(), "killed mid-collection: no final table yet"
+    before = _chunk_times(killed)
+
+    study.collect_model(killed, MODEL, progress=False)  # resume: a half-written chunk is a *.tmp, never read
+    after = _chunk_times(killed)
+    assert all(after[name] == time_ns for name, time_ns in before.items() if name in after), "kept chunks recomputed"
+    assert len(after) == 2 * len(study.CATEGORIES)
+    assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == len(study.CATEGORIES) - len(
+        [n for n in before if not n.endswith("_layers.parquet")]
+    )
+
+    uninterrupted = study.load_params(_params(tmp_path, run_names[1], prompts))
+    study.collect_model(uninterrupted, MODEL, progress=False)
+    for kind in ("prompts", "layers"):
+        pd.testing.assert_frame_equal(
+            store.read_table(killed.activations_path(MODEL, kind)),
+            store.read_table(uninterrupted.activations_path(MODEL, kind)),
+        )
+
+    # a changed prompt invalidates exactly its own chunk
+    table = pd.read_csv(prompts)
+    table.loc[table["prompt_id"] == "logical_puzzles_01", "text"] = "Is every square a rectangle?"
+    table.to_csv(prompts, index=False)
+    before = _chunk_times(killed)
+    study.collect_model(killed, MODEL, progress=False)
+    assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
+    after = _chunk_times(killed)
+    assert len(set(before) & set(after)) == len(before) - 2  # one chunk (prompts + layers) replaced
+
+
+def test_unwritable_output_folder_is_named_before_model_work(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(study.OutputNotWritableError, match=str(blocker)):
+        study.ensure_writable(blocker / "results")
+
+
+def test_a_too_long_prompt_is_named_by_id_before_any_chunk_is_measured(tmp_path: Path) -> None:
+    table = pd.read_csv(paths.PROMPTS / "cognitive_tasks.csv").groupby("category").head(2)
+    table.loc[table["prompt_id"] == table["prompt_id"].iloc[-1], "text"] = "word " * 700  # the last prompt
+    table.to_csv(tmp_path / "prompts.csv", index=False)
+    name = f"test-too-long-{uuid.uuid4().hex[:8]}"
+    raw = {"name": name, "models": ["tiny-bert"], "prompts": str(tmp_path / "prompts.csv"), "prompts_per_category": 2}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = study.load_params(tmp_path / "params.yaml")
+    try:
+        with pytest.raises(ValueError, match=rf"{table['prompt_id'].iloc[-1]} \(70\d tokens\).*max_length=512"):
+            study.collect_model(params, "tiny-bert", progress=False)
+        assert not list(params.activations_path("tiny-bert").with_suffix(".chunks").glob("*.parquet"))
+        params = study.parse_params({**raw, "max_length": 512})
+        prompts = store.read_table(study.collect_model(params, "tiny-bert", progress=False)["prompts"])
+        assert prompts["truncated"].sum() == 1 and prompts["n_tokens"].max() == 512
+    finally:
+        shutil.rmtree(paths.RESULTS / name, ignore_errors=True)
