@@ -49,7 +49,7 @@ lab: install
 
 # Speed and memory of helpers.measure against a plain forward and the one-at-a-time way.
 bench: install
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCHFLAGS)
 
 clean:
 	rm -rf build results reports .snakemake

@@ -30,10 +30,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from helpers import load_model, measure, measure_with_layers, study  # noqa: E402
+from helpers import load_model, measure, measure_with_layers, models, study  # noqa: E402
 from helpers.models import LoadedModel  # noqa: E402
+from helpers.study import DTYPES  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results.md"
+DTYPE = "float32"  # set by --dtype / --full-size
+DEFAULT_MODELS = ["minilm-l6", "smollm2-135m", "gemma3-270m"]
+DEFAULT_LENGTHS = [512, 2048]
 BATCH_SIZE = 16
 REPEATS = 2  # each timing is the best of this many runs (times on a shared machine are noisy)
 PLAIN, SINGLE, MEASURE = "plain forward (sdpa, length-sorted)", "one at a time, all outputs", "helpers.measure"
@@ -109,7 +113,7 @@ def load_seconds(name: str) -> float:
 
 
 def throughput(name: str, texts: list[str]) -> list[dict]:
-    loaded = load_model(name)
+    loaded = load_model(name, dtype=DTYPES[DTYPE])
     loaded.model.to(_device())
     tokens = sum(len(ids) for ids in loaded.tokenizer(texts)["input_ids"])
     measure(loaded, texts[:4], progress=False)  # warm-up
@@ -166,7 +170,7 @@ def long_input_peak(name: str, length: int, method: str) -> dict:
     CPU: peak RSS during the forward, and its increase over the RSS with the model loaded. CUDA:
     max allocated during the forward, and its increase over the allocation before it.
     """
-    loaded = load_model(name)
+    loaded = load_model(name, dtype=DTYPES[DTYPE])
     loaded.model.to(_device())
     text = " ".join(["word"] * (length * 2))
     features = loaded.tokenizer([text], truncation=True, max_length=length, return_tensors="pt")
@@ -207,7 +211,7 @@ def long_input_peak(name: str, length: int, method: str) -> dict:
 def memory(name: str, length: int) -> list[dict]:
     rows = []
     for method in (PLAIN_EAGER, MEASURE):
-        command = [sys.executable, __file__, "--peak", name, str(length), method]
+        command = [sys.executable, __file__, "--dtype", DTYPE, "--peak", name, str(length), method]
         result = subprocess.run(command, capture_output=True, text=True, check=True, env=os.environ)
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     return rows
@@ -221,7 +225,7 @@ def machine() -> str:
 
 def report(speed: list[dict], peaks: list[dict], loads: dict[str, float]) -> str:
     lines = [
-        f"Machine: {machine()}; batch size {BATCH_SIZE}; float32.",
+        f"Machine: {machine()}; batch size {BATCH_SIZE}; weights in {DTYPE} (statistics reduced in float32/64).",
         "",
         "### Throughput",
         "",
@@ -286,11 +290,23 @@ def report(speed: list[dict], peaks: list[dict], loads: dict[str, float]) -> str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["minilm-l6", "smollm2-135m", "gemma3-270m"])
-    parser.add_argument("--lengths", nargs="*", type=int, default=[512, 2048])
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    parser.add_argument("--lengths", nargs="*", type=int, default=DEFAULT_LENGTHS)
     parser.add_argument("--quick", action="store_true", help="2 prompts per category instead of all")
+    parser.add_argument(
+        "--full-size",
+        action="store_true",
+        help="the paper's six architectures at full size with random weights (bf16 on a GPU); meant for a GPU",
+    )
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), help="weights dtype (default: float32, bf16 with --full-size on CUDA)"
+    )
     parser.add_argument("--peak", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global DTYPE
+    DTYPE = args.dtype or ("bfloat16" if args.full_size and torch.cuda.is_available() else "float32")
+    if args.full_size:
+        args.models = list(models.RANDOM)
     torch.manual_seed(0)
     if args.peak:
         name, length, method = args.peak
@@ -301,13 +317,17 @@ def main() -> int:
     speed = [row for name in args.models for row in throughput(name, texts)]
     peaks = []
     for name in args.models:
-        limit = getattr(load_model(name).model.config, "max_position_embeddings", 10**9)
+        limit = getattr(load_model(name, dtype=DTYPES[DTYPE]).model.config, "max_position_embeddings", 10**9)
         peaks += [row for length in args.lengths if length <= limit for row in memory(name, length)]
     loads = {name: load_seconds(name) for name in args.models}
     text = report(speed, peaks, loads)
-    RESULTS.write_text(text)
-    for readme in (ROOT / "benchmarks" / "README.md", ROOT / "README.md"):
-        quote(readme, text)
+    standard = args.models == DEFAULT_MODELS and not args.quick and args.lengths == DEFAULT_LENGTHS and not args.dtype
+    if standard:  # only the standard run is quoted in the READMEs
+        RESULTS.write_text(text)
+        for readme in (ROOT / "benchmarks" / "README.md", ROOT / "README.md"):
+            quote(readme, text)
+    else:
+        (ROOT / "benchmarks" / f"results_{'full_size' if args.full_size else 'custom'}.md").write_text(text)
     print(text)
     return 0
 

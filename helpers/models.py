@@ -123,7 +123,7 @@ PAPER_MODELS: dict[str, ModelSpec] = {
         ("Qwen/Qwen1.5-0.5B", "Qwen-1.5-0.5B", "qwen2"),
         ("microsoft/phi-1", "Phi-1", "phi"),
         ("bigscience/bloom-560m", "BLOOM-560M", "bloom"),
-        ("stabilityai/stablelm-base-alpha-3b", "StableLM-3B", "stablelm"),
+        ("stabilityai/stablelm-base-alpha-3b", "StableLM-3B", "gpt_neox"),  # StableLM-Alpha is a GPT-NeoX model
     ]
 }
 
@@ -174,6 +174,18 @@ TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
             max_position_embeddings=512,
         ),
     ),
+    "tiny-gpt-neox": (  # the architecture of the paper's StableLM-3B (stablelm-base-alpha-3b)
+        "gpt_neox",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            rotary_pct=0.25,
+            use_parallel_residual=True,
+        ),
+    ),
     "tiny-llama": (
         "llama",
         dict(
@@ -205,12 +217,80 @@ TINY: dict[str, ModelSpec] = {
     for name, (model_type, _) in TINY_CONFIGS.items()
 }
 
+PAPER_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    # hub id: (model_type, config kwargs), the architecture hyperparameters of each of the paper's
+    # models as in its config.json on the hub. Their parameter counts (with the language-model
+    # head, as the paper counted) equal the paper's published ones: tests/integration/test_paper_architectures.py.
+    "bert-base-uncased": (
+        "bert",
+        dict(
+            vocab_size=30522,
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            max_position_embeddings=512,
+        ),
+    ),
+    "gpt2": ("gpt2", dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)),
+    "Qwen/Qwen1.5-0.5B": (
+        "qwen2",
+        dict(
+            vocab_size=151936,
+            hidden_size=1024,
+            intermediate_size=2816,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            max_position_embeddings=32768,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "microsoft/phi-1": (
+        "phi",
+        dict(
+            vocab_size=51200,
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=24,
+            num_attention_heads=32,
+            max_position_embeddings=2048,
+            partial_rotary_factor=0.5,
+            tie_word_embeddings=False,
+        ),
+    ),
+    "bigscience/bloom-560m": ("bloom", dict(vocab_size=250880, hidden_size=1024, n_layer=24, n_head=16)),
+    "stabilityai/stablelm-base-alpha-3b": (
+        "gpt_neox",
+        dict(
+            vocab_size=50688,
+            hidden_size=4096,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            intermediate_size=16384,
+            max_position_embeddings=4096,
+            rotary_pct=0.25,
+            use_parallel_residual=True,
+            tie_word_embeddings=False,
+        ),
+    ),
+}
+RANDOM_ARCHITECTURES: dict[str, str] = {f"random-{hub_id.split('/')[-1].lower()}": hub_id for hub_id in PAPER_CONFIGS}
+RANDOM: dict[str, ModelSpec] = {
+    name: ModelSpec(
+        name, f"{PAPER_MODELS[hub_id].display_name} (random weights)", PAPER_MODELS[hub_id].family, "random"
+    )
+    for name, hub_id in RANDOM_ARCHITECTURES.items()
+}
+"""The paper's six architectures at full size with random weights, built from ``PAPER_CONFIGS``
+without the hub: same compute and memory as the real models, meaningless values. For benchmarks."""
+
 ENCODER_FAMILIES = {"bert"}
 
 
 def known_models() -> dict[str, ModelSpec]:
-    """All registered names: embedded, the paper's hub ids, and tiny models."""
-    return {**EMBEDDED, **PAPER_MODELS, **TINY}
+    """All registered names: embedded, the paper's hub ids, tiny models, and full-size random ones."""
+    return {**EMBEDDED, **PAPER_MODELS, **TINY, **RANDOM}
 
 
 def resolve(name: str) -> ModelSpec:
@@ -250,6 +330,7 @@ def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) 
         "hub": _load_pretrained,
         "folder": _load_pretrained,
         "tiny": _load_tiny,
+        "random": _load_random,
     }
     model, tokenizer, revision = loaders[spec.source](spec, dtype, seed)
     model.eval()
@@ -404,3 +485,18 @@ def _load_tiny(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any, Any
     torch.manual_seed(seed)
     model = AutoModel.from_config(config, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
     return model, tiny_tokenizer(), f"random init, seed {seed}"
+
+
+def paper_config(hub_id: str) -> Any:
+    """The transformers config of one of the paper's models, built in code (no hub)."""
+    model_type, kwargs = PAPER_CONFIGS[hub_id]
+    return AutoConfig.for_model(model_type, pad_token_id=0, **kwargs)
+
+
+def _load_random(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any, Any, str]:
+    hub_id = RANDOM_ARCHITECTURES[spec.name]
+    config = paper_config(hub_id)
+    config._attn_implementation = ATTENTION_IMPLEMENTATION
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
+    return model, tiny_tokenizer(), f"random init of {hub_id}'s architecture, seed {seed}"
