@@ -290,6 +290,8 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
     """
     prompts = load_prompts(params.prompts_path, params.categories, params.prompts_per_category)
     chunk_folder = ensure_writable(params.activations_path(model).with_suffix(".chunks"))
+    for leftover in chunk_folder.glob(".*.tmp"):  # half-written chunks of a killed run: never read, now removed
+        leftover.unlink()
     dtype = DTYPES[params.dtype]
     loaded = load_model(model, dtype=dtype, seed=params.seed)
     if params.max_length is None:  # every prompt checked before any is measured, named by prompt_id

@@ -62,10 +62,13 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
 
     study.collect_model(killed, MODEL, progress=False)  # resume: a half-written chunk is a *.tmp, never read
     after = _chunk_times(killed)
-    assert all(after[name] == time_ns for name, time_ns in before.items() if name in after), "kept chunks recomputed"
+    complete = [n for n in before if not n.endswith("_layers.parquet")]  # a chunk's prompt file is written last
+    kept = [*complete, *(n.replace(".parquet", "_layers.parquet") for n in complete)]
+    assert all(after[name] == before[name] for name in kept), "complete chunks were recomputed"
     assert len(after) == 2 * len(study.CATEGORIES)
+    assert not list(killed.activations_path(MODEL).with_suffix(".chunks").glob(".*.tmp")), "half-written files left"
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == len(study.CATEGORIES) - len(
-        [n for n in before if not n.endswith("_layers.parquet")]
+        complete
     )
 
     uninterrupted = study.load_params(_params(tmp_path, run_names[1], prompts))
