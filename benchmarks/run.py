@@ -104,8 +104,8 @@ def instrumented(loaded: LoadedModel, texts: list[str], layers: bool = False) ->
 def load_seconds(name: str) -> float:
     """Seconds to import helpers and load ``name`` in a fresh process (GGUF weights already de-quantized)."""
     code = (
-        "import time; start = time.perf_counter(); from helpers import load_model; "
-        f"load_model({name!r}); print(time.perf_counter() - start)"
+        "import time; start = time.perf_counter(); import torch; from helpers import load_model; "
+        f"load_model({name!r}, dtype=torch.{DTYPE}); print(time.perf_counter() - start)"
     )
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment)

@@ -12,7 +12,7 @@ import seaborn as sns
 
 from helpers import paths
 from helpers.study import CATEGORIES
-from helpers.tables import PAPER_METRICS
+from helpers.tables import PAPER_METRICS, finite_only
 
 plt.rcParams["svg.hashsalt"] = "neural-activation-compendium"  # stable SVG ids: reruns give identical files
 
@@ -40,7 +40,8 @@ OUTPUT_FIGURES: tuple[str, ...] = (
 def study_figures(
     tables: dict[str, pd.DataFrame], metrics: pd.DataFrame, layers: pd.DataFrame
 ) -> dict[str, plt.Figure]:
-    """All of ``OUTPUT_FIGURES`` from a run's tables, tidy metrics and per-layer table."""
+    """All of ``OUTPUT_FIGURES`` from a run's tables, tidy metrics and per-layer table (finite prompts only)."""
+    metrics = finite_only(metrics)
     cells = tables["complete_results"]
     result = {f"heatmap_{metric}": category_heatmap(cells, metric) for metric in PAPER_METRICS}
     result["architecture_comparison"] = architecture_comparison(metrics)

@@ -243,6 +243,7 @@ PAPER_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
             num_attention_heads=16,
             num_key_value_heads=16,
             max_position_embeddings=32768,
+            rope_theta=1000000.0,
             tie_word_embeddings=True,
         ),
     ),

@@ -150,7 +150,7 @@ def load_params(path: str | Path) -> StudyParams:
     if not path.is_file():
         raise ParameterError(f"parameter file {path} does not exist; the shipped ones are in {paths.PARAMS}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ParameterError(f"{path}: not valid YAML ({error})") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -274,9 +274,14 @@ def _content_key(*parts: Any) -> str:
 def measurement_code_sha256() -> str:
     """Hash of the modules that load models and compute the measurements: editing them re-measures."""
     digest = hashlib.sha256()
-    for module in ("models.py", "metrics.py", "streaming.py"):
+    for module in ("models.py", "metrics.py", "streaming.py", "study.py"):
         digest.update((paths.ROOT / "helpers" / module).read_bytes())
     return digest.hexdigest()
+
+
+def _folder_files(folder: str) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of each file of a local model folder: its revision."""
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir() if p.is_file())
 
 
 def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> dict[str, Path]:
@@ -294,15 +299,18 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         leftover.unlink()
     dtype = DTYPES[params.dtype]
     loaded = load_model(model, dtype=dtype, seed=params.seed)
-    if params.max_length is None:  # every prompt checked before any is measured, named by prompt_id
-        lengths = [len(ids) for ids in loaded.tokenizer(prompts["text"].tolist())["input_ids"]]
-        check_lengths(loaded, lengths, names=prompts["prompt_id"].tolist())
+    truncation = {"truncation": params.max_length is not None, "max_length": params.max_length}
+    lengths = [len(ids) for ids in loaded.tokenizer(prompts["text"].tolist(), **truncation)["input_ids"]]
+    check_lengths(loaded, lengths, names=prompts["prompt_id"].tolist())  # all, before any is measured
     versions = library_versions()
     fingerprint = {
         "model": loaded.name,
         "revision": loaded.revision,
         "dtype": params.dtype,
         "max_length": params.max_length,
+        "batch_size": params.batch_size,  # padding changes float rounding, so it is part of the result
+        "device": params.device,
+        "folder_files": _folder_files(loaded.name) if loaded.source == "folder" else None,
         "libraries": {name: versions[name] for name in ("torch", "transformers", "tokenizers", "gguf")},
         "measurement_code": measurement_code_sha256(),
     }

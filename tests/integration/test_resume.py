@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,11 +90,19 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     after = _chunk_times(killed)
     assert len(set(before) & set(after)) == len(before) - 2  # one chunk (prompts + layers) replaced
 
+    # killed between a chunk's two writes: its layers file alone is not a chunk; a temporary file is junk
+    folder = killed.activations_path(MODEL).with_suffix(".chunks")
+    next(name for name in sorted(folder.glob("*.parquet")) if not name.stem.endswith("_layers")).unlink()
+    (folder / ".0123.parquet.abcd.tmp").write_bytes(b"half a parquet file")
+    study.collect_model(killed, MODEL, progress=False)
+    assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
+    assert not list(folder.glob(".*.tmp")) and len(list(folder.glob("*.parquet"))) == 2 * len(study.CATEGORIES)
+
 
 def test_unwritable_output_folder_is_named_before_model_work(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(study.OutputNotWritableError, match=str(blocker)):
+    with pytest.raises(study.OutputNotWritableError, match=re.escape(str(blocker))):
         study.ensure_writable(blocker / "results")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -68,11 +69,11 @@ def test_missing_prompt_file_is_named(tmp_path: Path) -> None:
 def test_binary_prompt_and_parameter_files_are_named(tmp_path: Path) -> None:
     binary = tmp_path / "prompts.csv"
     binary.write_bytes(b"prompt_id,category,text\n\xff\xfe,language_tasks,\x80\n")
-    with pytest.raises(study.PromptFileError, match=f"{binary} could not be read as a UTF-8 CSV"):
+    with pytest.raises(study.PromptFileError, match=re.escape(f"{binary} could not be read as a UTF-8 CSV")):
         study.load_prompts(binary)
     params = tmp_path / "params.yaml"
     params.write_bytes(b"models: [\xff]\n")
-    with pytest.raises(study.ParameterError, match=f"parameter file {params} could not be read"):
+    with pytest.raises(study.ParameterError, match=re.escape(f"parameter file {params} could not be read")):
         study.load_params(params)
     params.write_text("models: [tiny-bert\n")
     with pytest.raises(study.ParameterError, match="not valid YAML"):
