@@ -9,6 +9,8 @@ padding never counts: not as a query row, not as a key, not in a mean or a fract
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 SPARSITY_EPSILONS: tuple[float, ...] = (0.001, 0.01, 0.1)
@@ -66,7 +68,8 @@ def hidden_state_statistics(
     hidden: (B, T, D); token_mask: (B, T). Returns a dict of (B,) float64 tensors:
     ``mean``, ``mean_abs``, ``std`` (population), ``max_abs``, ``near_zero_<eps>`` (fraction
     of entries with |h| < eps) and ``near_zero_relative_<eps>`` (fraction with |h| < eps * std,
-    a threshold relative to the layer's scale) for each eps, and ``nonfinite_tokens``: the
+    a threshold relative to the layer's scale) for each eps, ``hoyer``: the mean over real tokens
+    of each token's Hoyer sparsity (``hoyer_sparsity``: scale-free, no threshold), and ``nonfinite_tokens``: the
     fraction of real tokens whose hidden vector holds an inf or NaN (read off each token's sum
     of |h|, which is non-finite exactly then, or when it overflows the float32 range itself).
 
@@ -92,8 +95,10 @@ def hidden_state_statistics(
     mean, mean_square = first[0], first[1]
     std = torch.sqrt((mean_square - mean * mean).clamp_min(0.0))
     relative = [below((eps * std).to(values.dtype)[:, None, None]) for eps in epsilons]
-    nonfinite = (~torch.isfinite(magnitude_per_token)) * values.shape[-1]  # counted per token, not per entry
-    second = over_tokens([*relative, nonfinite])
+    size = values.shape[-1]
+    hoyer = hoyer_sparsity(magnitude_per_token, squares.sqrt(), size) * size  # per token, not per entry
+    nonfinite = (~torch.isfinite(magnitude_per_token)) * size  # counted per token, not per entry
+    second = over_tokens([*relative, hoyer, nonfinite])
     stats = {
         "mean": mean,
         "mean_abs": first[2],
@@ -102,8 +107,22 @@ def hidden_state_statistics(
     }
     stats |= {f"near_zero_{eps:g}": first[3 + i] for i, eps in enumerate(epsilons)}
     stats |= {f"near_zero_relative_{eps:g}": second[i] for i, eps in enumerate(epsilons)}
+    stats["hoyer"] = second[-2]
     stats["nonfinite_tokens"] = second[-1]
     return stats
+
+
+def hoyer_sparsity(l1: torch.Tensor, l2: torch.Tensor, size: int) -> torch.Tensor:
+    """Hoyer's sparsity of vectors of ``size`` entries from their L1 and L2 norms (any equal shapes), float64.
+
+    ``(sqrt(n) - L1/L2) / (sqrt(n) - 1)``: 0 when every entry has the same magnitude, 1 when a
+    single entry is non-zero (a zero vector counts as 1). Scale-free: multiplying a vector by
+    any constant leaves it unchanged, so no threshold decides it (Hoyer 2004, JMLR 5:1457).
+    """
+    root = math.sqrt(size)
+    l1, l2 = l1.to(torch.float64), l2.to(torch.float64)
+    ratio = torch.where(l2 > 0, l1 / torch.where(l2 > 0, l2, 1.0), 1.0)
+    return (root - ratio) / (root - 1)
 
 
 def sparsity(hidden: torch.Tensor, token_mask: torch.Tensor, eps: float = PAPER_EPSILON) -> torch.Tensor:

@@ -390,7 +390,9 @@ def measure(
     ``attention_entropy_normalized`` (mean over rows of row entropy / log(keys allowed), rows
     with one key left out), ``max_sparsity_no_embedding``, ``max_sparsity_<eps>`` for
     eps in 0.001 and 0.1, ``max_sparsity_relative_<eps>`` (threshold eps x the layer's std)
-    for eps in 0.001, 0.01, 0.1. The table prints every column.
+    for eps in 0.001, 0.01, 0.1; ``max_hoyer_sparsity`` (max over the L+1 entries of the mean
+    over tokens of each token vector's Hoyer sparsity, scale-free: ``metrics.hoyer_sparsity``) and
+    ``max_hoyer_sparsity_no_embedding``. The table prints every column.
     """
     return measure_with_layers(
         model,
@@ -425,6 +427,7 @@ def _tables(record: _BatchRecord, n_layers: int, layers: bool = True) -> tuple[p
         )
     near_zero = {eps: hidden[:, hidden_names.index(f"near_zero_{eps:g}")] for eps in metrics.SPARSITY_EPSILONS}
     relative = {eps: hidden[:, hidden_names.index(f"near_zero_relative_{eps:g}")] for eps in metrics.SPARSITY_EPSILONS}
+    hoyer = hidden[:, hidden_names.index("hoyer")]  # (L+1, B)
     layer_entropy = heads.mean(dim=2)  # (L, B)
     nonfinite = hidden[:, hidden_names.index("nonfinite_tokens")] > 0  # (L+1, B): inf/NaN in hidden_states[l]
     nonfinite[1:] |= ~torch.isfinite(layer_entropy)  # or in layer l's attention
@@ -445,6 +448,8 @@ def _tables(record: _BatchRecord, n_layers: int, layers: bool = True) -> tuple[p
                 if eps != metrics.PAPER_EPSILON  # that one is max_sparsity
             },
             **{f"max_sparsity_relative_{eps:g}": values.amax(dim=0).numpy() for eps, values in relative.items()},
+            "max_hoyer_sparsity": hoyer.amax(dim=0).numpy(),
+            "max_hoyer_sparsity_no_embedding": hoyer[1:].amax(dim=0).numpy(),
         }
     )
     if not layers:

@@ -46,6 +46,11 @@ def brute_force(name: str, text: str) -> dict[str, float]:
                 rows += probs.shape[0]
     sparsities = [(h[0].abs() < 0.01).double().mean().item() for h in hidden_states]
     relative = [(h[0].abs() < 0.01 * h[0].double().std(unbiased=False)).double().mean().item() for h in hidden_states]
+    width = math.sqrt(hidden_states[0].shape[-1])
+    hoyer = [
+        ((width - h[0].double().abs().sum(-1) / h[0].double().norm(dim=-1)) / (width - 1)).mean().item()
+        for h in hidden_states
+    ]
     return {
         "n_tokens": encoded["input_ids"].shape[1],
         "final_activation": hidden_states[-1][0].double().mean().item(),
@@ -54,6 +59,8 @@ def brute_force(name: str, text: str) -> dict[str, float]:
         "max_sparsity": max(sparsities),
         "max_sparsity_no_embedding": max(sparsities[1:]),
         "max_sparsity_relative_0.01": max(relative),
+        "max_hoyer_sparsity": max(hoyer),
+        "max_hoyer_sparsity_no_embedding": max(hoyer[1:]),
     }
 
 
@@ -95,7 +102,7 @@ def test_per_layer_table_has_every_layer_statistic_and_prompt() -> None:
     loaded = helpers.load_model("tiny-qwen2")
     result = helpers.measure_with_layers(loaded, PROMPTS, progress=False)
     layers = result.layers
-    n_hidden_stats = 4 + 3 + 3 + 1  # mean, mean_abs, std, max_abs, near_zero(_relative) at 3 eps, nonfinite_tokens
+    n_hidden_stats = 4 + 3 + 3 + 2  # mean, mean_abs, std, max_abs, near_zero(_relative) at 3 eps, hoyer, nonfinite
     n_attention_stats = 2 + loaded.n_heads  # layer entropy, normalized, per head
     per_prompt = (loaded.n_layers + 1) * n_hidden_stats + loaded.n_layers * n_attention_stats
     assert len(layers) == len(PROMPTS) * per_prompt

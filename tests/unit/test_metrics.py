@@ -108,3 +108,22 @@ def test_nonfinite_tokens_are_counted_and_padding_never_leaks_in() -> None:
 def test_padding_rows_of_nan_do_not_reach_the_entropy() -> None:
     rows = torch.tensor([[[0.5, float("nan")]]], dtype=torch.float64)  # (B=1, H=1, Q=2), row 2 is padding
     assert metrics.attention_entropy_per_head(rows, torch.tensor([[1, 0]])).item() == 0.5
+
+
+def test_hoyer_sparsity_known_answers_and_scale_free() -> None:
+    one_hot, flat = torch.tensor([0.0, 0.0, 3.0, 0.0]), torch.tensor([1.0, -1.0, 1.0, -1.0])
+    for vector, expected in ((one_hot, 1.0), (flat, 0.0), (torch.zeros(4), 1.0)):
+        value = metrics.hoyer_sparsity(vector.abs().sum(), vector.norm(), 4)
+        assert value.item() == pytest.approx(expected)
+    torch.manual_seed(0)
+    vector = torch.randn(16)
+    scaled = 1000.0 * vector
+    assert metrics.hoyer_sparsity(vector.abs().sum(), vector.norm(), 16).item() == pytest.approx(
+        metrics.hoyer_sparsity(scaled.abs().sum(), scaled.norm(), 16).item(), rel=1e-6
+    )
+
+
+def test_layer_hoyer_is_the_mean_over_real_tokens() -> None:
+    hidden = torch.tensor([[[0.0, 0.0, 5.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 7.0, 0.0, 0.0]]])
+    token_mask = torch.tensor([[1, 1, 0]])  # tokens: one-hot (1.0), flat (0.0); the padding (1.0) must not count
+    assert metrics.hidden_state_statistics(hidden, token_mask)["hoyer"].item() == pytest.approx(0.5)
