@@ -10,8 +10,8 @@ sys.path.insert(0, workflow.basedir)
 from helpers.notebooks import RunOutputs  # noqa: E402
 from helpers.study import load_params, model_key  # noqa: E402
 from helpers.tables import OUTPUT_TABLES  # noqa: E402
-from helpers.figures import OUTPUT_FIGURES, ROBUSTNESS_FIGURES  # noqa: E402
-from helpers.robustness import ROBUSTNESS_TABLES  # noqa: E402
+from helpers.figures import FINDINGS_FIGURES, OUTPUT_FIGURES  # noqa: E402
+from helpers.findings import OUTPUT_TABLES as FINDINGS_TABLES  # noqa: E402
 
 PARAMS = config.get("params", "params/default.yaml")
 STUDY = load_params(PARAMS)
@@ -93,9 +93,10 @@ rule robustness:
     input:
         notebook("06_robustness"),
         OUT.metrics,
+        expand(STUDY.results / "activations" / "{model}_layers.parquet", model=MODELS),
     output:
-        [OUT.tables / f"{name}.csv" for name in ROBUSTNESS_TABLES],
-        [OUT.figures / f"{name}.png" for name in ROBUSTNESS_FIGURES],
+        [OUT.tables / f"{name}.csv" for name in FINDINGS_TABLES],
+        [OUT.figures / f"{name}.png" for name in FINDINGS_FIGURES],
         OUT.reports / "06_robustness.html",
     shell:
         "{RUN} 06_robustness --params {PARAMS}"

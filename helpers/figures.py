@@ -157,45 +157,103 @@ def save_figures(figures: dict[str, plt.Figure], folder: Path, notebook: str) ->
     return written
 
 
-ROBUSTNESS_FIGURES: tuple[str, ...] = ("robustness_category_ranks", "robustness_sparsity_ratio")
+# --- notebook 06: the findings ----------------------------------------------------------------------
+
+FINDINGS_FIGURES: tuple[str, ...] = ("finding1_categories", "sparsity_variants", "sparsity_layer_profiles")
 """Every figure notebook 06 makes."""
 
 
-def category_ranks(rankings: pd.DataFrame) -> plt.Figure:
-    """Rank of each category (1 = highest attention entropy): raw, row-normalised, at equal length."""
-    variants = {
-        "raw_rank": "raw H_att",
-        "row_normalised_rank": "row-normalised",
-        "length_adjusted_rank": "equal length",
-    }
-    figure, axis = plt.subplots(figsize=(8, 5))
-    ordered = rankings.sort_values("raw_rank")
-    for column, label in variants.items():
-        axis.plot(ordered[column], ordered["category"], marker="o", linestyle="none", label=label, alpha=0.8)
-    axis.invert_xaxis()
-    axis.set_xlabel("rank of the category (1 = highest attention entropy)")
-    axis.set_title("Does the category ranking survive length control?")
-    axis.legend()
+def _note_figure(text: str) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(8, 1.5))
+    axis.axis("off")
+    axis.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    return figure
+
+
+def finding1_categories(categories: pd.DataFrame, math: str = "mathematical_reasoning") -> plt.Figure:
+    """Per model: each category's mean H_att at matched length (95% interval) and raw (hollow), math in red.
+
+    ``categories``: the ``finding1_categories`` table (``helpers.findings``), or a one-column note.
+    """
+    if "matched_length_mean" not in categories:
+        return _note_figure(str(categories.iloc[0, 0]))
+    models = list(dict.fromkeys(categories["model"]))
+    figure, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 5.2), squeeze=False, sharey=True)
+    for axis, model in zip(axes[0], models, strict=True):
+        rows = (
+            categories[categories["model"] == model]
+            .set_index("category")
+            .reindex([c for c in CATEGORIES if c in set(categories["category"])])
+        )
+        position = np.arange(len(rows))[::-1]
+        colours = ["crimson" if c == math else "tab:blue" for c in rows.index]
+        axis.errorbar(
+            rows["matched_length_mean"], position, xerr=1.96 * rows["matched_length_se"], fmt="none", ecolor=colours
+        )
+        axis.scatter(rows["matched_length_mean"], position, c=colours, zorder=3, label="at matched length (95% CI)")
+        axis.scatter(rows["raw_mean"], position, facecolors="none", edgecolors=colours, label="raw mean")
+        for y, (_, row) in zip(position, rows.iterrows(), strict=True):
+            axis.annotate(
+                f"rank {row['rank_set_low']}-{row['rank_set_high']}",
+                (1.0, y),
+                xycoords=("axes fraction", "data"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        axis.set_yticks(position, rows.index)
+        axis.set_title(model)
+        axis.set_xlabel("attention entropy H_att (nats)")
+    axes[0][0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, ncol=2, frameon=False)
+    figure.suptitle("Finding 1: category means of attention entropy at matched prompt length (rank sets at right)")
     figure.tight_layout()
     return figure
 
 
-def sparsity_ratio(sensitivity: pd.DataFrame, paper_ratio: float) -> plt.Figure:
-    """Decoder/encoder S_max ratio with 95% intervals for each sparsity variant, against the paper's ratio."""
-    rows = sensitivity[sensitivity["quantity"] == "decoder_over_encoder"].reset_index(drop=True)
-    figure, axis = plt.subplots(figsize=(8, 4))
-    axis.errorbar(
-        rows["value"],
-        rows["variant"],
-        xerr=[rows["value"] - rows["lower"], rows["upper"] - rows["value"]],
-        fmt="o",
-        capsize=3,
-        label="this run, 95% bootstrap interval",
-    )
-    axis.axvline(paper_ratio, color="crimson", linestyle="--", label=f"paper: {paper_ratio:.2f}")
+def sparsity_variants(variants: pd.DataFrame, about: tuple[float, float]) -> plt.Figure:
+    """Decoder/encoder sparsity ratio under every sparsity measure: each pair (95% interval) and, where
+    testable, the architecture ratio; the paper's 'about 7x' band shaded; each variant's verdict at right."""
+    measures = list(dict.fromkeys(variants["measure"]))
+    comparisons = list(dict.fromkeys(variants["comparison"]))
+    figure, axis = plt.subplots(figsize=(11, 0.55 * len(measures) + 2.4))
+    axis.axvspan(*about, color="crimson", alpha=0.12, label=f"'about 7x' ({about[0]:.3g}-{about[1]:.3g})")
     axis.axvline(1.0, color="grey", linestyle=":", label="no difference")
+    offsets = np.linspace(-0.25, 0.25, len(comparisons)) if len(comparisons) > 1 else [0.0]
+    for offset, comparison in zip(offsets, comparisons, strict=True):
+        rows = variants[variants["comparison"] == comparison].set_index("measure").reindex(measures)
+        y = len(measures) - 1 - np.arange(len(measures)) + offset
+        finite = np.isfinite(rows["ratio"].to_numpy(float))
+        if not finite.any():
+            continue
+        error = [(rows["ratio"] - rows["low"]).to_numpy(float), (rows["high"] - rows["ratio"]).to_numpy(float)]
+        axis.errorbar(rows["ratio"], y, xerr=error, fmt="D" if comparison.startswith("decoders") else "o",
+                      capsize=2, label=comparison)  # fmt: skip
+    overall = variants[variants["comparison"].str.startswith("decoders")].set_index("measure").reindex(measures)
+    for k, measure in enumerate(measures):
+        verdict = overall.loc[measure, "verdict_sparser"] if "verdict_sparser" in overall else ""
+        axis.annotate(str(verdict), (1.0, len(measures) - 1 - k), xycoords=("axes fraction", "data"),
+                      xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)  # fmt: skip
+    axis.set_yticks(len(measures) - 1 - np.arange(len(measures)), measures)
     axis.set_xscale("log")
-    axis.set_xlabel("decoder / encoder mean max sparsity")
-    axis.legend(fontsize=8)
+    axis.set_xlabel("decoder / encoder mean sparsity (log scale)")
+    axis.set_title("Finding 2 under every sparsity measure (verdict of 'sparser' at right)")
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, ncol=2, frameon=False)
     figure.tight_layout()
     return figure
+
+
+def sparsity_layer_profiles(layers: pd.DataFrame) -> plt.Figure:
+    """Per-layer sparsity profiles: Hoyer, |h| < 0.01 and |h| < 0.01 x the layer's SD, by relative depth."""
+    return layer_profiles(layers, statistics=("hoyer", "near_zero_0.01", "near_zero_relative_0.01"))
+
+
+def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, about: tuple[float, float]) -> dict:
+    """All of ``FINDINGS_FIGURES`` from notebook 06's tables and the run's per-layer table."""
+    result = {
+        "finding1_categories": finding1_categories(tables["finding1_categories"]),
+        "sparsity_variants": sparsity_variants(tables["sparsity_variants"], about),
+        "sparsity_layer_profiles": sparsity_layer_profiles(layers),
+    }
+    assert tuple(result) == FINDINGS_FIGURES
+    return result

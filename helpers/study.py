@@ -44,6 +44,8 @@ CATEGORIES: tuple[str, ...] = (
 """The paper's 12 prompt categories, in its order."""
 
 PROMPT_COLUMNS = ("prompt_id", "category", "text")
+MIN_BOOTSTRAP_SAMPLES = 1000
+"""Fewest bootstrap draws a parameter file may ask for (the findings' intervals use 1% tails)."""
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LIBRARIES = ("torch", "transformers", "tokenizers", "gguf", "pandas", "numpy", "pyarrow", "matplotlib", "seaborn")
 
@@ -137,6 +139,10 @@ def parse_params(raw: Any, source: str = "parameters") -> StudyParams:
     for key in ("batch_size", "prompts_per_category", "max_length", "bootstrap_samples"):
         if raw.get(key) is not None and raw[key] < 1:
             raise ParameterError(f"{source}: {key!r} must be a positive integer, got {raw[key]!r}")
+    if raw.get("bootstrap_samples", MIN_BOOTSTRAP_SAMPLES) < MIN_BOOTSTRAP_SAMPLES:
+        raise ParameterError(
+            f"{source}: bootstrap_samples must be at least {MIN_BOOTSTRAP_SAMPLES}, got {raw['bootstrap_samples']!r}"
+        )
     if "name" in raw and not re.fullmatch(r"[A-Za-z0-9._-]+", raw["name"]):
         raise ParameterError(f"{source}: name {raw['name']!r} may use only letters, digits, '.', '_' and '-'")
     return StudyParams(**raw)
@@ -210,8 +216,37 @@ def load_prompts(
         position, size = groups.cumcount(), groups["prompt_id"].transform("size")
         keep = [p in _evenly_spaced(n, per_category) for p, n in zip(position, size, strict=True)]
         prompts = prompts[keep]
-    prompts = prompts.assign(category=prompts["category"].astype(str))
+    prompts = prompts.assign(category=prompts["category"].astype(str), **prompt_covariates(prompts["text"]))
     return prompts.reset_index(drop=True)
+
+
+def prompt_covariates(texts: pd.Series) -> dict[str, pd.Series]:
+    """Surface features of each prompt, recorded as covariates: words, digits and question marks."""
+    return {
+        "n_words": texts.str.split().str.len(),
+        "n_digits": texts.str.count(r"[0-9]"),
+        "n_question_marks": texts.str.count(r"\?"),
+    }
+
+
+def prompt_length_table(prompts: pd.DataFrame) -> str:
+    """The per-category length table of ``data/README.md`` (Markdown), computed from a prompt table."""
+    rows = []
+    for category, group in [*prompts.groupby("category", sort=False), ("**all**", prompts)]:
+        words = group["n_words"]
+        rows.append(
+            {
+                "Category": category,
+                "Prompts": len(group),
+                "Min words": int(words.min()),
+                "Median": float(words.median()),
+                "Max": int(words.max()),
+                "Mean words": round(float(words.mean()), 1),
+                "Mean digits": round(float(group["n_digits"].mean()), 2),
+                "Share with '?'": f"{(group['n_question_marks'] > 0).mean():.0%}",
+            }
+        )
+    return pd.DataFrame(rows).to_markdown(index=False, floatfmt="g")
 
 
 def _evenly_spaced(available: int, wanted: int) -> list[int]:
@@ -331,7 +366,11 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
                 progress=False,
             )
             identity = chunk[["prompt_id", "category"]].reset_index(drop=True)
-            prompt_table = pd.concat([identity, result.prompts.drop(columns="text_index")], axis=1)
+            encoded = loaded.tokenizer(chunk["text"].tolist(), **truncation)["input_ids"]
+            prompt = chunk[["text", "n_words", "n_digits", "n_question_marks"]].reset_index(drop=True)
+            prompt["tokens"] = [loaded.tokenizer.convert_ids_to_tokens(ids) for ids in encoded]
+            measured_columns = result.prompts.drop(columns="text_index")
+            prompt_table = pd.concat([identity, measured_columns, prompt], axis=1)
             layer_table = result.layers.merge(identity.rename_axis("text_index").reset_index(), on="text_index")
             store.write_table(layer_table.drop(columns="text_index"), layer_path, {"fingerprint": fingerprint})
             store.write_table(prompt_table, prompt_path, {"fingerprint": fingerprint})  # written last: the marker
