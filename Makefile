@@ -10,9 +10,10 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 
 PARAMS ?= params/default.yaml
-CORES ?= 1
+PROFILE ?= default
 SNAKEFLAGS ?=
-SNAKEMAKE := PYTHONPATH=$(CURDIR) $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete $(SNAKEFLAGS) --config params=$(PARAMS)
+# helpers.workflow runs Snakemake under a lock that a killed run leaves behind safely (see its docstring)
+SNAKEMAKE := $(PY) -m helpers.workflow run --profile profiles/$(PROFILE) $(SNAKEFLAGS) --config "params=$(PARAMS)"
 
 .PHONY: install test lint reproduce lab bench clean
 
@@ -38,9 +39,7 @@ lint: install
 # The study, offline, end to end; Snakemake reruns only what is out of date.
 reproduce: install
 	$(SNAKEMAKE)
-	@$(PY) -c "from helpers.notebooks import RunOutputs; from helpers.study import load_params; \
-	o = RunOutputs(load_params('$(PARAMS)')); \
-	print(f'\nDone. Reports: {o.reports}/index.html\nTables:  {o.tables}/\nFigures: {o.figures}/')"
+	@$(PY) -m helpers.workflow where --params "$(PARAMS)"
 
 # JupyterLab with the project's kernel (.venv), opened on notebooks/.
 lab: install

@@ -1,111 +1,193 @@
 # The study workflow: each rule runs one numbered notebook with papermill and renders its HTML
 # report (helpers/notebooks.py). Collection is one job per model, so each can run on its own
-# GPU or cluster node. Run it with `make reproduce` (local), or see the README for Slurm.
+# GPU or cluster node. Run it with `make reproduce` (local; profiles/default) or see the README
+# for Slurm (profiles/slurm).
 #
-#   snakemake --cores 1 --config params=params/default.yaml
+# Every rule declares what it reads, code included: the helpers modules its notebook runs
+# (helpers.workflow.code_inputs, read off the imports), the parameter and prompt files and the
+# paper's tables. So editing a module reruns exactly the rules that use it, and deleting any
+# intermediate file rebuilds it and what depends on it. Every output is declared, in every
+# format; the executed notebook is the rule's log, kept when it fails.
+import re
+import shlex
 import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from helpers.notebooks import RunOutputs  # noqa: E402
-from helpers.study import load_params, model_key  # noqa: E402
-from helpers.tables import OUTPUT_TABLES  # noqa: E402
+from helpers import paths  # noqa: E402
 from helpers.figures import FINDINGS_FIGURES, OUTPUT_FIGURES  # noqa: E402
 from helpers.findings import OUTPUT_TABLES as FINDINGS_TABLES  # noqa: E402
+from helpers.notebooks import RunOutputs, numbered_notebooks  # noqa: E402
+from helpers.study import load_params, model_key  # noqa: E402
+from helpers.tables import OUTPUT_TABLES  # noqa: E402
+from helpers.workflow import code_inputs, runner_inputs  # noqa: E402
 
 PARAMS = config.get("params", "params/default.yaml")
-STUDY = load_params(PARAMS)
+STUDY = load_params(PARAMS)  # checks every parameter before any job starts
 OUT = RunOutputs(STUDY)
 MODELS = {model_key(name): name for name in STUDY.models}
-PY = sys.executable
+NOTEBOOKS = numbered_notebooks()
+PY = shlex.quote(sys.executable)
 RUN = f"{PY} -m helpers.notebooks run"
+PARAMS_ARG = shlex.quote(PARAMS)
+INPUTS = [PARAMS, STUDY.prompts_path]
+REFERENCE = [*sorted(paths.REFERENCE.glob("*.csv")), *sorted((paths.REFERENCE / "raw").glob("*.txt"))]
+ACTIVATIONS = STUDY.results / "activations"
+TABLE_FORMATS, FIGURE_FORMATS = ("csv", "md", "tex"), ("png", "svg")
 
 
-def notebook(stem):
-    return f"notebooks/{stem}.ipynb"
+def code(stem):
+    """The notebook and every helpers module it runs."""
+    return [NOTEBOOKS[stem], *code_inputs(NOTEBOOKS[stem])]
+
+
+def tables(folder, names):
+    return [folder / f"{name}.{suffix}" for name in names for suffix in TABLE_FORMATS]
+
+
+def figures(names):
+    return [OUT.figures / f"{name}.{suffix}" for name in names for suffix in FIGURE_FORMATS]
+
+
+def benchmark(name):
+    return OUT.build / "benchmarks" / f"{name}.tsv"
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+
+
+localrules:
+    all,
+    index,
 
 
 rule all:
     input:
         OUT.reports / "index.html",
+        # every intermediate too, so that deleting one rebuilds it and what depends on it
+        expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers")),
+        OUT.metrics,
+        [OUT.aggregated / f"{name}.parquet" for name in OUTPUT_TABLES],
 
 
 rule collect:
     input:
-        notebook("01_collect_activations"),
-        PARAMS,
-        STUDY.prompts_path,
+        code("01_collect_activations"),
+        INPUTS,
     output:
-        STUDY.results / "activations" / "{model}.parquet",
-        STUDY.results / "activations" / "{model}_layers.parquet",
+        ACTIVATIONS / "{model}.parquet",
+        ACTIVATIONS / "{model}_layers.parquet",
         OUT.reports / "01_collect_activations_{model}.html",
+    log:
+        OUT.build / "01_collect_activations_{model}.ipynb",
+    benchmark:
+        OUT.build / "benchmarks" / "collect_{model}.tsv"
     params:
-        name=lambda wildcards: MODELS[wildcards.model],
+        name=lambda wildcards: shlex.quote(MODELS[wildcards.model]),
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
     shell:
-        "{RUN} 01_collect_activations --params {PARAMS} --model '{params.name}'"
+        "OMP_NUM_THREADS={threads} {RUN} 01_collect_activations --params {PARAMS_ARG} --model {params.name}"
 
 
 rule compute_metrics:
     input:
-        notebook("02_compute_metrics"),
-        expand(STUDY.results / "activations" / "{model}.parquet", model=MODELS),
+        code("02_compute_metrics"),
+        INPUTS,
+        expand(ACTIVATIONS / "{model}.parquet", model=MODELS),
     output:
         OUT.metrics,
         OUT.reports / "02_compute_metrics.html",
+    log:
+        OUT.executed("02_compute_metrics"),
+    benchmark:
+        benchmark("compute_metrics")
     shell:
-        "{RUN} 02_compute_metrics --params {PARAMS}"
+        "{RUN} 02_compute_metrics --params {PARAMS_ARG}"
 
 
 rule aggregate:
     input:
-        notebook("03_aggregate"),
+        code("03_aggregate"),
+        INPUTS,
+        REFERENCE,
         OUT.metrics,
     output:
         [OUT.aggregated / f"{name}.parquet" for name in OUTPUT_TABLES],
         OUT.reports / "03_aggregate.html",
+    log:
+        OUT.executed("03_aggregate"),
+    benchmark:
+        benchmark("aggregate")
     shell:
-        "{RUN} 03_aggregate --params {PARAMS}"
+        "{RUN} 03_aggregate --params {PARAMS_ARG}"
 
 
 rule plot:
     input:
-        notebook("04_plot"),
+        code("04_plot"),
+        INPUTS,
+        OUT.metrics,
+        expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),
         [OUT.aggregated / f"{name}.parquet" for name in OUTPUT_TABLES],
     output:
-        [OUT.figures / f"{name}.png" for name in OUTPUT_FIGURES],
+        figures(OUTPUT_FIGURES),
         OUT.reports / "04_plot.html",
+    log:
+        OUT.executed("04_plot"),
+    benchmark:
+        benchmark("plot")
     shell:
-        "{RUN} 04_plot --params {PARAMS}"
+        "{RUN} 04_plot --params {PARAMS_ARG}"
 
 
 rule export_tables:
     input:
-        notebook("05_export_tables"),
+        code("05_export_tables"),
+        INPUTS,
         [OUT.aggregated / f"{name}.parquet" for name in OUTPUT_TABLES],
     output:
-        [OUT.tables / f"{name}.csv" for name in OUTPUT_TABLES],
+        tables(OUT.tables, OUTPUT_TABLES),
         OUT.reports / "05_export_tables.html",
+    log:
+        OUT.executed("05_export_tables"),
+    benchmark:
+        benchmark("export_tables")
     shell:
-        "{RUN} 05_export_tables --params {PARAMS}"
+        "{RUN} 05_export_tables --params {PARAMS_ARG}"
 
 
 rule robustness:
     input:
-        notebook("06_robustness"),
+        code("06_robustness"),
+        INPUTS,
+        REFERENCE,
         OUT.metrics,
-        expand(STUDY.results / "activations" / "{model}_layers.parquet", model=MODELS),
+        expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),
     output:
-        [OUT.tables / f"{name}.csv" for name in FINDINGS_TABLES],
-        [OUT.figures / f"{name}.png" for name in FINDINGS_FIGURES],
+        tables(OUT.tables, FINDINGS_TABLES),
+        figures(FINDINGS_FIGURES),
         OUT.reports / "06_robustness.html",
+        # the default run quotes its scorecard in the README, rewriting only the marked section
+        [update(paths.ROOT / "README.md")] if STUDY.name == "default" else [],
+    log:
+        OUT.executed("06_robustness"),
+    benchmark:
+        benchmark("robustness")
     shell:
-        "{RUN} 06_robustness --params {PARAMS}"
+        "{RUN} 06_robustness --params {PARAMS_ARG}"
 
 
 rule index:
     input:
         OUT.all_reports(),
+        list(NOTEBOOKS.values()),  # each report's one-line description comes from its notebook
+        runner_inputs(),
+        INPUTS,
     output:
         OUT.reports / "index.html",
     shell:
-        "{PY} -m helpers.notebooks index --params {PARAMS}"
+        "{PY} -m helpers.notebooks index --params {PARAMS_ARG}"

@@ -1,16 +1,33 @@
-"""Thin helpers shared by the notebooks: model zoo, streaming measurement, metrics, paths."""
+"""Thin helpers shared by the notebooks: model zoo, streaming measurement, metrics, paths.
 
-from helpers.models import LoadedModel, ModelUnavailableError, UnknownModelError, known_models, load_model
-from helpers.streaming import AttentionMissingError, Measurements, measure, measure_with_layers
+The public names below load on first use, so ``import helpers.store`` or ``helpers.study``
+(what every Snakemake parse and job does) never imports torch.
+"""
 
-__all__ = [
-    "AttentionMissingError",
-    "LoadedModel",
-    "Measurements",
-    "ModelUnavailableError",
-    "UnknownModelError",
-    "known_models",
-    "load_model",
-    "measure",
-    "measure_with_layers",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "AttentionMissingError": "helpers.streaming",
+    "LoadedModel": "helpers.models",
+    "Measurements": "helpers.streaming",
+    "ModelUnavailableError": "helpers.models",
+    "UnknownModelError": "helpers.models",
+    "known_models": "helpers.models",
+    "load_model": "helpers.models",
+    "measure": "helpers.streaming",
+    "measure_with_layers": "helpers.streaming",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'helpers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

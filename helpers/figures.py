@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import paths
+from helpers import paths, store
 from helpers.study import CATEGORIES
 from helpers.tables import PAPER_METRICS, finite_only
 
@@ -37,11 +37,19 @@ OUTPUT_FIGURES: tuple[str, ...] = (
 """Every figure notebook 04 makes (PNG and SVG in figures/)."""
 
 
+def _drawn(table: pd.DataFrame) -> pd.DataFrame:
+    """What a figure draws: the data read at measurement precision, then rounded like the text outputs,
+    so float noise between machines changes no pixel (``helpers.store``)."""
+    return store.round_significant(store.at_measurement_precision(table))
+
+
 def study_figures(
     tables: dict[str, pd.DataFrame], metrics: pd.DataFrame, layers: pd.DataFrame
 ) -> dict[str, plt.Figure]:
     """All of ``OUTPUT_FIGURES`` from a run's tables, tidy metrics and per-layer table (finite prompts only)."""
-    metrics = finite_only(metrics)
+    # figures draw the data rounded like the text outputs, so float noise between machines changes no pixel
+    tables = {name: _drawn(table) for name, table in tables.items()}
+    metrics, layers = _drawn(finite_only(metrics)), _drawn(layers)
     cells = tables["complete_results"]
     result = {f"heatmap_{metric}": category_heatmap(cells, metric) for metric in PAPER_METRICS}
     result["architecture_comparison"] = architecture_comparison(metrics)
@@ -53,16 +61,15 @@ def study_figures(
 
 
 def save_figure(figure: plt.Figure, name: str, notebook: str, folder: Path = paths.FIGURES) -> list[Path]:
-    """Save ``figure`` as ``<name>.png`` and ``<name>.svg``; the PNG records the notebook that made it."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Save ``figure`` as ``<name>.png`` and ``<name>.svg`` atomically; both record the notebook that made it."""
     written = []
     for suffix in ("png", "svg"):
         path = folder / f"{name}.{suffix}"
         metadata = {"Title": name, "Description": f"made by {notebook}"}
-        metadata = (
-            metadata if suffix == "png" else {"Title": name, "Description": metadata["Description"], "Date": None}
-        )
-        figure.savefig(path, dpi=150, bbox_inches="tight", metadata=metadata)
+        if suffix == "svg":
+            metadata["Date"] = None  # no timestamp: reruns give identical files
+        with store.atomic_path(path) as temporary:
+            figure.savefig(temporary, format=suffix, dpi=150, bbox_inches="tight", metadata=metadata)
         written.append(path)
     return written
 
@@ -250,6 +257,8 @@ def sparsity_layer_profiles(layers: pd.DataFrame) -> plt.Figure:
 
 def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, about: tuple[float, float]) -> dict:
     """All of ``FINDINGS_FIGURES`` from notebook 06's tables and the run's per-layer table."""
+    tables = {name: _drawn(table) for name, table in tables.items()}
+    layers = _drawn(layers)
     result = {
         "finding1_categories": finding1_categories(tables["finding1_categories"]),
         "sparsity_variants": sparsity_variants(tables["sparsity_variants"], about),

@@ -14,18 +14,21 @@ import itertools
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from helpers import store
 from helpers.study import CATEGORIES, MIN_BOOTSTRAP_SAMPLES
 
 __all__ = ["MIN_BOOTSTRAP_SAMPLES", "StudyData"]
 
 MATH = "mathematical_reasoning"
+MIN_PER_STRATUM = 10
+"""Items a category needs for the bootstrap to resample within categories (else it resamples all items)."""
 SPLINE_DF = 4
 """Degrees of freedom of the natural cubic spline in token count (per category in finding 1's model)."""
 
@@ -82,6 +85,8 @@ class StudyData:
     items: pd.DataFrame
     weights: np.ndarray
     item_kind: str
+    source: str = "this run"  # or "the paper's table"
+    cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)  # fits shared by findings
 
     @classmethod
     def from_metrics(cls, metrics: pd.DataFrame, samples: int, seed: int) -> StudyData:
@@ -105,7 +110,8 @@ class StudyData:
                 "max_sparsity": cells["Max_Sparsity"],
             }
         )
-        return cls._build(table, samples, seed, strata=None, item_kind="model x category cells (means of 2 prompts)")
+        data = cls._build(table, samples, seed, strata=None, item_kind="model x category cells (means of 2 prompts)")
+        return cls(data.table, data.models, data.items, data.weights, data.item_kind, source="the paper's table")
 
     @classmethod
     def _build(cls, table: pd.DataFrame, samples: int, seed: int, strata: str | None, item_kind: str) -> StudyData:
@@ -113,10 +119,16 @@ class StudyData:
         items = table[["item", "category"]].drop_duplicates("item")
         items = items.assign(_order=items["category"].map(order).fillna(len(order)))
         items = items.sort_values(["_order", "category", "item"]).drop(columns="_order").reset_index(drop=True)
+        duplicated = table.duplicated(["display_name", "item"])
+        if duplicated.any():
+            pairs = table.loc[duplicated, ["display_name", "item"]].drop_duplicates().head(5).values.tolist()
+            raise ValueError(f"two rows for the same model and item, e.g. {pairs}: display names must be unique")
         models = table.groupby("display_name", sort=False).agg(
             model=("model", "first"), architecture=("architecture", "first"), n_parameters=("n_parameters", "first")
         )
-        stratum = items["category"] if strata else np.zeros(len(items))
+        smallest = items.groupby("category").size().min() if strata else 0
+        # within-stratum resampling needs strata of some size: a stratum of 1 item never varies
+        stratum = items["category"] if strata and smallest >= MIN_PER_STRATUM else np.zeros(len(items))
         return cls(table, models, items, bootstrap_weights(stratum, samples, seed), item_kind)
 
     @property
@@ -136,7 +148,8 @@ class StudyData:
 def weighted_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Bootstrap means: values (n_items, k) with NaN for missing, weights (B, n_items) -> (B, k)."""
     present = ~np.isnan(values)
-    return (weights @ np.where(present, values, 0.0)) / (weights @ present)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a draw without any item of a column: NaN
+        return (weights @ np.where(present, values, 0.0)) / (weights @ present)
 
 
 def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -149,12 +162,40 @@ def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, 
 # --- paired contrasts between models (prompts as replicates within a pair) ------------------------------
 
 
+def differences_at_precision(differences: np.ndarray, operands: np.ndarray) -> np.ndarray:
+    """``differences`` (n,) with those equal up to measurement noise made exactly equal, and those within
+    noise of zero made zero, so ranks, ties and signs do not depend on a CPU's float rounding.
+
+    Noise is 2 units in the last of ``store.MEASUREMENT_DIGITS`` significant digits of the operands'
+    largest magnitude (each operand is stored to that precision). Values are grouped by their
+    magnitude: sorted, a gap of at most the noise to the next smaller value (or to zero) joins a value to its group; each group takes
+    its smallest magnitude, each value keeps its sign. Grouping by gaps, unlike rounding to a grid, has no
+    boundary on which exactly representable values (fractions such as 51/256) flip with noise.
+    """
+    scale = float(np.max(np.abs(operands))) if len(operands) else 0.0
+    if scale == 0 or len(differences) == 0:
+        return np.asarray(differences, float).copy()
+    noise = 2 * 10.0 ** (math.floor(math.log10(scale)) - (store.MEASUREMENT_DIGITS - 1))
+    magnitude = np.abs(differences)
+    order = np.argsort(magnitude, kind="stable")
+    sorted_magnitude = magnitude[order]
+    grouped = sorted_magnitude.copy()
+    for i in range(len(grouped)):
+        previous = sorted_magnitude[i - 1] if i else 0.0
+        if sorted_magnitude[i] - previous <= noise:
+            grouped[i] = grouped[i - 1] if i else 0.0
+    result = np.empty_like(grouped)
+    result[order] = grouped
+    return np.sign(differences) * result
+
+
 def paired_contrast(data: StudyData, metric: str, first: str, second: str) -> dict[str, Any]:
     """``first`` vs ``second`` on the items both have: a fact about these two models.
 
     Mean difference (first - second) with its paired bootstrap draws (the shared weights), the
     ratio of means, the share of items where first is higher, the paired Wilcoxon signed-rank
-    test (two-sided) with the matched-pairs rank-biserial correlation, and the standardised
+    test (two-sided; differences compared at the operands' precision) with the matched-pairs
+    rank-biserial correlation, and the standardised
     mean difference d_z (mean / SD of the differences).
     """
     grid = data.wide(metric)
@@ -167,7 +208,8 @@ def paired_contrast(data: StudyData, metric: str, first: str, second: str) -> di
         / weighted_means(np.where(both, b, np.nan)[:, None], data.weights)[:, 0]
     )
     d = difference[both]
-    nonzero = d[d != 0]
+    ranked = differences_at_precision(d, np.concatenate([a[both], b[both]]))
+    nonzero = ranked[ranked != 0]
     if len(nonzero) >= 1:
         test = stats.wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided")
         positive = stats.rankdata(np.abs(nonzero))[nonzero > 0].sum()
@@ -187,7 +229,7 @@ def paired_contrast(data: StudyData, metric: str, first: str, second: str) -> di
         "difference_draws": draws,
         "ratio": float(a[both].mean() / b[both].mean()) if b[both].mean() != 0 else np.nan,
         "ratio_draws": ratio_draws,
-        "share_first_higher": float((d > 0).mean()),
+        "share_first_higher": float((ranked > 0).mean()),
         "wilcoxon_statistic": statistic,
         "wilcoxon_p": p_value,
         "rank_biserial": float(rank_biserial),
@@ -244,6 +286,35 @@ def _length_term(df: int = SPLINE_DF) -> str:
     return f"cr(n_tokens, df={df}, constraints='center')"
 
 
+MAX_LEVERAGE = 0.9
+"""Above this leverage one prompt determines its own fit, and HC3 errors break down."""
+
+
+class LengthCoverageError(ValueError):
+    """A model's prompts do not cover lengths well enough to compare categories at matched length."""
+
+
+def length_coverage_problem(frame: pd.DataFrame, minimum_per_quarter: int = 3) -> str:
+    """Why ``frame`` (one model: category, n_tokens) cannot support a matched-length comparison, or "".
+
+    Every category must have at least ``minimum_per_quarter`` prompts in each quarter of the token
+    range that all categories share, so no category's spline bridges a gap inside that range.
+    """
+    ranges = frame.groupby("category")["n_tokens"].agg(["min", "max"])
+    low, high = ranges["min"].max(), ranges["max"].min()
+    if low >= high:
+        return "the categories share no length range"
+    edges = np.linspace(low, high, 5)
+    for category, group in frame.groupby("category"):
+        counts = np.histogram(group["n_tokens"], bins=edges)[0]
+        if counts.min() < minimum_per_quarter:
+            return (
+                f"{category} has {counts.min()} prompt(s) in a quarter of the shared range {low}-{high} tokens "
+                f"(needs {minimum_per_quarter} in each)"
+            )
+    return ""
+
+
 @dataclass(frozen=True)
 class MatchedLength:
     """One model's categories compared at matched lengths (``matched_length_comparison``)."""
@@ -274,6 +345,7 @@ def matched_length_comparison(
     ``frame``: one model's rows with ``category, n_tokens`` and ``metric``.
     """
     frame = frame[["category", "n_tokens", metric, *covariates]].rename(columns={metric: "y"})
+    frame = frame[np.isfinite(frame[["n_tokens", "y", *covariates]].to_numpy(float)).all(axis=1)]
     categories = [c for c in CATEGORIES if c in set(frame["category"])] + sorted(
         set(frame["category"]) - set(CATEGORIES)
     )
@@ -281,6 +353,12 @@ def matched_length_comparison(
     extra = "".join(f" + {c}" for c in covariates)
     formula = f"y ~ {_category_term(reference)} * {_length_term()}{extra}"
     fit, design = _ols(frame, formula)
+    leverage = float(fit.get_influence().hat_matrix_diag.max())
+    if leverage > MAX_LEVERAGE:
+        raise LengthCoverageError(
+            f"one prompt alone fixes part of a category's length curve (leverage {leverage:.3f}); "
+            "the category needs more prompts across its lengths"
+        )
     interaction = [i for i, name in enumerate(design.columns) if ":" in name]
     restriction = np.eye(len(design.columns))[interaction]
     with warnings.catch_warnings():
@@ -341,6 +419,14 @@ def length_models(data: StudyData, metric: str = "attention_entropy") -> pd.Data
         frame = data.for_model(model)
         if "n_tokens" not in frame or frame["category"].nunique() < 2 or len(frame) < 30:
             continue
+        frame = frame[np.isfinite(frame[["n_tokens", metric]].to_numpy(float)).all(axis=1)]
+        if length_coverage_problem(frame):
+            continue
+        reference = MATH if MATH in set(frame["category"]) else sorted(frame["category"])[0]
+        try:
+            comparison = matched_length_comparison(frame, metric, reference)
+        except LengthCoverageError:
+            continue
         frame = frame[["category", "n_tokens", metric]].rename(columns={metric: "y"})
         frame = frame.assign(n_log_n=frame["n_tokens"] * np.log(frame["n_tokens"]))
         row: dict[str, Any] = {"model": model, "metric": metric, "prompts": len(frame)}
@@ -349,7 +435,6 @@ def length_models(data: StudyData, metric: str = "attention_entropy") -> pd.Data
             fit, _ = _ols(frame, f"y ~ C(category) + {term}")
             row[f"residual_sd_{label}"] = float(np.sqrt(fit.mse_resid))
             row[f"r2_{label}"] = float(fit.rsquared)
-        comparison = matched_length_comparison(data.for_model(model), metric)
         row["interaction_f"], row["interaction_p"] = comparison.interaction_f, comparison.interaction_p
         rows.append(row)
     return pd.DataFrame(rows)
@@ -363,8 +448,9 @@ def architecture_ratio(data: StudyData, metric: str, level: float = 0.95) -> dic
 
     Each model is reduced to log(mean over the items every model has); the decoder - encoder
     difference of those is tested with a pooled two-sample t test on M - 2 degrees of freedom
-    (M models). Every model saw every item, so prompt effects cancel in the model means and this
-    equals the crossed mixed model's fixed effect; the ratio is of geometric means of model means.
+    (M models). Every model saw every item, so prompt effects cancel in the model means (the
+    crossed mixed model, ``crossed_mixed_model``, is its prompt-level cross-check, on logs of the
+    values rather than of the means); the ratio is of geometric means of model means.
     """
     grid = data.wide(metric).dropna()
     means = grid.mean()
@@ -430,7 +516,8 @@ def spearman_over_models(x: pd.Series, y: pd.Series, level: float = 0.95) -> dic
         permuted = np.array([np.corrcoef(x_ranks, np.array(order))[0, 1] for order in itertools.permutations(y_ranks)])
     else:
         rng = np.random.default_rng(0)
-        permuted = np.array([np.corrcoef(x_ranks, rng.permutation(y_ranks))[0, 1] for _ in range(20000)])
+        permuted = np.array([np.corrcoef(x_ranks, rng.permutation(y_ranks))[0, 1] for _ in range(19999)])
+        permuted = np.append(permuted, rho)  # (b + 1) / (B + 1): a Monte Carlo p is never 0
     return {
         "rho": rho,
         "low": float(np.tanh(np.arctanh(clipped) - half)),
@@ -444,15 +531,17 @@ def spearman_over_models(x: pd.Series, y: pd.Series, level: float = 0.95) -> dic
 
 
 def cell_intervals(data: StudyData, metrics: tuple[str, ...]) -> pd.DataFrame:
-    """95% bootstrap intervals (the shared weights) for every model x category mean of each metric."""
+    """95% bootstrap intervals (the shared weights) for every model x category mean of each metric
+    (none for a cell of fewer than 5 prompts, where resampling says nothing)."""
     rows = []
-    for metric in metrics:
+    for metric in [m for m in metrics if m in data.table]:
         grid = data.wide(metric)
         for category in data.items["category"].unique():
             members = (data.items["category"] == category).to_numpy()
             draws = weighted_means(grid.to_numpy(float)[members], data.weights[:, members])
             for column, model in enumerate(grid.columns):
-                low, high = percentile_interval(draws[:, column])
+                enough = np.isfinite(grid.to_numpy(float)[members, column]).sum() >= 5  # fewer: no interval
+                low, high = percentile_interval(draws[:, column]) if enough else (np.nan, np.nan)
                 mean = float(np.nanmean(grid.to_numpy(float)[members, column]))
                 rows.append({"model": model, "category": category, "metric": metric, "mean": mean})
                 rows[-1] |= {"lower": low, "upper": high}

@@ -1,4 +1,6 @@
-"""The on-disk store: parquet tables written atomically, with provenance in their metadata."""
+"""The on-disk store: every file written atomically with the umask's permissions; parquet tables carry
+their provenance and a content hash that is verified whenever they are read; text outputs are
+rounded to ``SIGNIFICANT_DIGITS`` so that float noise between machines does not change them."""
 
 from __future__ import annotations
 
@@ -6,57 +8,104 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 METADATA_KEY = b"compendium"
+SIGNIFICANT_DIGITS = 4
+"""Significant digits of every number in a text output (CSV, Markdown, LaTeX, README, figures' data).
+Parquet keeps full precision. Four digits absorb the float noise of different CPUs (last-digit
+differences at 1e-7 relative and below) except in the rare value that sits on a rounding edge."""
+
+
+MEASUREMENT_DIGITS = 6
+"""Significant digits the analysis reads measurements at: they come from float32 forward passes (about 7
+digits, less after the many sums of a layer), so further digits are float noise that differs between CPUs."""
+
+
+def at_measurement_precision(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every float column rounded to ``MEASUREMENT_DIGITS`` (what the analysis notebooks read)."""
+    return round_significant(table, MEASUREMENT_DIGITS)
+
+
+class StoredTableError(OSError):
+    """A stored table that cannot be trusted: unreadable, or its content differs from the hash it was written with."""
+
+
+def _permissions() -> int:
+    """What a newly created file gets under the current umask (0644 under 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is given the umask's permissions and renamed
+    into place, so a reader never sees a half-written file; on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, _permissions())  # mkstemp creates 0600 whatever the umask
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def content_sha256(table: pd.DataFrame) -> str:
+    """Hash of a table's columns, dtypes and values (independent of the file format)."""
+    digest = hashlib.sha256(json.dumps([list(map(str, table.columns)), list(map(str, table.dtypes))]).encode())
+    hashable = table.copy(deep=False)
+    for column in hashable.columns[[pd.api.types.is_object_dtype(dtype) for dtype in hashable.dtypes]]:
+        as_text = hashable[column].map(lambda v: json.dumps(list(v)) if isinstance(v, list | np.ndarray) else v)
+        hashable[column] = as_text  # lists (token strings) hash as their JSON text
+    digest.update(pd.util.hash_pandas_object(hashable, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def write_table(table: pd.DataFrame, path: Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``table`` to ``path`` as parquet with ``metadata`` (JSON) in the schema, atomically.
-
-    The file is written next to its target and renamed into place, so a reader never sees a
-    half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``table`` to ``path`` as parquet with ``metadata`` (JSON) and its content hash, atomically."""
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     schema_metadata = dict(arrow.schema.metadata or {})
-    schema_metadata[METADATA_KEY] = json.dumps(metadata or {}, sort_keys=True, default=str).encode()
-    arrow = arrow.replace_schema_metadata(schema_metadata)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        pq.write_table(arrow, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    stored = {**(metadata or {}), "content_sha256": content_sha256(table)}
+    schema_metadata[METADATA_KEY] = json.dumps(stored, sort_keys=True, default=str).encode()
+    with atomic_path(path) as temporary:
+        pq.write_table(arrow.replace_schema_metadata(schema_metadata), temporary)
+    return Path(path)
 
 
 def write_text(text: str, path: Path) -> Path:
-    """Write a text file atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    """Write a text file atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a table written by ``write_table``."""
-    return pq.read_table(path).to_pandas()
+    """Read a table written by ``write_table``; ``StoredTableError`` if unreadable or not what was written."""
+    try:
+        table = pq.read_table(path).to_pandas()
+        expected = read_metadata(path).get("content_sha256")
+    except (OSError, pa.ArrowException, ValueError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise StoredTableError(f"{path} is unreadable ({type(error).__name__}: {error}); delete it and rerun") from None
+    if expected is None:
+        raise StoredTableError(f"{path} carries no content hash (written by an older version); delete it and rerun")
+    if content_sha256(table) != expected:
+        raise StoredTableError(f"{path} does not match the content hash it was written with; delete it and rerun")
+    return table
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -72,3 +121,23 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def round_significant(values: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
+    """Round every float in a number, array, Series or DataFrame to ``digits`` significant digits.
+
+    The one rounding of the compendium's text outputs and of the data its figures draw, so that
+    float noise between machines changes neither. Integers, text and non-finite values pass through.
+    """
+    if isinstance(values, pd.DataFrame):
+        return values.apply(lambda column: round_significant(column, digits))
+    if isinstance(values, pd.Series):
+        if not pd.api.types.is_float_dtype(values):
+            return values
+        return pd.Series(round_significant(values.to_numpy(), digits), index=values.index, name=values.name)
+    array = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        magnitude = np.where(np.isfinite(array) & (array != 0), np.floor(np.log10(np.abs(array))), 0)
+        scale = 10.0 ** (digits - 1 - magnitude)
+        rounded = np.where(np.isfinite(array), np.round(array * scale) / scale, array)
+    return float(rounded) if np.ndim(values) == 0 else rounded

@@ -1,31 +1,26 @@
 """A study run: its parameter file, its prompts, and collecting one model's measurements.
 
 A parameter file (YAML) names the models and the prompt file; ``load_params`` checks it before
-any model work starts. ``collect_model`` measures one model on the prompts and writes the
-prompt table and the per-layer table to ``results/<run>/activations/`` with provenance.
+any model work starts. ``load_prompts`` reads and checks a prompt file; ``load_metrics`` and
+``load_layers`` read a run's measurements (made by ``helpers.collection``).
 """
 
 from __future__ import annotations
 
-import hashlib
+import csv
 import importlib.metadata
-import json
 import os
 import platform
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
-import torch
 import yaml
-from tqdm.auto import tqdm
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from helpers import paths, store
-from helpers.models import load_model
-from helpers.streaming import check_lengths, measure_with_layers
 
 CATEGORIES: tuple[str, ...] = (
     "factual_questions",
@@ -46,8 +41,23 @@ CATEGORIES: tuple[str, ...] = (
 PROMPT_COLUMNS = ("prompt_id", "category", "text")
 MIN_BOOTSTRAP_SAMPLES = 1000
 """Fewest bootstrap draws a parameter file may ask for (the findings' intervals use 1% tails)."""
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
+RUN_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 LIBRARIES = ("torch", "transformers", "tokenizers", "gguf", "pandas", "numpy", "pyarrow", "matplotlib", "seaborn")
+
+
+def torch_dtype(name: str) -> Any:
+    """The torch dtype of a parameter file's ``dtype`` (torch is imported only here, not by this module)."""
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def __getattr__(name: str) -> Any:  # ``study.DTYPES`` without importing torch with the module
+    if name == "DTYPES":
+        return {dtype: torch_dtype(dtype) for dtype in DTYPE_NAMES}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ParameterError(ValueError):
@@ -58,25 +68,80 @@ class PromptFileError(ValueError):
     """A prompt file that cannot be used as it is."""
 
 
-@dataclass(frozen=True)
-class StudyParams:
-    """The contents of a parameter file (params/*.yaml)."""
+class StudyParams(BaseModel):
+    """The contents of a parameter file (params/*.yaml), checked by a schema before any model work.
 
-    models: list[str]  # registry names, hub ids or local folders
-    name: str = "default"  # run name: intermediate data go to results/<name>/
-    prompts: str = "data/prompts/cognitive_tasks.csv"  # relative to the repository root, or absolute
-    prompts_per_category: int | None = None  # N prompts per category, evenly spaced by prompt_id; None: all
-    categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
-    batch_size: int = 16
-    dtype: str = "float32"  # float32, bfloat16 or float16 (statistics are reduced in float64 anyway)
-    device: str = "auto"  # auto (GPU when present), cpu, cuda, cuda:1, ...
-    max_length: int | None = None  # truncate longer prompts; None: a too-long prompt is an error
-    seed: int = 0  # seeds the tiny models' random weights and any resampling
-    bootstrap_samples: int = 1000  # bootstrap draws for the robustness intervals (notebook 06)
+    Unknown keys, wrong types (no silent "8" -> 8) and out-of-range values are errors naming
+    the key, the value and what is allowed (the field's description).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    models: list[str] = Field(
+        min_length=1, description="a non-empty list of registry names, hub ids 'owner/name' or existing model folders"
+    )
+    name: str = Field(
+        "default",
+        pattern=rf"^{RUN_NAME_PATTERN}$",
+        description="one path component: letters, digits, '.', '_' and '-', starting with a letter or digit",
+    )
+    prompts: str = Field(
+        "data/prompts/cognitive_tasks.csv", description="an existing CSV, relative to the repository root or absolute"
+    )
+    prompts_per_category: int | None = Field(None, ge=1, description="null (every prompt) or a positive integer")
+    categories: list[str] = Field(
+        default_factory=lambda: list(CATEGORIES),
+        min_length=1,
+        description=f"a non-empty list of distinct categories among {list(CATEGORIES)} (or your own with "
+        "custom_categories: true)",
+    )
+    custom_categories: bool = Field(
+        False, description="true or false; true lets `categories` name a prompt set's own categories"
+    )
+    batch_size: int = Field(16, ge=1, description="a positive integer")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description=f"one of {list(DTYPE_NAMES)}")
+    device: str = Field("auto", pattern=rf"^({DEVICE_PATTERN})$", description="auto, cpu, mps, cuda or cuda:N")
+    max_length: int | None = Field(
+        None, ge=2, description="null (a too-long prompt is an error) or an integer above the model's special tokens"
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="an integer from 0 to 2**32 - 1")
+    bootstrap_samples: int = Field(
+        1000, ge=MIN_BOOTSTRAP_SAMPLES, description=f"an integer of at least {MIN_BOOTSTRAP_SAMPLES}"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyParams:
+        for key in ("models", "categories"):
+            items = getattr(self, key)
+            blank = [item for item in items if not item.strip()]
+            if blank:
+                raise ValueError(f"{key!r} has an empty name: {items!r}")
+            duplicated = sorted({item for item in items if items.count(item) > 1})
+            if duplicated:
+                raise ValueError(f"{key!r} has duplicates {duplicated}")
+        unknown = [c for c in self.categories if c not in CATEGORIES]
+        if unknown and not self.custom_categories:
+            raise ValueError(
+                f"categories {unknown} are not among the paper's 12 {list(CATEGORIES)}; for your own prompt set's "
+                "categories set custom_categories: true"
+            )
+        keys: dict[str, str] = {}
+        for model in self.models:
+            check_model_name(model)
+            key = model_key(model).casefold()  # case-insensitive file systems would merge Bert and bert
+            if key in keys:
+                raise ValueError(
+                    f"models {keys[key]!r} and {model!r} would share the output file key {model_key(model)!r}; "
+                    "rename one (for a local folder, use another path to it)"
+                )
+            keys[key] = model
+        if not self.prompts_path.is_file():
+            raise ValueError(f"prompt file {self.prompts_path} does not exist (key 'prompts')")
+        return self
 
     @property
     def prompts_path(self) -> Path:
-        path = Path(self.prompts)
+        path = Path(self.prompts).expanduser()
         return path if path.is_absolute() else paths.ROOT / path
 
     @property
@@ -92,60 +157,63 @@ class StudyParams:
         suffix = "" if kind == "prompts" else f"_{kind}"
         return self.results / "activations" / f"{model_key(model)}{suffix}.parquet"
 
+    def as_dict(self) -> dict[str, Any]:
+        """The parameters as plain values (for provenance)."""
+        return self.model_dump()
+
 
 def model_key(name: str) -> str:
-    """A file-name-safe key for a model name."""
+    """A file-name-safe key for a model name (``StudyParams`` rejects two models with one key)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name)
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "models": (list,),
-    "name": (str,),
-    "prompts": (str,),
-    "prompts_per_category": (int, type(None)),
-    "categories": (list,),
-    "batch_size": (int,),
-    "dtype": (str,),
-    "device": (str,),
-    "max_length": (int, type(None)),
-    "seed": (int,),
-    "bootstrap_samples": (int,),
-}
+def check_model_name(name: str) -> None:
+    """Raise ``ValueError`` for a model name that cannot name a model, before any model work (no loading).
+
+    A path-like name (starting with '.', '/', '~', or with more than one '/') must be an existing
+    folder; otherwise a name is a registry name or a hub id written 'owner/name'.
+    """
+    from helpers.models import known_models
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ValueError(f"model folder {name!r} does not exist ({path.resolve()})")
+    if name in known_models():
+        return
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+", name):
+        raise ValueError(
+            f"unknown model {name!r}: not a registry name ({', '.join(known_models())}), not a hub id written "
+            "'owner/name', and not an existing folder"
+        )
 
 
 def parse_params(raw: Any, source: str = "parameters") -> StudyParams:
     """Check a parsed parameter mapping and return ``StudyParams``; errors name the key and what is allowed."""
     if not isinstance(raw, dict):
         raise ParameterError(f"{source}: expected a mapping of keys to values, got {type(raw).__name__}")
-    valid = [f.name for f in fields(StudyParams)]
-    unknown = sorted(set(raw) - set(valid))
+    valid = list(StudyParams.model_fields)
+    unknown = sorted(map(str, set(raw) - set(valid)))
     if unknown:
         raise ParameterError(f"{source}: unknown key(s) {unknown}; valid keys are {valid}")
-    if "models" not in raw or not raw["models"]:
+    if "models" not in raw or raw["models"] in (None, [], ""):
         raise ParameterError(f"{source}: 'models' is missing or empty; give a list of model names, e.g. [minilm-l6]")
-    for key, value in raw.items():
-        allowed = _TYPES[key]
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise ParameterError(f"{source}: {key!r} must be {names}, got {value!r} ({type(value).__name__})")
-    for key in ("models", "categories"):
-        items = raw.get(key, [])
-        if not all(isinstance(item, str) and item.strip() for item in items):
-            raise ParameterError(f"{source}: every item of {key!r} must be a non-empty string, got {items!r}")
-        if len(set(items)) != len(items):
-            raise ParameterError(f"{source}: {key!r} has duplicates: {items!r}")
-    if "dtype" in raw and raw["dtype"] not in DTYPES:
-        raise ParameterError(f"{source}: dtype {raw['dtype']!r} is not one of {list(DTYPES)}")
-    for key in ("batch_size", "prompts_per_category", "max_length", "bootstrap_samples"):
-        if raw.get(key) is not None and raw[key] < 1:
-            raise ParameterError(f"{source}: {key!r} must be a positive integer, got {raw[key]!r}")
-    if raw.get("bootstrap_samples", MIN_BOOTSTRAP_SAMPLES) < MIN_BOOTSTRAP_SAMPLES:
-        raise ParameterError(
-            f"{source}: bootstrap_samples must be at least {MIN_BOOTSTRAP_SAMPLES}, got {raw['bootstrap_samples']!r}"
-        )
-    if "name" in raw and not re.fullmatch(r"[A-Za-z0-9._-]+", raw["name"]):
-        raise ParameterError(f"{source}: name {raw['name']!r} may use only letters, digits, '.', '_' and '-'")
-    return StudyParams(**raw)
+    try:
+        return StudyParams(**raw)
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors():
+            key = ".".join(str(part) for part in problem["loc"])
+            field = StudyParams.model_fields.get(str(problem["loc"][0])) if problem["loc"] else None
+            message = problem["msg"].removeprefix("Value error, ")
+            text = f"{key!r}: {message}" if key else message
+            if problem["type"] != "value_error":
+                text += f", got {problem['input']!r} ({type(problem['input']).__name__})"
+                if field is not None and field.description:
+                    text += f"; allowed: {field.description}"
+            problems.append(text)
+        raise ParameterError(f"{source}: " + "; ".join(problems)) from None
 
 
 def load_params(path: str | Path) -> StudyParams:
@@ -180,34 +248,25 @@ def load_prompts(
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise PromptFileError(f"prompt file {path} {what}; expected a CSV with columns {list(PROMPT_COLUMNS)}")
-    try:
-        prompts = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+    prompts = _read_prompt_csv(path)
+    where = prompts["line"]
+
+    def lines(mask: pd.Series) -> str:
+        shown = [f"line {n} ({pid!r})" for n, pid in zip(where[mask], prompts.loc[mask, "prompt_id"], strict=True)]
+        return ", ".join(shown[:10]) + (f" and {len(shown) - 10} more" if len(shown) > 10 else "")
+
+    if (blank := prompts["prompt_id"].str.strip() == "").any():
+        raise PromptFileError(f"prompt file {path}: empty prompt_id on {lines(blank)}; each prompt needs one")
+    if (duplicated := prompts["prompt_id"].duplicated(keep=False)).any():
+        raise PromptFileError(f"prompt file {path}: duplicate prompt_id(s) on {lines(duplicated)}")
+    if (empty := prompts["text"].str.strip() == "").any():
+        raise PromptFileError(f"prompt file {path}: empty or whitespace-only text on {lines(empty)}")
+    if (unknown := ~prompts["category"].isin(list(categories))).any():
+        names = sorted(set(prompts.loc[unknown, "category"]))
         raise PromptFileError(
-            f"prompt file {path} could not be read as a UTF-8 CSV with columns {list(PROMPT_COLUMNS)}: {error}"
-        ) from None
-    except OSError as error:
-        raise PromptFileError(f"prompt file {path} could not be read: {error.strerror or error}") from None
-    missing = [column for column in PROMPT_COLUMNS if column not in prompts.columns]
-    if missing:
-        raise PromptFileError(
-            f"prompt file {path} lacks column(s) {missing}; "
-            f"required: {list(PROMPT_COLUMNS)}, found {list(prompts.columns)}"
+            f"prompt file {path}: unknown categor(y/ies) {names} on {lines(unknown)}; allowed: {list(categories)} "
+            "(the parameter file's `categories`, with custom_categories: true for your own)"
         )
-    if prompts.empty:
-        raise PromptFileError(f"prompt file {path} has a header but no prompts")
-    unnamed = (prompts.index[prompts["prompt_id"].str.strip() == ""] + 2).tolist()  # file line numbers
-    if unnamed:
-        raise PromptFileError(f"prompt file {path}: empty prompt_id on line(s) {unnamed[:10]}; each prompt needs one")
-    duplicated = prompts.loc[prompts["prompt_id"].duplicated(), "prompt_id"].unique().tolist()
-    if duplicated:
-        raise PromptFileError(f"prompt file {path}: duplicate prompt_id(s) {duplicated[:10]}")
-    empty = prompts.loc[prompts["text"].str.strip() == "", "prompt_id"].tolist()
-    if empty:
-        raise PromptFileError(f"prompt file {path}: empty or whitespace-only text for prompt_id(s) {empty[:10]}")
-    unknown = sorted(set(prompts["category"]) - set(categories))
-    if unknown:
-        raise PromptFileError(f"prompt file {path}: unknown categor(y/ies) {unknown}; allowed: {list(categories)}")
     prompts = prompts[list(PROMPT_COLUMNS)]
     prompts = prompts.assign(category=pd.Categorical(prompts["category"], categories=list(categories)))
     prompts = prompts.sort_values(["category", "prompt_id"], kind="stable")
@@ -218,6 +277,41 @@ def load_prompts(
         prompts = prompts[keep]
     prompts = prompts.assign(category=prompts["category"].astype(str), **prompt_covariates(prompts["text"]))
     return prompts.reset_index(drop=True)
+
+
+def _read_prompt_csv(path: Path) -> pd.DataFrame:
+    """The rows of a prompt CSV as text, with the file line each starts on; errors name the file and line."""
+    try:
+        with open(path, encoding="utf-8", newline="") as stream:
+            reader = csv.reader(stream, strict=True)
+            header = next(reader, None)
+            if header is None:
+                raise PromptFileError(f"prompt file {path} is empty; expected a header {','.join(PROMPT_COLUMNS)}")
+            missing = [column for column in PROMPT_COLUMNS if column not in header]
+            if missing:
+                raise PromptFileError(
+                    f"prompt file {path} lacks column(s) {missing}; required: {list(PROMPT_COLUMNS)}, found {header}"
+                )
+            rows, starts, start = [], [], reader.line_num + 1
+            for row in reader:
+                if row and len(row) != len(header):
+                    raise PromptFileError(
+                        f"prompt file {path}, line {start}: {len(row)} fields where the header has {len(header)} "
+                        f"({','.join(header)}); wrap a text that contains a comma in double quotes"
+                    )
+                if row:
+                    rows.append(row)
+                    starts.append(start)
+                start = reader.line_num + 1
+    except UnicodeDecodeError as error:
+        raise PromptFileError(f"prompt file {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except csv.Error as error:
+        raise PromptFileError(f"prompt file {path}, line {reader.line_num}: not valid CSV ({error})") from None
+    except OSError as error:
+        raise PromptFileError(f"prompt file {path} could not be read: {error.strerror or error}") from None
+    if not rows:
+        raise PromptFileError(f"prompt file {path} has a header but no prompts")
+    return pd.DataFrame(rows, columns=header, dtype=str).assign(line=starts)
 
 
 def prompt_covariates(texts: pd.Series) -> dict[str, pd.Series]:
@@ -289,123 +383,6 @@ def ensure_writable(folder: Path) -> Path:
     return folder
 
 
-CHUNK_SIZE = 32
-"""Prompts per stored chunk (within one category): the unit that an interrupted run keeps."""
-
-
-def _chunks(prompts: pd.DataFrame) -> list[pd.DataFrame]:
-    """Consecutive slices of at most ``CHUNK_SIZE`` prompts within each category, in prompt order."""
-    chunks = []
-    for _, group in prompts.groupby("category", sort=False):
-        chunks.extend(group.iloc[start : start + CHUNK_SIZE] for start in range(0, len(group), CHUNK_SIZE))
-    return chunks
-
-
-def _content_key(*parts: Any) -> str:
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def measurement_code_sha256() -> str:
-    """Hash of the modules that load models and compute the measurements: editing them re-measures."""
-    digest = hashlib.sha256()
-    for module in ("models.py", "metrics.py", "streaming.py", "study.py"):
-        digest.update((paths.ROOT / "helpers" / module).read_bytes())
-    return digest.hexdigest()
-
-
-def _folder_files(folder: str) -> list[tuple[str, int, int]]:
-    """Name, size and modification time of each file of a local model folder: its revision."""
-    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir() if p.is_file())
-
-
-def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> dict[str, Path]:
-    """Measure ``model`` on the run's prompts; write its prompt and per-layer tables with provenance.
-
-    Resumable: prompts are measured in chunks (per category, ``CHUNK_SIZE`` at most), each stored
-    atomically under a hash of what it depends on (model, revision, dtype, max_length, library
-    versions, the measurement code, and the chunk's prompt ids, categories and texts). A rerun after an interruption
-    measures only chunks that are missing; a changed prompt, model revision or parameter changes
-    the hash of exactly the chunks that depend on it.
-    """
-    prompts = load_prompts(params.prompts_path, params.categories, params.prompts_per_category)
-    chunk_folder = ensure_writable(params.activations_path(model).with_suffix(".chunks"))
-    for leftover in chunk_folder.glob(".*.tmp"):  # half-written chunks of a killed run: never read, now removed
-        leftover.unlink()
-    dtype = DTYPES[params.dtype]
-    loaded = load_model(model, dtype=dtype, seed=params.seed)
-    truncation = {"truncation": params.max_length is not None, "max_length": params.max_length}
-    lengths = [len(ids) for ids in loaded.tokenizer(prompts["text"].tolist(), **truncation)["input_ids"]]
-    check_lengths(loaded, lengths, names=prompts["prompt_id"].tolist())  # all, before any is measured
-    versions = library_versions()
-    fingerprint = {
-        "model": loaded.name,
-        "revision": loaded.revision,
-        "dtype": params.dtype,
-        "max_length": params.max_length,
-        "batch_size": params.batch_size,  # padding changes float rounding, so it is part of the result
-        "device": params.device,
-        "folder_files": _folder_files(loaded.name) if loaded.source == "folder" else None,
-        "libraries": {name: versions[name] for name in ("torch", "transformers", "tokenizers", "gguf")},
-        "measurement_code": measurement_code_sha256(),
-    }
-    prompt_frames, layer_frames, keys, measured = [], [], [], 0
-    chunks = _chunks(prompts)
-    for chunk in tqdm(chunks, desc=f"collect {loaded.name}", unit="chunk", disable=not progress):
-        key = _content_key(fingerprint, chunk.to_dict("records"))
-        keys.append(key)
-        prompt_path, layer_path = chunk_folder / f"{key}.parquet", chunk_folder / f"{key}_layers.parquet"
-        if not (prompt_path.is_file() and layer_path.is_file()):
-            result = measure_with_layers(
-                loaded,
-                chunk["text"].tolist(),
-                batch_size=params.batch_size,
-                device=params.device,
-                dtype=dtype,
-                max_length=params.max_length,
-                progress=False,
-            )
-            identity = chunk[["prompt_id", "category"]].reset_index(drop=True)
-            encoded = loaded.tokenizer(chunk["text"].tolist(), **truncation)["input_ids"]
-            prompt = chunk[["text", "n_words", "n_digits", "n_question_marks"]].reset_index(drop=True)
-            prompt["tokens"] = [loaded.tokenizer.convert_ids_to_tokens(ids) for ids in encoded]
-            measured_columns = result.prompts.drop(columns="text_index")
-            prompt_table = pd.concat([identity, measured_columns, prompt], axis=1)
-            layer_table = result.layers.merge(identity.rename_axis("text_index").reset_index(), on="text_index")
-            store.write_table(layer_table.drop(columns="text_index"), layer_path, {"fingerprint": fingerprint})
-            store.write_table(prompt_table, prompt_path, {"fingerprint": fingerprint})  # written last: the marker
-            measured += 1
-        prompt_frames.append(store.read_table(prompt_path))
-        layer_frames.append(store.read_table(layer_path))
-    for stale in chunk_folder.glob("*.parquet"):  # chunks of earlier prompt files or parameters
-        if stale.name.removesuffix(".parquet").removesuffix("_layers") not in keys:
-            stale.unlink()
-    provenance = {
-        "model": loaded.metadata(),
-        "params": asdict(params),
-        "prompt_file": str(
-            params.prompts_path.relative_to(paths.ROOT)
-            if params.prompts_path.is_relative_to(paths.ROOT)
-            else params.prompts_path
-        ),
-        "prompt_file_sha256": store.file_sha256(params.prompts_path),
-        "n_prompts": len(prompts),
-        "device": str(next(loaded.model.parameters()).device),
-        "libraries": versions,
-        "fingerprint": fingerprint,
-        "chunks": keys,
-        "chunks_measured_now": measured,
-    }
-    return {
-        "prompts": store.write_table(
-            pd.concat(prompt_frames, ignore_index=True), params.activations_path(model), provenance
-        ),
-        "layers": store.write_table(
-            pd.concat(layer_frames, ignore_index=True), params.activations_path(model, "layers"), provenance
-        ),
-    }
-
-
 def load_metrics(params: StudyParams) -> pd.DataFrame:
     """The tidy per-prompt table of a run: every model's prompt table with its model metadata."""
     frames = []
@@ -436,7 +413,7 @@ def run_provenance(params: StudyParams) -> dict[str, Any]:
             meta = store.read_metadata(path)
             models[model] = {**meta["model"], "device": meta.get("device"), "store_sha256": store.file_sha256(path)}
     return {
-        "params": asdict(params),
+        "params": params.as_dict(),
         "prompt_file_sha256": store.file_sha256(params.prompts_path),
         "libraries": library_versions(),
         "models": models,

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import paths, store, study
+from helpers import collection, paths, store, study
 
 MODEL = "smollm2-135m"
 
@@ -47,7 +47,7 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     shutil.copy(paths.PROMPTS / "cognitive_tasks.csv", prompts)
     killed = study.load_params(_params(tmp_path, run_names[0], prompts))
     params_file = str(_params(tmp_path, run_names[0], prompts))
-    code = f"from helpers import study; study.collect_model(study.load_params({params_file!r}), {MODEL!r})"
+    code = f"from helpers import collection as c, study; c.collect_model(study.load_params({params_file!r}), {MODEL!r})"
     process = subprocess.Popen(
         [sys.executable, "-c", code], cwd=paths.ROOT, env={**os.environ, "PYTHONPATH": str(paths.ROOT)}
     )
@@ -61,7 +61,7 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     assert not killed.activations_path(MODEL).exists(), "killed mid-collection: no final table yet"
     before = _chunk_times(killed)
 
-    study.collect_model(killed, MODEL, progress=False)  # resume: a half-written chunk is a *.tmp, never read
+    collection.collect_model(killed, MODEL, progress=False)  # resume: a half-written chunk is a *.tmp, never read
     after = _chunk_times(killed)
     complete = [n for n in before if not n.endswith("_layers.parquet")]  # a chunk's prompt file is written last
     kept = [*complete, *(n.replace(".parquet", "_layers.parquet") for n in complete)]
@@ -73,7 +73,7 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     )
 
     uninterrupted = study.load_params(_params(tmp_path, run_names[1], prompts))
-    study.collect_model(uninterrupted, MODEL, progress=False)
+    collection.collect_model(uninterrupted, MODEL, progress=False)
     for kind in ("prompts", "layers"):
         pd.testing.assert_frame_equal(
             store.read_table(killed.activations_path(MODEL, kind)),
@@ -85,7 +85,7 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     table.loc[table["prompt_id"] == "logical_puzzles_01", "text"] = "Is every square a rectangle?"
     table.to_csv(prompts, index=False)
     before = _chunk_times(killed)
-    study.collect_model(killed, MODEL, progress=False)
+    collection.collect_model(killed, MODEL, progress=False)
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
     after = _chunk_times(killed)
     assert len(set(before) & set(after)) == len(before) - 2  # one chunk (prompts + layers) replaced
@@ -94,7 +94,7 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     folder = killed.activations_path(MODEL).with_suffix(".chunks")
     next(name for name in sorted(folder.glob("*.parquet")) if not name.stem.endswith("_layers")).unlink()
     (folder / ".0123.parquet.abcd.tmp").write_bytes(b"half a parquet file")
-    study.collect_model(killed, MODEL, progress=False)
+    collection.collect_model(killed, MODEL, progress=False)
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
     assert not list(folder.glob(".*.tmp")) and len(list(folder.glob("*.parquet"))) == 2 * len(study.CATEGORIES)
 
@@ -116,10 +116,33 @@ def test_a_too_long_prompt_is_named_by_id_before_any_chunk_is_measured(tmp_path:
     params = study.load_params(tmp_path / "params.yaml")
     try:
         with pytest.raises(ValueError, match=rf"{table['prompt_id'].iloc[-1]} \(70\d tokens\).*max_length=512"):
-            study.collect_model(params, "tiny-bert", progress=False)
+            collection.collect_model(params, "tiny-bert", progress=False)
         assert not list(params.activations_path("tiny-bert").with_suffix(".chunks").glob("*.parquet"))
         params = study.parse_params({**raw, "max_length": 512})
-        prompts = store.read_table(study.collect_model(params, "tiny-bert", progress=False)["prompts"])
+        prompts = store.read_table(collection.collect_model(params, "tiny-bert", progress=False)["prompts"])
         assert prompts["truncated"].sum() == 1 and prompts["n_tokens"].max() == 512
+    finally:
+        shutil.rmtree(paths.RESULTS / name, ignore_errors=True)
+
+
+def test_a_stored_chunk_that_fails_verification_is_measured_again_never_used(tmp_path: Path) -> None:
+    name = f"test-verify-{uuid.uuid4().hex[:8]}"
+    raw = {"name": name, "models": ["tiny-bert"], "prompts_per_category": 2, "batch_size": 4}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = study.load_params(tmp_path / "params.yaml")
+    try:
+        written = collection.collect_model(params, "tiny-bert", progress=False)
+        expected = {kind: store.read_table(path) for kind, path in written.items()}
+        folder = params.activations_path("tiny-bert").with_suffix(".chunks")
+        first, second, third = sorted(p for p in folder.glob("*.parquet") if not p.stem.endswith("_layers"))[:3]
+        shutil.copy(second, first)  # another valid chunk in its place: other prompts, valid file
+        third.write_bytes(third.read_bytes()[:300])  # truncated
+        with pytest.warns(collection.ChunkNotTrustedWarning) as caught:
+            written = collection.collect_model(params, "tiny-bert", progress=False)
+        messages = " ".join(str(w.message) for w in caught)
+        assert first.name in messages and third.name in messages
+        assert store.read_metadata(written["prompts"])["chunks_measured_now"] == 2
+        for kind, path in written.items():
+            pd.testing.assert_frame_equal(store.read_table(path), expected[kind])
     finally:
         shutil.rmtree(paths.RESULTS / name, ignore_errors=True)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -20,10 +24,32 @@ from helpers.tables import OUTPUT_TABLES
 IGNORED = shutil.ignore_patterns(".venv", ".git", "results", "build", "reports", ".snakemake", ".cache", "__pycache__")
 
 
+SMOKE = ("--profile", "profiles/default", "--config", "params=params/smoke.yaml")
+
+
+def command(*args: str) -> list[str]:
+    """The README's way to run the workflow (``make reproduce``): snakemake under the compendium's lock."""
+    return [sys.executable, "-m", "helpers.workflow", "run", *SMOKE, *args]
+
+
+def environment(root: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+
+
 def snakemake(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "snakemake", "--cores", "1", "--config", "params=params/smoke.yaml", *args]
-    return subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command(*args), cwd=root, env=environment(root), capture_output=True, text=True, timeout=900)
+
+
+def planned_jobs(root: Path, *args: str) -> dict[str, int]:
+    """The jobs a dry run would run: rule -> count (from Snakemake's job stats)."""
+    result = snakemake(root, "--dry-run", *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    stats = text.split("Job stats:", 1)[1].split("total", 1)[0]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", stats, flags=re.MULTILINE))
+    return {rule: int(count) for rule, count in jobs.items() if rule != "job"}
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +58,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(paths.ROOT, root, ignore=IGNORED)
     for generated in ("figures/smoke", "paper/tables/smoke"):
         shutil.rmtree(root / generated, ignore_errors=True)
+    shutil.copy(root / "README.md", root.parent / "README.before.md")
     result = snakemake(root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return root
@@ -114,21 +141,127 @@ def test_findings_scorecard_has_one_row_per_finding_with_a_computed_verdict(smok
     # 2 prompts per category and tiny random models: too little data never gives a verdict
     assert (scorecard["verdict"] == NOT_TESTABLE).all()
     assert (folder / "findings_scorecard.md").is_file()
-    assert (smoke_run / "README.md").read_text() == (
-        paths.ROOT / "README.md"
-    ).read_text()  # only the default run quotes
+    readme_before = (smoke_run.parent / "README.before.md").read_text()
+    assert (smoke_run / "README.md").read_text() == readme_before  # only the default run quotes its scorecard
 
 
-def test_a_rerun_from_scratch_gives_identical_tables_and_figures(smoke_run: Path) -> None:
+def _edited(path: Path) -> tuple[str, tuple[float, float]]:
+    """Append a comment to ``path``; return what restores it (its text and times)."""
+    stat = path.stat()
+    text = path.read_text()
+    path.write_text(text + "\n# an edit\n")
+    return text, (stat.st_atime, stat.st_mtime)
+
+
+@pytest.mark.parametrize(
+    ("module", "rules"),
+    [
+        ("findings.py", {"robustness"}),
+        ("figures.py", {"plot", "robustness"}),
+        ("tables.py", {"aggregate", "plot", "export_tables", "robustness"}),
+        ("streaming.py", {"collect", "compute_metrics", "aggregate", "plot", "export_tables", "robustness"}),
+    ],
+)
+def test_editing_a_module_reruns_exactly_the_rules_that_use_it(smoke_run: Path, module: str, rules: set[str]) -> None:
+    path = smoke_run / "helpers" / module
+    text, times = _edited(path)
+    try:
+        planned = planned_jobs(smoke_run)
+    finally:
+        path.write_text(text)
+        os.utime(path, times)
+    assert set(planned) - {"all", "index"} == rules
+
+
+def test_deleting_an_intermediate_rebuilds_it_and_what_depends_on_it(smoke_run: Path) -> None:
+    metrics = smoke_run / "results" / "smoke" / "metrics.parquet"
+    saved = metrics.with_suffix(".saved")
+    shutil.copy2(metrics, saved)
+    metrics.unlink()
+    try:
+        planned = planned_jobs(smoke_run)
+    finally:
+        os.replace(saved, metrics)
+    assert set(planned) - {"all", "index"} == {"compute_metrics", "aggregate", "plot", "export_tables", "robustness"}
+
+
+def test_every_file_the_run_writes_is_a_declared_output(smoke_run: Path) -> None:
+    result = snakemake(smoke_run, "--summary")
+    assert result.returncode == 0, result.stderr[-3000:]
+    declared = {line.split("\t")[0] for line in result.stdout.splitlines()[1:]}
+    declared = {str(Path(p).resolve().relative_to(smoke_run)) for p in declared if p}
+    written = {
+        str(p.relative_to(smoke_run))
+        for folder in ("figures/smoke", "paper/tables/smoke", "reports/smoke", "results/smoke")
+        for p in (smoke_run / folder).rglob("*")
+        if p.is_file() and ".chunks" not in p.parts[-2]
+    }
+    assert written - declared == set()
+
+
+def test_text_outputs_do_not_change_with_float_noise(smoke_run: Path) -> None:
+    """Perturbing the metrics by 1e-9 relative (what another CPU's rounding does) changes no text output."""
+    from helpers import store
+
     def snapshot() -> dict[str, bytes]:
-        outputs = [*(smoke_run / "paper" / "tables" / "smoke").glob("*.csv")]
-        outputs += [*(smoke_run / "figures" / "smoke").glob("*.svg")]
-        return {str(path.relative_to(smoke_run)): path.read_bytes() for path in outputs}
+        folders = ("paper/tables/smoke", "figures/smoke")
+        files = [
+            p
+            for folder in folders
+            for p in (smoke_run / folder).iterdir()
+            if p.suffix in (".csv", ".md", ".tex", ".svg")
+        ]
+        return {str(p.relative_to(smoke_run)): p.read_bytes() for p in files}
 
-    first = snapshot()
-    shutil.rmtree(smoke_run / "results")  # nothing measured is kept: every model runs again
-    result = snakemake(smoke_run, "--forceall")
+    before = snapshot()
+    path = smoke_run / "results" / "smoke" / "metrics.parquet"
+    metrics, metadata = store.read_table(path), store.read_metadata(path)
+    metadata.pop("content_sha256")
+    rng = np.random.default_rng(0)
+    for column in metrics.columns[[pd.api.types.is_float_dtype(t) for t in metrics.dtypes]]:
+        metrics[column] = metrics[column] * (1 + 1e-9 * rng.choice([-1.0, 1.0], len(metrics)))
+    store.write_table(metrics, path, metadata)
+    result = snakemake(smoke_run)  # reruns only what reads the metrics: the cheap rules
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    second = snapshot()
-    assert len(first) > 20 and first.keys() == second.keys()
-    assert [name for name in first if first[name] != second[name]] == []
+    after = snapshot()
+    assert len(before) > 40 and before.keys() == after.keys()
+    assert [name for name in before if before[name] != after[name]] == []
+
+
+def test_a_killed_run_finishes_when_the_same_command_is_run_again(smoke_run: Path) -> None:
+    again = ("--forcerun", "export_tables")
+    process = subprocess.Popen(
+        command(*again), cwd=smoke_run, env=environment(smoke_run), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    incomplete = smoke_run / ".snakemake" / "incomplete"
+    deadline = time.monotonic() + 120
+    while not (incomplete.is_dir() and any(incomplete.iterdir())):  # a job is running
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert any((smoke_run / ".snakemake" / "locks").iterdir()), "the killed run must leave Snakemake's lock behind"
+    result = snakemake(smoke_run, *again)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "Clearing the lock of an earlier run" in result.stderr
+
+
+def test_a_parameter_file_path_with_a_space_works(smoke_run: Path) -> None:
+    spaced = smoke_run / "params" / "smoke with space.yaml"
+    original = smoke_run / "params" / "smoke.yaml"
+    shutil.copy2(original, spaced)  # same text and time: with mtime as the only trigger nothing else reruns
+    try:
+        arguments = [
+            "--profile", "profiles/default", "--config", f"params={spaced}",
+            "--rerun-triggers", "mtime", "--forcerun", "index",
+        ]  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "helpers.workflow", "run", *arguments], cwd=smoke_run,
+            env=environment(smoke_run), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        spaced.unlink()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"^index\s+1$", result.stdout + result.stderr, re.M), "the forced rule ran"
+    assert not re.search(r"^collect\s+\d", result.stdout + result.stderr, re.M), "nothing else reran"

@@ -1,0 +1,139 @@
+"""What the Snakefile needs beyond paths: each rule's code inputs, and a run that survives being killed.
+
+``code_inputs(notebook)`` lists every ``helpers`` module a numbered notebook runs, found by
+reading the imports of its code cells and, transitively, of the modules (imports inside
+functions included), so that editing a module reruns exactly the rules whose code uses it.
+
+``python -m helpers.workflow run [snakemake arguments]`` runs Snakemake under an exclusive
+lock on ``.snakemake/compendium.lock`` (``fcntl.flock``: the kernel releases it when the
+holder dies, however it dies). Holding it proves that no other run is alive, so a Snakemake
+lock left by a killed run is stale and is cleared (``--unlock``) before the run; a second
+live run gets a clear error instead of a LockException.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import paths
+
+LOCK = paths.ROOT / ".snakemake" / "compendium.lock"
+RUNNER = ("notebooks.py", "study.py", "paths.py", "store.py", "__init__.py")
+"""Modules every notebook rule runs: the papermill runner and what it imports (closed over below)."""
+
+
+def _imported_helpers(tree: ast.AST) -> set[str]:
+    """File names of the ``helpers`` modules imported anywhere in ``tree``."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "helpers":
+                found |= {f"{alias.name}.py" for alias in node.names}
+            elif node.module.startswith("helpers."):
+                found.add(node.module.split(".")[1] + ".py")
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] + ".py" for a in node.names if a.name.startswith("helpers.")}
+    return {name for name in found if (paths.ROOT / "helpers" / name).is_file()}
+
+
+def module_closure(modules: set[str]) -> set[str]:
+    """``modules`` and every helpers module they import, transitively (``helpers/__init__.py`` included)."""
+    closure, todo = {"__init__.py"}, set(modules)
+    while todo:
+        name = todo.pop()
+        if name in closure and name != "__init__.py":
+            continue
+        closure.add(name)
+        source = (paths.ROOT / "helpers" / name).read_text(encoding="utf-8")
+        todo |= _imported_helpers(ast.parse(source)) - closure
+    return closure
+
+
+def notebook_imports(notebook: Path) -> set[str]:
+    """The helpers modules a notebook's code cells import (IPython magics and shell lines skipped)."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    modules = set()
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+        modules |= _imported_helpers(ast.parse("\n".join(lines)))
+    return modules
+
+
+def code_inputs(notebook: Path) -> list[Path]:
+    """Every helpers module file that running ``notebook`` through the runner executes, sorted."""
+    closure = module_closure(notebook_imports(notebook) | set(RUNNER))
+    return sorted(paths.ROOT / "helpers" / name for name in closure)
+
+
+def runner_inputs() -> list[Path]:
+    """The helpers module files the runner itself executes (the index rule runs only these)."""
+    return sorted(paths.ROOT / "helpers" / name for name in module_closure(set(RUNNER)))
+
+
+class RunInProgressError(RuntimeError):
+    """Another run of the workflow is alive in this repository."""
+
+
+def run(snakemake_arguments: list[str]) -> int:
+    """Run Snakemake with ``snakemake_arguments`` under the compendium's lock; return its exit status."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise RunInProgressError(
+                f"another run of the workflow is in progress in {paths.ROOT} (pid {handle.read().strip() or '?'}); "
+                "wait for it, or stop it, then run the same command again"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        command = [sys.executable, "-m", "snakemake", *snakemake_arguments]
+        environment = {**os.environ, "PYTHONPATH": str(paths.ROOT)}
+        locks = paths.ROOT / ".snakemake" / "locks"
+        if locks.is_dir() and any(locks.iterdir()):  # left by a killed run: no live run holds our lock
+            print("Clearing the lock of an earlier run that was killed (no other run is alive).", file=sys.stderr)
+            subprocess.run([*command, "--unlock"], cwd=paths.ROOT, env=environment, check=True, capture_output=True)
+        return subprocess.run(command, cwd=paths.ROOT, env=environment).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.workflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run snakemake under the lock; further arguments go to snakemake")
+    code = commands.add_parser("code", help="print the helpers modules a notebook runs")
+    code.add_argument("notebook")
+    where = commands.add_parser("where", help="print where a run's reports, tables and figures are")
+    where.add_argument("--params", required=True)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "where":
+        from helpers.notebooks import RunOutputs
+        from helpers.study import load_params
+
+        outputs = RunOutputs(load_params(args.params))
+        print(f"Reports: {outputs.reports / 'index.html'}\nTables:  {outputs.tables}/\nFigures: {outputs.figures}/")
+        return 0
+    if args.command == "code":
+        print("\n".join(str(p.relative_to(paths.ROOT)) for p in code_inputs(Path(args.notebook))))
+        return 0
+    try:
+        return run(rest)
+    except RunInProgressError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
