@@ -168,8 +168,8 @@ def differences_at_precision(differences: np.ndarray, operands: np.ndarray) -> n
 
     Noise is 2 units in the last of ``store.MEASUREMENT_DIGITS`` significant digits of the operands'
     largest magnitude (each operand is stored to that precision). Values are grouped by their
-    magnitude: sorted, a gap of at most the noise to the next smaller value (or to zero) joins a value to its group; each group takes
-    its smallest magnitude, each value keeps its sign. Grouping by gaps, unlike rounding to a grid, has no
+    magnitude: sorted, a gap of at most the noise to the next smaller value (or to zero) joins a value
+    to its group; each group takes its smallest magnitude, each value keeps its sign. Grouping by gaps, unlike rounding to a grid, has no
     boundary on which exactly representable values (fractions such as 51/256) flip with noise.
     """
     scale = float(np.max(np.abs(operands))) if len(operands) else 0.0
