@@ -163,14 +163,14 @@ def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, 
 
 
 def differences_at_precision(differences: np.ndarray, operands: np.ndarray) -> np.ndarray:
-    """``differences`` (n,) with those equal up to measurement noise made exactly equal, and those within
-    noise of zero made zero, so ranks, ties and signs do not depend on a CPU's float rounding.
+    """``differences`` (n,) with those equal up to measurement noise made exactly equal, and those
+    within noise of zero made zero, so ranks, ties and signs do not depend on a CPU's float rounding.
 
     Noise is 2 units in the last of ``store.MEASUREMENT_DIGITS`` significant digits of the operands'
-    largest magnitude (each operand is stored to that precision). Values are grouped by their
-    magnitude: sorted, a gap of at most the noise to the next smaller value (or to zero) joins a value
-    to its group; each group takes its smallest magnitude, each value keeps its sign. Grouping by gaps, unlike rounding to a grid, has no
-    boundary on which exactly representable values (fractions such as 51/256) flip with noise.
+    largest magnitude (each operand is stored to that precision). Sorted by magnitude, a value within
+    the noise of the next smaller one (or of zero) joins its group; a group takes its smallest
+    magnitude and each value keeps its sign. Unlike rounding to a grid, grouping by gaps has no
+    boundary on which exact values (fractions such as 51/256) flip with noise.
     """
     scale = float(np.max(np.abs(operands))) if len(operands) else 0.0
     if scale == 0 or len(differences) == 0:
