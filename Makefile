@@ -12,7 +12,11 @@ export TOKENIZERS_PARALLELISM ?= false
 PARAMS ?= params/default.yaml
 CORES ?= 1
 SNAKEFLAGS ?=
-SNAKEMAKE := PYTHONPATH=$(CURDIR) $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete $(SNAKEFLAGS) --config params=$(PARAMS)
+# PROFILE=slurm runs every job through profiles/slurm/ (a Snakemake profile, README "On a Slurm
+# cluster"); a profile sets its own job and thread limits, so --cores is left to it. The implicit
+# workflow profile (profiles/default/, if any) is switched off so it cannot override PROFILE's keys.
+PROFILE ?=
+SNAKEMAKE := PYTHONPATH=$(CURDIR) $(VENV)/bin/snakemake $(if $(PROFILE),--profile profiles/$(PROFILE) --workflow-profile none,--cores $(CORES)) --rerun-incomplete $(SNAKEFLAGS) --config params=$(PARAMS)
 
 .PHONY: install test lint reproduce lab bench clean
 
@@ -53,3 +57,23 @@ bench: install
 
 clean:
 	rm -rf build results reports .snakemake
+
+# The Slurm route: the [cluster] extra (snakemake-executor-plugin-slurm), installed by
+# `make install-cluster` and by `make reproduce` with a profile whose executor is slurm.
+CLUSTER_STAMP := $(VENV)/.installed-cluster
+.PHONY: install-cluster test-cluster
+
+$(CLUSTER_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e ".[dev,cluster]"
+	touch $(CLUSTER_STAMP)
+
+install-cluster: $(CLUSTER_STAMP)
+
+reproduce: $(if $(PROFILE),$(if $(shell grep -qsE '^executor: *slurm' profiles/$(PROFILE)/config.yaml && echo slurm),install-cluster))
+
+# The study through profiles/slurm on a real single-node Slurm cluster started for the test
+# (tests/cluster/; needs root; installs slurm-wlm, munge, slurmdbd and mariadb-server with
+# apt-get when missing). Not part of `make test`, where tests/cluster/ is skipped.
+test-cluster: install-cluster
+	$(PY) -m tests.cluster.harness install
+	RUN_CLUSTER_TESTS=1 $(PY) -m pytest tests/cluster --durations=0
