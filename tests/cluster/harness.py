@@ -221,8 +221,11 @@ class SlurmCluster:
     def __enter__(self) -> SlurmCluster:
         try:
             self.start()
-        except BaseException:
-            self.stop()
+        except BaseException as error:
+            try:
+                self.stop()
+            except ClusterError as stop_error:
+                error.add_note(f"and then, stopping what had started: {stop_error}")
             raise
         return self
 
@@ -242,19 +245,28 @@ class SlurmCluster:
         self._start_slurmd()
 
     def stop(self) -> None:
-        """Cancel every job, wait for their steps to end, then stop each daemon by PID (TERM, then KILL)."""
+        """Cancel every job, wait for their steps to end, then stop each daemon by PID (TERM, then KILL).
+
+        Every step runs whatever failed before it; the problems met (a daemon that had died, one
+        that ignored SIGTERM, a process left behind) are raised together, with the daemon logs.
+        """
         problems = []
         if "slurmctld" in self.processes and self.processes["slurmctld"].poll() is None:
-            subprocess.run(["scancel", "--full", "--user", "root"], env=self.environment, capture_output=True)
-            deadline = time.monotonic() + 60
-            while self._job_ids() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            left = self._job_ids()
-            if left:
-                problems.append(f"jobs still in the queue after scancel: {left}")
+            try:
+                self.run("scancel", "--full", "--user", "root", check=False)
+                deadline = time.monotonic() + 60
+                while self._job_ids() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                if self._job_ids():
+                    problems.append(f"jobs still in the queue 60 s after scancel: {self._job_ids()}")
+            except (OSError, subprocess.SubprocessError) as error:
+                problems.append(f"cancelling the jobs failed: {error}")
         for name in ("slurmd", "slurmctld", "slurmdbd", "mariadb", "munged"):
             process = self.processes.get(name)
-            if process is None or process.poll() is not None:
+            if process is None:
+                continue
+            if process.poll() is not None:
+                problems.append(f"{name} (pid {process.pid}) had exited with status {process.returncode} before stop")
                 continue
             process.send_signal(signal.SIGTERM)
             try:
@@ -263,13 +275,12 @@ class SlurmCluster:
                 problems.append(f"{name} (pid {process.pid}) ignored SIGTERM for 30 s; killed")
                 process.kill()
                 process.wait()
-        strays = self.stray_processes()
-        for pid, command in strays.items():  # job processes that outlived their slurmd: ours, so ours to end
+        for pid, command in self.stray_processes().items():  # outlived their daemons: ours, so ours to end
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
-                pass
-            problems.append(f"process {pid} ({command}) of this cluster outlived the daemons; killed")
+                continue
+            problems.append(f"process {pid} ({command}) was left in the cluster's namespace; killed")
         if problems:
             raise ClusterError("stopping the cluster:\n" + "\n".join(problems) + "\n" + self.log_tail())
 
