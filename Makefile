@@ -12,8 +12,11 @@ export TOKENIZERS_PARALLELISM ?= false
 PARAMS ?= params/default.yaml
 PROFILE ?= default
 SNAKEFLAGS ?=
-# helpers.workflow runs Snakemake under a lock that a killed run leaves behind safely (see its docstring)
-SNAKEMAKE := $(PY) -m helpers.workflow run --profile profiles/$(PROFILE) $(SNAKEFLAGS) --config "params=$(PARAMS)"
+# PROFILE=slurm runs every job through profiles/slurm/ (README "On a Slurm cluster"). Snakemake
+# also loads profiles/default/ by itself (the workflow profile); with another PROFILE it is switched
+# off so it cannot override that profile's keys (cores, executor).
+# helpers.workflow runs Snakemake under a lock that a killed run leaves behind safely (see its docstring).
+SNAKEMAKE := $(PY) -m helpers.workflow run --profile profiles/$(PROFILE) $(if $(filter-out default,$(PROFILE)),--workflow-profile none) $(SNAKEFLAGS) --config "params=$(PARAMS)"
 
 .PHONY: install test lint reproduce lab bench clean
 
@@ -52,3 +55,23 @@ bench: install
 
 clean:
 	rm -rf build results reports .snakemake
+
+# The Slurm route: the [cluster] extra (snakemake-executor-plugin-slurm), installed by
+# `make install-cluster` and by `make reproduce` with a profile whose executor is slurm.
+CLUSTER_STAMP := $(VENV)/.installed-cluster
+.PHONY: install-cluster test-cluster
+
+$(CLUSTER_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e ".[dev,cluster]"
+	touch $(CLUSTER_STAMP)
+
+install-cluster: $(CLUSTER_STAMP)
+
+reproduce: $(if $(PROFILE),$(if $(shell grep -qsE '^executor: *slurm' profiles/$(PROFILE)/config.yaml && echo slurm),install-cluster))
+
+# The study through profiles/slurm on a real single-node Slurm cluster started for the test
+# (tests/cluster/; needs root; installs slurm-wlm, munge, slurmdbd and mariadb-server with
+# apt-get when missing). Not part of `make test`, where tests/cluster/ is skipped.
+test-cluster: install-cluster
+	$(PY) -m tests.cluster.harness install
+	RUN_CLUSTER_TESTS=1 $(PY) -m pytest tests/cluster --durations=0
