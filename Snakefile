@@ -101,6 +101,20 @@ rule robustness:
         "{RUN} 06_robustness --params {PARAMS}"
 
 
+# Notebook 07, the one-prompt explorer, rendered as a static report with its default prompt and
+# the run's first model, placed among the run's prompts (metrics and that model's per-layer table).
+rule explore:
+    input:
+        notebook("07_explore"),
+        "helpers/explore.py",
+        OUT.metrics,
+        STUDY.activations_path(STUDY.models[0], "layers"),
+    output:
+        OUT.reports / "07_explore.html",
+    shell:
+        "{RUN} 07_explore --params {PARAMS}"
+
+
 rule index:
     input:
         OUT.all_reports(),
