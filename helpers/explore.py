@@ -825,6 +825,9 @@ class Explorer:
         """Analyse the prompt in the text box with the chosen model and redraw everything."""
         if self._busy:
             return
+        if not self.prompt.value.strip():
+            self.status.value = '<span style="color:#b00020">The prompt is empty: type some text, then Explore.</span>'
+            return
         self._busy = True
         self.button.disabled = True
         self.status.value = "<i>measuring…</i>"
@@ -855,14 +858,15 @@ class Explorer:
             self.query.value = -1
         finally:
             self._busy = False
+        self.status.value = "<i>drawing…</i>"
         context = study_context(analysis, self.study, self.category.value)
-        self.status.value = html.escape(context.sentence)
         self._show("Tokens", tokens_html(analysis), summary(analysis))
         self._show("In the study", context.note(), context.styled(), context_figure(analysis, context))
         self._show("Layer profiles", profile_figure(analysis, self.study.layers(analysis.model)))
         self._show("Layer x head", head_heatmap(analysis))
         self._show("Model view", model_view(analysis))
         self.update_selection()
+        self.status.value = html.escape(context.sentence)  # last: every view is drawn
 
     def update_selection(self) -> None:
         """Redraw the views that depend on the layer, head and query token."""

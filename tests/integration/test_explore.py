@@ -153,7 +153,7 @@ def test_explorer_widget_redraws_for_a_new_prompt_and_reports_bad_input() -> Non
     assert explorer.analysis is not first and "zebra" in explorer.analysis.tokens["token"].tolist()
     explorer.prompt.value = "   "
     explorer.button.click()
-    assert "empty" in explorer.status.value and "color:#b00020" in explorer.status.value
+    assert "prompt is empty" in explorer.status.value and "color:#b00020" in explorer.status.value
     assert explorer.analysis.tokens["token"].tolist()[1] == "a"  # the last good prompt stays shown
     explorer.prompt.value = "Back to a real prompt."
     explorer.model.value = "tiny-bert"  # a new model redraws at once
