@@ -19,7 +19,7 @@ LAB_PORT ?= 8888
 # JupyterLab refuses to start as root without --allow-root; an ordinary user needs nothing.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install test lint reproduce lab bench clean
+.PHONY: install test lint reproduce lab screenshots bench clean
 
 $(STAMP): pyproject.toml requirements/embedded-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ reproduce: install
 # JupyterLab with the project's kernel (.venv), on 127.0.0.1 only, opened on notebooks/.
 lab: install
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) $(ALLOW_ROOT) notebooks/
+
+# The README's screenshots (index and explorer), from the browser tests, into figures/screenshots/.
+screenshots: install
+	COMPENDIUM_SCREENSHOTS=figures/screenshots $(PY) -m pytest -q tests/acceptance
 
 # Speed and memory of helpers.measure against a plain forward and the one-at-a-time way.
 bench: install
