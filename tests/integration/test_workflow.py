@@ -1,7 +1,9 @@
-"""The whole workflow with the smoke parameters, in a temporary copy of the repository."""
+"""The whole workflow with the smoke parameters, in a temporary copy of the repository (``smoke_run``,
+tests/conftest.py, shared with the browser tests)."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -20,24 +22,7 @@ from helpers import paths
 from helpers.figures import OUTPUT_FIGURES
 from helpers.study import CATEGORIES, load_params
 from helpers.tables import OUTPUT_TABLES
-
-IGNORED = shutil.ignore_patterns(".venv", ".git", "results", "build", "reports", ".snakemake", ".cache", "__pycache__")
-
-
-SMOKE = ("--profile", "profiles/default", "--config", "params=params/smoke.yaml")
-
-
-def command(*args: str) -> list[str]:
-    """The README's way to run the workflow (``make reproduce``): snakemake under the compendium's lock."""
-    return [sys.executable, "-m", "helpers.workflow", "run", *SMOKE, *args]
-
-
-def environment(root: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
-
-
-def snakemake(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command(*args), cwd=root, env=environment(root), capture_output=True, text=True, timeout=900)
+from tests.conftest import command, environment, snakemake
 
 
 def planned_jobs(root: Path, *args: str) -> dict[str, int]:
@@ -50,18 +35,6 @@ def planned_jobs(root: Path, *args: str) -> dict[str, int]:
     stats = text.split("Job stats:", 1)[1].split("total", 1)[0]
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", stats, flags=re.MULTILINE))
     return {rule: int(count) for rule, count in jobs.items() if rule != "job"}
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("compendium") / "repo"
-    shutil.copytree(paths.ROOT, root, ignore=IGNORED)
-    for generated in ("figures/smoke", "paper/tables/smoke"):
-        shutil.rmtree(root / generated, ignore_errors=True)
-    shutil.copy(root / "README.md", root.parent / "README.before.md")
-    result = snakemake(root)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return root
 
 
 def test_every_table_exists_in_every_format_with_no_missing_values(smoke_run: Path) -> None:
@@ -113,6 +86,34 @@ def test_reports_exist_embed_figures_and_are_indexed(smoke_run: Path) -> None:
             assert f'href="{report.name}"' in index
     assert "data:image/png;base64" in (reports / "04_plot.html").read_text()
     assert "transformers" in index and "prompt_file_sha256" in index and "smoke" in index
+
+
+def test_index_is_the_studys_front_page(smoke_run: Path) -> None:
+    index = (smoke_run / "reports" / "smoke" / "index.html").read_text()
+    scorecard = pd.read_csv(smoke_run / "paper" / "tables" / "smoke" / "findings_scorecard.csv")
+    for claim in scorecard["claim"]:
+        assert html.escape(claim) in index, claim  # the scorecard, rendered as a table
+    assert index.count('src="data:image/png;base64,') >= 2  # key figures, embedded
+    for name in OUTPUT_TABLES:
+        assert f'href="../../paper/tables/smoke/{name}.csv"' in index, name
+    for name in OUTPUT_FIGURES:
+        assert f'href="../../figures/smoke/{name}.svg"' in index, name
+    assert "Measures one model on the study" in index  # each report's line, from its notebook
+    assert "<details>" in index and "<pre>" not in index  # provenance as a collapsed table, not JSON
+
+
+def test_reports_have_titles_a_way_back_and_no_noise(smoke_run: Path) -> None:
+    for report in sorted((smoke_run / "reports" / "smoke").glob("0*.html")):
+        page = report.read_text()
+        title = re.search(r"<title>(.*?)</title>", page, re.S).group(1).strip()
+        assert title and title != "Notebook", report.name
+        assert 'href="index.html"' in page, report.name
+        assert "<script" not in page, report.name  # nothing to fetch: no require.js, MathJax, widgets
+        if report.name.startswith("06_"):
+            continue  # notebook 06 adopts the report conventions on its own branch
+        assert 'data-mime-type="application/vnd.jupyter.stderr"' not in page, report.name
+        for noise in ("StudyParams(", "PosixPath(", "it/s]", "TqdmWarning"):
+            assert noise not in page, (report.name, noise)
 
 
 def test_source_notebooks_are_left_clean_and_executed_copies_record_parameters(smoke_run: Path) -> None:

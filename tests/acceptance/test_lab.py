@@ -1,0 +1,130 @@
+"""Notebook 07 in JupyterLab, driven through Chromium: run all, the explorer renders, a new prompt redraws it.
+
+JupyterLab runs on 127.0.0.1 over the smoke run's copy of the repository; the notebook is a copy
+of notebooks/07_explore.ipynb with the smoke parameter file (tiny models), as a user would set it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from helpers.notebooks import NBSTRIPOUT_ARGUMENTS
+from tests.acceptance.conftest import leaving_the_machine, requests_made, screenshot_folder, wait_for
+
+NOTEBOOK = "build/lab/07_explore.ipynb"
+NEW_PROMPT = "Zebra lighthouse quantum"
+STDERR = '[data-mime-type="application/vnd.jupyter.stderr"]'
+
+ALL_EXECUTED = """
+const panel = window.jupyterapp.shell.currentWidget;
+if (!panel || !panel.content || !panel.sessionContext.session) return false;
+const kernel = panel.sessionContext.session.kernel;
+const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+return kernel && kernel.status === 'idle' && cells.every(c => c.model.executionCount !== null);
+"""
+EXPLORER_IMAGES = """
+const root = document.querySelector('.compendium-explorer');
+if (!root) return null;
+return [...root.querySelectorAll('img')].map(i => [i.src.length, i.naturalWidth, i.src.slice(-60)]);
+"""
+
+
+def smoke_copy_of_the_explorer(root: Path) -> Path:
+    """notebooks/07_explore.ipynb with the smoke parameter file, where Lab can open it."""
+    source = nbformat.read(root / "notebooks" / "07_explore.ipynb", as_version=4)
+    parameters = next(cell for cell in source.cells if "parameters" in cell.metadata.get("tags", []))
+    lines = parameters.source.splitlines()
+    lines = [
+        'params_file = "params/smoke.yaml"  # the smoke run' if line.startswith("params_file") else line
+        for line in lines
+    ]
+    parameters.source = "\n".join(lines)
+    target = root / NOTEBOOK
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(source, target)
+    return target
+
+
+def stripped(path: Path) -> str:
+    """``path`` as the project's git filter stores it (nbstripout with the project's arguments)."""
+    command = [sys.executable, "-m", "nbstripout", *NBSTRIPOUT_ARGUMENTS, "--textconv", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def test_explorer_runs_in_jupyterlab_and_redraws_for_a_new_prompt(browser: Any, lab: dict[str, Any]) -> None:
+    notebook = smoke_copy_of_the_explorer(lab["root"])
+    committed = stripped(notebook)
+    requests_made(browser)
+    browser.get(f"{lab['url']}/lab/tree/{NOTEBOOK}?token={lab['token']}&reset")
+    wait_for(lambda: browser.execute_script("return !!window.jupyterapp"), 60, "JupyterLab to start")
+    wait_for(
+        lambda: browser.execute_script(
+            "const p = window.jupyterapp.shell.currentWidget;"
+            "return !!(p && p.sessionContext && p.sessionContext.session && p.sessionContext.session.kernel"
+            " && p.sessionContext.session.kernel.status === 'idle');"
+        ),
+        90,
+        "the notebook's kernel (Python (compendium)) to start",
+    )
+    kernel = browser.execute_script("return window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayName")
+    assert kernel == "Python (compendium)"
+    browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    wait_for(lambda: browser.execute_script(ALL_EXECUTED), 180, "every cell to run")
+
+    first = wait_for(lambda: _decoded(browser.execute_script(EXPLORER_IMAGES)), 60, "the explorer's figures")
+    before = browser.find_element("css selector", ".compendium-explorer .compendium-status").text
+    assert "percentile" in before, before  # the prompt placed in the smoke run's study
+    assert browser.find_elements("css selector", STDERR) == []
+
+    textarea = browser.find_element("css selector", ".compendium-explorer textarea")
+    textarea.clear()
+    textarea.send_keys(NEW_PROMPT)
+    browser.find_element("css selector", ".compendium-explorer button.mod-primary").click()
+    wait_for(
+        lambda: "zebra" in browser.find_element("css selector", ".compendium-explorer").text.lower(),
+        60,
+        "the explorer to show the new prompt's tokens",
+    )
+    wait_for(  # every figure redrawn: as many as before, none the same
+        lambda: (
+            (images := _decoded(browser.execute_script(EXPLORER_IMAGES)))
+            and len(images) == len(first)
+            and set(images).isdisjoint(first)
+        ),
+        60,
+        "every figure of the explorer to be redrawn for the new prompt",
+    )
+    status = browser.find_element("css selector", ".compendium-explorer .compendium-status").text
+    assert "percentile" in status and status != before, status
+    assert browser.find_elements("css selector", STDERR) == []
+    _screenshot_of_the_explorer(browser)
+
+    browser.execute_script("window.jupyterapp.commands.execute('docmanager:save')")
+    wait_for(
+        lambda: json.loads(notebook.read_text()).get("cells", [{}])[4].get("outputs"),
+        30,
+        "the saved notebook to hold outputs",
+    )
+    assert stripped(notebook) == committed  # what git would store is unchanged by running it
+    assert leaving_the_machine(requests_made(browser)) == []
+
+
+def _decoded(images: list[list[Any]] | None) -> list[str] | None:
+    """The images' identities when there are some and every one has decoded, else None."""
+    if not images or any(width == 0 for _, width, _ in images):
+        return None
+    return [f"{length}:{tail}" for length, _, tail in images]
+
+
+def _screenshot_of_the_explorer(browser: Any) -> None:
+    browser.execute_script("window.jupyterapp.shell.collapseLeft()")
+    browser.execute_script("document.querySelector('.compendium-explorer').scrollIntoView()")
+    tabs = browser.find_elements("css selector", ".compendium-explorer .lm-TabBar-tab")
+    tabs[1].click()  # "In the study": the prompt's percentiles and where it falls against length
+    browser.save_screenshot(str(screenshot_folder() / "explorer.png"))

@@ -1,0 +1,160 @@
+"""The one-prompt explorer (helpers/explore.py) on tiny models: the same numbers as the study, the
+maps of the right prompt, shared models left as they were, and clear words where data is missing."""
+
+from __future__ import annotations
+
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers import explore, load_model  # noqa: E402
+from helpers.study import CATEGORIES, parse_params  # noqa: E402
+
+MODEL = "tiny-gpt2"
+ODD_PROMPTS = ["Why?", "Ça coûte 5 € — 日本語 🙂 naïve", " ".join(["long"] * 700)]
+
+
+def run_params(name: str = "no-such-run-for-tests") -> object:
+    return parse_params({"models": [MODEL, "tiny-bert"], "name": name, "prompts_per_category": 2})
+
+
+def test_old_head_strings_become_an_integer_head_column_in_numeric_order() -> None:
+    old = pd.DataFrame(
+        {
+            "layer": [1, 1, 1, 1],
+            "statistic": ["attention_entropy_head_10", "attention_entropy_head_2", "attention_entropy", "mean"],
+            "value": [10.0, 2.0, 5.0, 0.1],
+        }
+    )
+    new = explore.with_head_column(old)
+    assert new["statistic"].tolist() == [
+        "attention_entropy_head",
+        "attention_entropy_head",
+        "attention_entropy",
+        "mean",
+    ]
+    assert new["head"].tolist()[:2] == [10, 2] and new["head"].isna().tolist() == [False, False, True, True]
+    assert explore.head_grid(new).columns.tolist() == [2, 10]
+    assert explore.with_head_column(new) is new  # the new schema passes through
+
+
+def test_analysis_agrees_with_the_study_measurement_and_its_own_maps() -> None:
+    analysis = explore.analyse(MODEL, "If all bloops are razzies, are some razzies bloops?")
+    loaded = load_model(MODEL)
+    assert analysis.attention.shape == (loaded.n_layers, loaded.n_heads, analysis.n_tokens, analysis.n_tokens)
+    assert np.allclose(analysis.attention.sum(axis=-1), 1.0, atol=1e-5)  # every row a distribution
+    assert np.allclose(np.triu(analysis.attention, k=1), 0.0)  # a decoder attends only backwards
+    from_maps = explore.row_entropy(analysis.attention).sum(axis=-1)  # (L, H): the study's per-head statistic
+    assert np.allclose(from_maps, analysis.head_entropy().to_numpy(), rtol=1e-4)
+    assert analysis.tokens["token"].iloc[0] == "[CLS]" and analysis.tokens["special"].iloc[0]
+    assert analysis.measures["attention_entropy"] == pytest.approx(from_maps.mean(), rel=1e-4)
+
+
+def test_attention_maps_leave_a_shared_model_as_it_was_even_on_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = load_model(MODEL)
+    loaded.model.set_attn_implementation("sdpa")
+    try:
+        maps = explore.attention_maps(loaded, "A short prompt.")
+        assert maps.shape[0] == loaded.n_layers
+        assert loaded.model.config._attn_implementation == "sdpa"
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("forward failed")
+
+        monkeypatch.setattr(loaded.model.base_model, "forward", broken)
+        with pytest.raises(RuntimeError, match="forward failed"):
+            explore.attention_maps(loaded, "A short prompt.")
+        assert loaded.model.config._attn_implementation == "sdpa" and not loaded.model.training
+    finally:
+        loaded.model.set_attn_implementation("eager")
+
+
+@pytest.mark.parametrize("prompt", ODD_PROMPTS, ids=["one-word", "non-ascii", "very-long"])
+def test_every_view_draws_an_odd_prompt_without_warnings(prompt: str) -> None:
+    analysis = explore.analyse(MODEL, prompt, max_tokens=64)
+    assert analysis.n_tokens <= 64 and analysis.truncated == (analysis.n_tokens == 64 and len(prompt) > 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph or a layout warning would show in Lab and reports
+        for figure in (
+            explore.profile_figure(analysis),
+            explore.head_heatmap(analysis),
+            explore.attention_pattern(analysis, analysis.n_layers, analysis.n_heads - 1),
+            explore.head_view(analysis, 1, query=analysis.n_tokens - 1),
+            explore.model_view(analysis, max_size=16),
+        ):
+            assert figure._repr_png_().startswith(b"\x89PNG")
+
+
+def test_layer_and_head_out_of_range_say_what_exists() -> None:
+    analysis = explore.analyse(MODEL, "Hello there.")
+    with pytest.raises(ValueError, match=r"layers 1\.\.2"):
+        explore.attention_pattern(analysis, 0, 0)
+    with pytest.raises(ValueError, match=r"heads 0\.\.\d"):
+        explore.attention_pattern(analysis, 1, 99)
+
+
+def test_percentiles_place_the_prompt_in_its_band_and_category() -> None:
+    assert explore.percentile([1, 2, 3, 4], 3) == pytest.approx(62.5)  # 2 below, 1 tie
+    assert explore.ordinal(1) == "1st" and explore.ordinal(12) == "12th" and explore.ordinal(68.4) == "68th"
+    analysis = explore.analyse(MODEL, "What is two plus two equal to?")  # 7 words: short
+    h = float(analysis.measures["attention_entropy"])
+    peers = []
+    for i, category in enumerate(CATEGORIES[:2]):
+        for band, words in (("short", 6), ("long", 50)):
+            for offset in (-2.0, -1.0, 1.0, 3.0):
+                peers.append(
+                    {
+                        "model": MODEL,
+                        "prompt_id": f"{category}_{band}_{offset}",
+                        "category": category,
+                        "text": " ".join(["w"] * words),
+                        "n_tokens": words + 2,
+                        "attention_entropy": h + offset + (100 if band == "long" else 0),
+                        "attention_entropy_normalized": 0.5 + i,
+                        "max_sparsity": 0.1,
+                        "final_activation": 0.0,
+                    }
+                )
+    metrics = pd.DataFrame(peers)
+    metrics = metrics.assign(words=metrics["text"].map(explore.word_count))
+    metrics = metrics.assign(length_band=metrics["words"].map(explore.length_band))
+    context = explore.study_context(analysis, explore.Study(run_params(), metrics), CATEGORIES[0])
+    raw = context.table.set_index("compared with")["raw H_att percentile"]
+    assert raw.tolist() == [25.0, 50.0, 25.0, 50.0]  # all, short band, category, short and category
+    assert context.table["prompts"].tolist() == [16, 8, 8, 4]
+    assert "25th percentile of raw attention entropy" in context.sentence and "among the 8 short" in context.sentence
+
+
+def test_missing_study_results_are_said_plainly() -> None:
+    study = explore.load_study(run_params())
+    assert study.metrics is None and "results/no-such-run-for-tests/metrics.parquet" in study.missing
+    assert "make reproduce" in study.missing
+    context = explore.study_context(explore.analyse(MODEL, "Hello there."), study, CATEGORIES[0])
+    assert context.table is None and context.sentence == study.missing and context.styled() is None
+    other = pd.DataFrame({"model": ["tiny-bert"], "category": [CATEGORIES[0]], "length_band": ["short"]})
+    context = explore.study_context(explore.analyse(MODEL, "Hello there."), explore.Study(run_params(), other), "x")
+    assert "tiny-gpt2 is not one of run" in context.sentence and "tiny-bert" in context.sentence
+
+
+def test_explorer_widget_redraws_for_a_new_prompt_and_reports_bad_input() -> None:
+    pytest.importorskip("ipywidgets")
+    explorer = explore.Explorer(run_params(), "Hello there.", MODEL, layer=2, head=1)
+    assert explorer.analysis is not None and (explorer.layer.value, explorer.head.value) == (2, 1)
+    assert explorer.layer.max == explorer.analysis.n_layers and "make reproduce" in explorer.status.value
+    first = explorer.analysis
+    explorer.prompt.value = "A completely different and longer prompt about zebras."
+    explorer.button.click()
+    assert explorer.analysis is not first and "zebra" in explorer.analysis.tokens["token"].tolist()
+    explorer.prompt.value = "   "
+    explorer.button.click()
+    assert "prompt is empty" in explorer.status.value and "color:#b00020" in explorer.status.value
+    assert explorer.analysis.tokens["token"].tolist()[1] == "a"  # the last good prompt stays shown
+    explorer.prompt.value = "Back to a real prompt."
+    explorer.model.value = "tiny-bert"  # a new model redraws at once
+    assert explorer.analysis.model == "tiny-bert" and explorer.layer.max == explorer.analysis.n_layers

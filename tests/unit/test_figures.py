@@ -1,0 +1,106 @@
+"""The study's figures on small synthetic tables: annotations readable, legends off the data."""
+
+from __future__ import annotations
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers import figures  # noqa: E402
+from helpers.study import CATEGORIES  # noqa: E402
+
+SCALES = {"Tiny-Enc": (0.001, 70.0, 0.04), "Mid-Dec": (0.02, 40.0, 0.08), "Big-Dec": (-0.15, 35.0, 0.012)}
+
+
+def cells() -> pd.DataFrame:
+    """Model x category means at very different scales per model, some near zero (as in the default run)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for model, (activation, entropy, sparsity) in SCALES.items():
+        for category in CATEGORIES:
+            rows.append(
+                {
+                    "Model": model,
+                    "Category": category,
+                    "Final_Activation": activation * rng.uniform(-1.5, 1.5),
+                    "Attention_Entropy": entropy + rng.normal(0, 3),
+                    "Max_Sparsity": sparsity * rng.uniform(0.8, 1.2),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _extents(figure: plt.Figure, artists: list) -> list:
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    return [artist.get_window_extent(renderer) for artist in artists]
+
+
+def test_row_annotations_share_decimals_and_factor_out_tiny_scales() -> None:
+    exponent, texts = figures.annotations(np.array([0.000040, 0.000783, -0.001467, -0.0000001]))
+    assert exponent == -3 and texts == ["0.04", "0.78", "-1.47", "0.00"]
+    assert figures.annotations(np.array([69.0, 75.91, 33.2])) == (0, ["69.0", "75.9", "33.2"])
+    assert figures.annotations(np.array([0.0427, 0.0371])) == (0, ["0.0427", "0.0371"])
+    assert figures.annotations(np.array([np.nan, 2.0]))[1] == ["", "2.00"]
+
+
+@pytest.mark.parametrize("metric", ["final_activation", "attention_entropy", "max_sparsity"])
+@pytest.mark.parametrize("by_model", [False, True])
+def test_heatmap_annotations_never_overlap(metric: str, by_model: bool) -> None:
+    figure = figures.category_heatmap(cells(), metric, by_model=by_model)
+    texts = [t for t in figure.axes[0].texts if t.get_text()]
+    assert len(texts) == len(SCALES) * len(CATEGORIES)
+    boxes = _extents(figure, texts)
+    assert not [(a, b) for a, b in itertools.combinations(boxes, 2) if a.overlaps(b)]
+    assert max(len(t.get_text()) for t in texts) <= 7
+    plt.close(figure)
+
+
+def test_by_model_heatmap_colours_are_z_scores_within_each_model() -> None:
+    figure = figures.category_heatmap(cells(), "attention_entropy", by_model=True)
+    colours = figure.axes[0].collections[0].get_array().reshape(len(SCALES), len(CATEGORIES))
+    assert np.allclose(colours.mean(axis=1), 0, atol=1e-9) and np.allclose(colours.std(axis=1), 1)
+    raw = cells().pivot_table(index="Model", columns="Category", values="Attention_Entropy", sort=False)
+    shown = [t.get_text() for t in figure.axes[0].texts][: len(CATEGORIES)]
+    assert shown == [f"{v:.1f}" for v in raw.iloc[0][list(CATEGORIES)]]  # the annotations are raw values
+    plt.close(figure)
+
+
+def test_category_ranking_legend_covers_no_bar() -> None:
+    comparison = pd.DataFrame(
+        [
+            {"Category": c, "metric": "Attention_Entropy", "published": 100 + 10 * i, "reproduced": 60 - i}
+            for i, c in enumerate(CATEGORIES)
+        ]
+    )
+    figure = figures.category_ranking(comparison)
+    axis = figure.axes[0]
+    legend, *bars = _extents(figure, [axis.get_legend(), *axis.patches])
+    assert bars and not [bar for bar in bars if bar.width > 0 and legend.overlaps(bar)]
+    plt.close(figure)
+
+
+def test_entropy_vs_tokens_has_a_category_legend_off_the_panels() -> None:
+    rng = np.random.default_rng(1)
+    metrics = pd.DataFrame(
+        [
+            {"display_name": m, "category": c, "n_tokens": n, "attention_entropy": 2.0 * n + rng.normal()}
+            for m in ("A", "B")
+            for c in CATEGORIES
+            for n in (8, 20, 40)
+        ]
+    )
+    figure = figures.entropy_vs_tokens(metrics)
+    assert len(figure.legends) == 1
+    labels = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert labels == [c.replace("_", " ") for c in CATEGORIES]
+    legend, *panels = _extents(figure, [figure.legends[0], *figure.axes])
+    assert not [panel for panel in panels if legend.overlaps(panel)]
+    plt.close(figure)
