@@ -6,18 +6,23 @@ functions included), so that editing a module reruns exactly the rules whose cod
 
 ``python -m helpers.workflow run [snakemake arguments]`` runs Snakemake under an exclusive
 lock on ``.snakemake/compendium.lock`` (``fcntl.flock``: the kernel releases it when the
-holder dies, however it dies). Holding it proves that no other run is alive, so a Snakemake
-lock left by a killed run is stale and is cleared (``--unlock``) before the run; a second
-live run gets a clear error instead of a LockException.
+holder dies, however it dies). Snakemake inherits the locked file, so the lock lives as long as
+either process does, and Snakemake is sent SIGTERM if the runner dies first (Linux
+``PR_SET_PDEATHSIG``): a killed runner never leaves a Snakemake running unseen. Holding the lock
+proves that no other run is alive, so a Snakemake lock left by a killed run is stale and is
+cleared (``--unlock``) before the run; a second live run gets a clear error instead of a
+LockException.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import ctypes
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +85,13 @@ def runner_inputs() -> list[Path]:
     return sorted(paths.ROOT / "helpers" / name for name in module_closure(set(RUNNER)))
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: receive SIGTERM when the parent (the runner) dies (Linux only)."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class RunInProgressError(RuntimeError):
     """Another run of the workflow is alive in this repository."""
 
@@ -106,7 +118,13 @@ def run(snakemake_arguments: list[str]) -> int:
         if locks.is_dir() and any(locks.iterdir()):  # left by a killed run: no live run holds our lock
             print("Clearing the lock of an earlier run that was killed (no other run is alive).", file=sys.stderr)
             subprocess.run([*command, "--unlock"], cwd=paths.ROOT, env=environment, check=True, capture_output=True)
-        return subprocess.run(command, cwd=paths.ROOT, env=environment).returncode
+        process = subprocess.Popen(
+            command, cwd=paths.ROOT, env=environment, pass_fds=(handle.fileno(),), preexec_fn=_die_with_parent
+        )
+        try:
+            return process.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached Snakemake too (same process group): let it shut down
+            return process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
