@@ -25,7 +25,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from helpers import paths
 
@@ -92,6 +94,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+LOCK_WAIT_SECONDS = 15.0
+"""How long a run waits for the lock: the processes of a run killed a moment ago may still be exiting."""
+
+
+def _lock_within(handle: Any, seconds: float) -> bool:
+    """Take the exclusive lock on ``handle``, waiting at most ``seconds``; whether it was taken."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
 class RunInProgressError(RuntimeError):
     """Another run of the workflow is alive in this repository."""
 
@@ -100,9 +119,7 @@ def run(snakemake_arguments: list[str]) -> int:
     """Run Snakemake with ``snakemake_arguments`` under the compendium's lock; return its exit status."""
     LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_within(handle, LOCK_WAIT_SECONDS):
             handle.seek(0)
             raise RunInProgressError(
                 f"another run of the workflow is in progress in {paths.ROOT} (pid {handle.read().strip() or '?'}); "

@@ -32,7 +32,7 @@ def run_names() -> Iterator[tuple[str, str]]:
 
 def _params(tmp_path: Path, name: str, prompts: Path) -> Path:
     path = tmp_path / f"{name}.yaml"
-    raw = {"name": name, "models": [MODEL], "prompts": str(prompts), "prompts_per_category": 6, "batch_size": 4}
+    raw = {"name": name, "models": [MODEL], "prompts": str(prompts), "prompts_per_category": 3, "batch_size": 3}
     path.write_text(yaml.safe_dump(raw))
     return path
 

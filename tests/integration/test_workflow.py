@@ -109,8 +109,6 @@ def test_reports_have_titles_a_way_back_and_no_noise(smoke_run: Path) -> None:
         assert title and title != "Notebook", report.name
         assert 'href="index.html"' in page, report.name
         assert "<script" not in page, report.name  # nothing to fetch: no require.js, MathJax, widgets
-        if report.name.startswith("06_"):
-            continue  # notebook 06 adopts the report conventions on its own branch
         assert 'data-mime-type="application/vnd.jupyter.stderr"' not in page, report.name
         for noise in ("StudyParams(", "PosixPath(", "it/s]", "TqdmWarning"):
             assert noise not in page, (report.name, noise)
@@ -158,9 +156,10 @@ def _edited(path: Path) -> tuple[str, tuple[float, float]]:
     ("module", "rules"),
     [
         ("findings.py", {"robustness"}),
-        ("figures.py", {"plot", "robustness"}),
-        ("tables.py", {"aggregate", "plot", "export_tables", "robustness"}),
-        ("streaming.py", {"collect", "compute_metrics", "aggregate", "plot", "export_tables", "robustness"}),
+        ("figures.py", {"plot", "robustness", "explore"}),
+        ("tables.py", {"aggregate", "plot", "export_tables", "robustness", "explore"}),
+        ("explore.py", {"explore"}),
+        ("streaming.py", {"collect", "compute_metrics", "aggregate", "plot", "export_tables", "robustness", "explore"}),
     ],
 )
 def test_editing_a_module_reruns_exactly_the_rules_that_use_it(smoke_run: Path, module: str, rules: set[str]) -> None:
@@ -183,7 +182,8 @@ def test_deleting_an_intermediate_rebuilds_it_and_what_depends_on_it(smoke_run: 
         planned = planned_jobs(smoke_run)
     finally:
         os.replace(saved, metrics)
-    assert set(planned) - {"all", "index"} == {"compute_metrics", "aggregate", "plot", "export_tables", "robustness"}
+    rebuilt = {"compute_metrics", "aggregate", "plot", "export_tables", "robustness", "explore"}
+    assert set(planned) - {"all", "index"} == rebuilt
 
 
 def test_every_file_the_run_writes_is_a_declared_output(smoke_run: Path) -> None:
@@ -229,18 +229,32 @@ def test_text_outputs_do_not_change_with_float_noise(smoke_run: Path) -> None:
     assert [name for name in before if before[name] != after[name]] == []
 
 
-def test_a_killed_run_finishes_when_the_same_command_is_run_again(smoke_run: Path) -> None:
-    again = ("--forcerun", "export_tables")
+def _start_and_wait_for_a_job(root: Path, *args: str) -> subprocess.Popen:
+    """Start the workflow in its own process group; return once one of its jobs is running."""
     process = subprocess.Popen(
-        command(*again), cwd=smoke_run, env=environment(smoke_run), start_new_session=True,
+        command(*args), cwd=root, env=environment(root), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    incomplete = smoke_run / ".snakemake" / "incomplete"
+    incomplete = root / ".snakemake" / "incomplete"
     deadline = time.monotonic() + 120
     while not (incomplete.is_dir() and any(incomplete.iterdir())):  # a job is running
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
+    return process
+
+
+def _alive_in_group(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_killed_run_finishes_when_the_same_command_is_run_again(smoke_run: Path) -> None:
+    again = ("--forcerun", "index")
+    process = _start_and_wait_for_a_job(smoke_run, *again)
+    os.killpg(process.pid, signal.SIGKILL)  # the runner, Snakemake and the job, at once
     process.wait()
     assert any((smoke_run / ".snakemake" / "locks").iterdir()), "the killed run must leave Snakemake's lock behind"
     result = snakemake(smoke_run, *again)
@@ -248,10 +262,28 @@ def test_a_killed_run_finishes_when_the_same_command_is_run_again(smoke_run: Pat
     assert "Clearing the lock of an earlier run" in result.stderr
 
 
+def test_killing_only_the_runner_leaves_no_run_going_unseen(smoke_run: Path) -> None:
+    again = ("--forcerun", "index")
+    process = _start_and_wait_for_a_job(smoke_run, *again)
+    process.kill()  # the runner alone: its Snakemake gets SIGTERM and finishes the running job
+    process.wait()
+    meanwhile = snakemake(smoke_run, *again)
+    if _alive_in_group(process.pid):  # Snakemake still finishing: it holds the lock
+        assert meanwhile.returncode == 1 and "another run of the workflow is in progress" in meanwhile.stderr
+    deadline = time.monotonic() + 300
+    while _alive_in_group(process.pid):
+        assert time.monotonic() < deadline, "Snakemake outlived its runner by 5 minutes"
+        time.sleep(0.2)
+    result = snakemake(smoke_run, *again)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
 def test_a_parameter_file_path_with_a_space_works(smoke_run: Path) -> None:
     spaced = smoke_run / "params" / "smoke with space.yaml"
     original = smoke_run / "params" / "smoke.yaml"
-    shutil.copy2(original, spaced)  # same text and time: with mtime as the only trigger nothing else reruns
+    spaced.write_text(original.read_text() + "name: smoke\n")  # the run's name is the file's stem unless given
+    stat = original.stat()
+    os.utime(spaced, (stat.st_atime, stat.st_mtime))  # same time: with mtime as the only trigger nothing else reruns
     try:
         arguments = [
             "--profile", "profiles/default", "--config", f"params={spaced}",

@@ -20,18 +20,6 @@ from helpers import notebooks, paths
 NOTEBOOKS = sorted(paths.NOTEBOOKS.glob("*.ipynb"))
 NUMBERED = [p for p in NOTEBOOKS if p.name[:2].isdigit()]
 PROJECT_KERNEL = {"name": "neural-activation-compendium", "display_name": "Python (compendium)", "language": "python"}
-ADOPTS_CONVENTIONS_ELSEWHERE = {"06_robustness.ipynb"}
-"""Rewritten on another branch, which applies the kernel and tag conventions; strict xfail: passing fails."""
-CONVENTIONS = [
-    pytest.param(
-        p,
-        id=p.name,
-        marks=[pytest.mark.xfail(strict=True, reason="adopts the conventions on its own branch")]
-        if p.name in ADOPTS_CONVENTIONS_ELSEWHERE
-        else [],
-    )
-    for p in NUMBERED
-]
 
 
 def _cells(notebook: Path) -> list[dict]:
@@ -86,7 +74,7 @@ def test_markdown_has_no_tex_for_reports_without_mathjax(notebook: Path) -> None
             assert not re.search(r"\$[^$\s][^$]*\$", "".join(cell["source"])), "".join(cell["source"])[:200]
 
 
-@pytest.mark.parametrize("notebook", CONVENTIONS)
+@pytest.mark.parametrize("notebook", NUMBERED, ids=lambda p: p.name)
 def test_notebook_names_the_project_kernel_and_hides_its_setup(notebook: Path) -> None:
     assert json.loads(notebook.read_text())["metadata"]["kernelspec"] == PROJECT_KERNEL
     cells = _cells(notebook)
