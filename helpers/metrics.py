@@ -55,7 +55,8 @@ def attention_row_entropy(
 ) -> torch.Tensor:
     """Shannon entropy (nats) of every softmax attention row, without the attention map.
 
-    query (B, H, Q, D), key (B, H, K, D) (grouped key heads repeated first); the scores are
+    query (B, H, Q, D), key (B, H_kv, K, D) with H a multiple of H_kv (grouped-query attention:
+    query head h uses key head h // (H / H_kv), as transformers' ``repeat_kv``); the scores are
     s_ij = scale * <q_i, k_j> where ``mask`` allows: a bool (B|1, 1|H, Q, K), True where query i
     may attend to key j, or an additive float mask of 0 (allowed) and -inf/the dtype's minimum;
     ``None`` means causal (i >= j) if ``is_causal``, else every key. Returns (B, H, Q) in float32
@@ -78,7 +79,10 @@ def attention_row_entropy(
     dtype = torch.promote_types(query.dtype, torch.float32)
     q = query.to(dtype)
     k = key.to(dtype)
-    k = k - k.mean(dim=-2, keepdim=True)
+    k = k - k.mean(dim=-2, keepdim=True)  # a new tensor: the caller's key is never changed
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:  # repeat each key head for its query heads (after centring: less to copy)
+        k = k[:, :, None].expand(k.shape[0], k.shape[1], groups, *k.shape[2:]).reshape(*q.shape[:2], *k.shape[2:])
     allowed = as_allowed(mask)
     if allowed is None:
         block_entropy = _flash_entropy if kernel == "flash" else _blocked_entropy
@@ -145,7 +149,7 @@ def _flash_entropy(
     expected_keys, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         q, k, k, 0.0, is_causal, attn_mask=additive, scale=scale
     )
-    return lse - scale * torch.linalg.vecdot(q, expected_keys)
+    return lse.sub_(expected_keys.mul_(q).sum(dim=-1).mul_(scale))  # in place: no more Q x D temporaries
 
 
 def _blocked_entropy(

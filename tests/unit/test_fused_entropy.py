@@ -145,6 +145,17 @@ def test_half_precision_inputs_are_reduced_in_float32() -> None:
     assert torch.equal(rows, reference)  # the same float32 computation on the same (bf16-exact) numbers
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_grouped_key_heads_equal_repeated_key_heads(kernel: str) -> None:
+    torch.manual_seed(3)
+    query, key = torch.randn(2, 6, 12, 8), torch.randn(2, 2, 12, 8)  # 3 query heads per key head
+    repeated = key.repeat_interleave(3, dim=1)  # transformers' repeat_kv order
+    original = key.clone()
+    grouped = metrics.attention_row_entropy(query, key, scale=0.4, is_causal=True, kernel=kernel)
+    assert torch.allclose(grouped, metrics.attention_row_entropy(query, repeated, scale=0.4, is_causal=True), atol=1e-6)
+    assert torch.equal(key, original)  # and the caller's keys are left as they were
+
+
 def test_a_bias_in_an_additive_mask_is_refused() -> None:
     query, key = keys_with_scores([0.0, 1.0])
     biased = torch.tensor([0.0, 0.5])[None, None, None, :]  # an ALiBi-like bias: not a mask
