@@ -173,7 +173,9 @@ class _BatchRecord:
         """Per block of query rows, the keys it may attend to (``metrics.mask_key_ranges``); None without a mask."""
         if mask is None:
             return None
-        return self._cached(mask, ("ranges",), lambda: metrics.mask_key_ranges(metrics.as_allowed(mask)))
+        return self._cached(
+            mask, ("ranges",), lambda: metrics.mask_key_ranges(metrics.as_allowed(mask), metrics.QUERY_BLOCK)
+        )
 
     def add_attention_rows(self, rows: torch.Tensor, mask: torch.Tensor | None, causal: bool | None = None) -> None:
         """Reduce one layer's row entropies (B, H, Q) to its per-head sums and row-normalised sums.
@@ -223,27 +225,28 @@ def _allowed_keys(mask: torch.Tensor | None, token_mask: torch.Tensor, causal: b
     return allowed[..., -q_len:, :] & key_is_real
 
 
-_MALLOC_TUNED = False
+TRIM_TOKENS = 2048
+"""Batches of at least this many token positions hand freed heap memory back to the OS after each block."""
+
+_LIBC: Any = None
 
 
-def _return_freed_memory_to_the_os() -> None:
-    """On Linux/glibc, serve allocations of 1 MiB or more by mmap, so freed buffers leave the process.
+def _release_free_memory() -> None:
+    """glibc's malloc_trim(0): return freed heap pages to the OS (no-op elsewhere); changes no setting.
 
-    glibc's default raises its mmap threshold to 32 MiB after the first large free; the many
-    mid-sized temporaries of the per-layer statistics then fragment the heap, and freed memory
-    stays resident: at T = 2048 on SmolLM2 the peak RSS of a forward grew 2.3x (benchmarks/).
-    With a fixed threshold the peak equals a plain forward's. Set once per process, by the eager
-    path only (it leaves the process slower: every allocation of 1 MiB or more then page-faults
-    afresh, about 15% of a short-prompt forward here); no-op elsewhere.
+    On long inputs the per-layer temporaries (tens of MB each, below glibc's mmap threshold)
+    fragment the heap and freed memory stays resident: at T = 8192 on SmolLM2 the peak RSS of
+    ``measure`` was 1.3x a plain forward's without this, 1.14x with it (benchmarks/).
     """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED or not sys.platform.startswith("linux"):
-        return
-    _MALLOC_TUNED = True
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = -3
-    except (OSError, AttributeError):
-        pass
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
+            _LIBC.malloc_trim  # noqa: B018 (musl and others lack it)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 _UNSUPPORTED_ATTENTION_ARGUMENTS = ("softcap", "s_aux", "sinks", "position_bias")
@@ -299,25 +302,57 @@ def _fused_attention(records: list[_BatchRecord]) -> Callable[..., tuple[torch.T
                 f"{type(module).__name__} changes its attention scores ({', '.join(changed) or 'dropout'}): the fused "
                 "entropy would not be exact; measure with attention='eager'"
             )
-        output, _ = sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
-        )
         record = records[-1]
+        blocks = record.key_ranges(attention_mask)
+        groups = query.shape[1] // key.shape[1]
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        if blocks is None or len(blocks) == 1:  # no mask, or a short one: exactly transformers' sdpa
+            output, _ = sdpa_attention_forward(
+                module, query, key, value, attention_mask, dropout=0.0, scaling=scaling, is_causal=is_causal, **kwargs
+            )
+        else:  # the same sdpa, a block of query rows at a time over the keys they may see
+            output = _blocked_sdpa(
+                query, repeat_kv(key, groups), repeat_kv(value, groups), attention_mask, blocks, scale
+            )
         q_len = query.shape[2]
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         causal = bool(q_len > 1 and attention_mask is None and causal)  # as sdpa decides
         rows = metrics.attention_row_entropy(
-            query,
-            repeat_kv(key, query.shape[1] // key.shape[1]),
-            scale=scaling if scaling is not None else query.shape[-1] ** -0.5,
-            mask=attention_mask,
-            is_causal=causal,
-            blocks=record.key_ranges(attention_mask),
+            query, key, scale=scale, mask=attention_mask, is_causal=causal, blocks=blocks
         )
         record.add_attention_rows(rows, attention_mask, causal if attention_mask is None else None)
         return output, None
 
     return attention
+
+
+def _blocked_sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    blocks: Sequence[tuple[int, int, int, int]],
+    scale: float,
+) -> torch.Tensor:
+    """sdpa over blocks of query rows, each against only the keys it may attend to: (B, Q, H, D), as transformers'.
+
+    query (B, H, Q, D), key/value (B, H, K, D) with heads repeated; mask bool (B|1, 1|H, Q, K);
+    blocks from ``metrics.mask_key_ranges``. With a sliding window of w keys this costs O(T (w + block))
+    instead of sdpa's O(T^2) over the whole mask, and no T x T float copy of the mask is made.
+    Rows with no key to attend to are 0, as sdpa returns them.
+    """
+    allowed = metrics.as_allowed(mask)
+    output = query.new_zeros(*query.shape[:-1], value.shape[-1])
+    for first, end, first_key, end_key in blocks:
+        if end_key > first_key:
+            output[..., first:end, :] = torch.nn.functional.scaled_dot_product_attention(
+                query[..., first:end, :],
+                key[..., first_key:end_key, :],
+                value[..., first_key:end_key, :],
+                attn_mask=allowed[..., first:end, first_key:end_key],
+                scale=scale,
+            )
+    return output.transpose(1, 2).contiguous()
 
 
 @contextmanager
@@ -368,8 +403,6 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
         elif model.config._attn_implementation != ATTENTION_IMPLEMENTATION:
             model.set_attn_implementation(ATTENTION_IMPLEMENTATION)
         model.eval()
-        if attention == "eager" and next(model.parameters()).device.type == "cpu":
-            _return_freed_memory_to_the_os()  # attention maps fragment glibc's heap; the fused path makes none
         blocks, attentions = find_layers(model, loaded.n_layers)
 
         def embedding_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -385,6 +418,8 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
                 record.last_block = stats  # before the final norm; the final entry comes from the output
             else:
                 record.hidden.append(stats)
+            if record.token_mask.numel() >= TRIM_TOKENS and hidden.device.type == "cpu":
+                _release_free_memory()
 
         def attention_hook(index: int):
             def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
