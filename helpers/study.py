@@ -170,11 +170,11 @@ def model_key(name: str) -> str:
 def check_model_name(name: str) -> None:
     """Raise ``ValueError`` if ``name`` cannot name a model that loads here; load nothing.
 
-    ``helpers.models.check_model_name`` (a registry name, an existing model folder, or a hub id
-    'owner/name' that is cached or reachable), with its message; it imports torch.
+    ``helpers.registry.check_model_name`` (a registry name, an existing model folder, or a hub id
+    'owner/name' that is cached or reachable), with its message; no torch.
     """
-    from helpers.models import ModelUnavailableError
-    from helpers.models import check_model_name as check
+    from helpers.registry import ModelUnavailableError
+    from helpers.registry import check_model_name as check
 
     try:
         check(name)

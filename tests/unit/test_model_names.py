@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import models
+from helpers import models, registry
 
 
 @pytest.mark.parametrize("name", ["../nope", "./nope", "/no/such/folder/anywhere", "~/no-such-model-folder", "a/b/c"])
@@ -54,7 +54,7 @@ def test_uncached_hub_id_without_a_network_fails_within_two_seconds(
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setattr(models, "_REACHABLE", {})
+    monkeypatch.setattr(registry, "_REACHABLE", {})
     start = time.perf_counter()
     with pytest.raises(models.ModelUnavailableError, match="cannot be reached") as raised:
         models.check_model_name("someone/not-cached-anywhere")
@@ -71,10 +71,10 @@ def test_the_reachability_check_never_waits_longer_than_its_timeout(monkeypatch:
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(models, "_REACHABLE", {})
+    monkeypatch.setattr(registry, "_REACHABLE", {})
     monkeypatch.setattr(socket, "create_connection", hanging_connect)
     start = time.perf_counter()
-    assert models.hub_reachable(timeout=0.2) is False
+    assert registry.hub_reachable(timeout=0.2) is False
     assert time.perf_counter() - start < 1.0
 
 
@@ -84,14 +84,14 @@ def test_offline_mode_means_unreachable_without_trying(monkeypatch: pytest.Monke
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(socket, "create_connection", must_not_connect)
-    assert models.hub_reachable() is False
+    assert registry.hub_reachable() is False
 
 
 def test_a_proxy_is_what_the_check_connects_to(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    assert models._hub_address() == ("proxy.example", 3128)
+    assert registry._hub_address() == ("proxy.example", 3128)
     monkeypatch.delenv("HTTPS_PROXY")
     for variable in ("https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
-    assert models._hub_address() == ("hub.example", 443)
+    assert registry._hub_address() == ("hub.example", 443)

@@ -17,9 +17,9 @@ from helpers import paths, store, study
 
 
 def test_shipped_parameter_files_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    from helpers import models
+    from helpers import registry
 
-    monkeypatch.setattr(models, "hub_reachable", lambda: True)  # the paper's hub models, as on a connected machine
+    monkeypatch.setattr(registry, "hub_reachable", lambda: True)  # the paper's hub models, as on a connected machine
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     for path in sorted(paths.PARAMS.glob("*.yaml")):
         params = study.load_params(path)
@@ -29,10 +29,10 @@ def test_shipped_parameter_files_load(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_papers_parameters_offline_and_uncached_fail_before_work_saying_how_to_fetch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from helpers import models
+    from helpers import registry
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(models, "_hub_cached", lambda name: False)  # as on a machine that never fetched it
+    monkeypatch.setattr(registry, "_hub_cached", lambda name: False)  # as on a machine that never fetched it
     with pytest.raises(study.ParameterError, match=r"'bert-base-uncased'.*hf download bert-base-uncased"):
         study.load_params(paths.PARAMS / "paper.yaml")
 
@@ -71,13 +71,12 @@ def test_bad_parameters_name_the_problem(raw: dict, message: str) -> None:
 
 
 def test_bad_model_paths_fail_before_any_model_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    from helpers import models
+    from helpers import registry
 
     def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a bad path must fail before loading or asking the hub")
+        raise AssertionError("a bad path must fail before asking the hub")
 
-    monkeypatch.setattr(models, "load_model", forbidden)
-    monkeypatch.setattr(models, "hub_reachable", forbidden)
+    monkeypatch.setattr(registry, "hub_reachable", forbidden)
     for name in ("../nope", "/no/such/model", "./missing-folder"):
         with pytest.raises(study.ParameterError, match="is no such folder"):
             study.parse_params({"models": [name]})
@@ -109,7 +108,10 @@ def test_max_length_must_leave_room_for_text() -> None:
 
 
 def test_importing_the_light_modules_does_not_import_torch() -> None:
-    code = "import sys, helpers.store, helpers.study, helpers.workflow; print('torch' in sys.modules)"
+    code = (
+        "import sys, helpers.store, helpers.study, helpers.workflow; "
+        "helpers.study.load_params('params/smoke.yaml'); print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=paths.ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
