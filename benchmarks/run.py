@@ -1,14 +1,30 @@
-"""Benchmark: helpers.measure against a plain forward and the one-prompt-at-a-time way.
+"""Benchmark: helpers.measure against a plain sdpa forward (the limit), eager, and the one-at-a-time way.
 
-Usage: ``python benchmarks/run.py [--models ...] [--lengths 512 2048] [--quick]`` (``make bench``).
+Usage: ``python benchmarks/run.py [--models ...] [--lengths 512 2048 8192] [--quick] [--extended]``
+(``make bench``; ``make bench BENCHFLAGS="--lengths 512 2048 8192 32768"`` adds the longest prompt,
+about 10 more minutes on 2 cores).
 
-In one run, for each model: (a) a plain batched forward of the base model (no instrumentation,
-texts in input order, batch size 16), under the model's default attention (sdpa) and under eager;
-(b) the paper repository's way: one prompt at a time with ``output_attentions=True,
-output_hidden_states=True`` and the metrics computed from the returned tuples; (c)
-``helpers.measure``. Reported: tokens/s (real tokens, padding excluded) and, for long inputs of
-T tokens, peak memory of one forward: CPU peak RSS of a fresh subprocess, or CUDA max allocated.
-Writes ``benchmarks/results.md`` and prints it.
+Two parts, each measured in fresh processes (one per model for throughput, one per model,
+length and method for long inputs), so no run inherits another's memory or allocator state:
+
+* Throughput on the default workload (the 312 prompts, batches of 16, length-sorted as
+  ``measure`` sorts them): a plain batched forward of the base model under sdpa (the limit:
+  ``measure`` runs that forward plus its statistics) and under eager; ``helpers.measure`` on the
+  fused path (the default) and on the eager path (``attention="eager"``, the reference). With
+  ``--extended`` also: sdpa in input order, the paper repository's way (one prompt at a time with
+  ``output_attentions=True, output_hidden_states=True``) and ``measure_with_layers`` (what a
+  collection job runs). Each timing is the best of ``REPEATS`` interleaved rounds. The fused
+  and eager tables are compared: the largest absolute difference of ``attention_entropy`` and
+  ``attention_entropy_normalized`` over the prompts.
+* Long inputs: one prompt of T tokens (``--lengths``; beyond 512 only for the decoders with the
+  positions), one forward each of a plain sdpa forward, ``helpers.measure`` (fused) and, up to
+  ``EAGER_MAX`` tokens, a plain eager forward and ``measure(attention="eager")``: tokens/s and peak
+  memory (CPU: peak RSS sampled every millisecond; CUDA: max allocated), and the fused vs eager
+  difference of the prompt's attention entropy. Eager runs whose attention maps cannot fit in this
+  machine's memory are reported as not run, with the memory they need.
+
+The targets table is computed here. Writes ``benchmarks/results.md`` (standard run only; other
+runs go to ``results_custom.md`` / ``results_full_size.md``) and prints it.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import torch
 
@@ -37,14 +54,28 @@ from helpers.study import DTYPES  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results.md"
 DTYPE = "float32"  # set by --dtype / --full-size
 DEFAULT_MODELS = ["minilm-l6", "smollm2-135m", "gemma3-270m"]
-DEFAULT_LENGTHS = [512, 2048]
+DEFAULT_LENGTHS = [512, 2048, 8192]  # 32768 on request: one sdpa forward alone takes minutes on 2 cores
+LONG_MODELS = ["smollm2-135m", "gemma3-270m"]  # long inputs beyond 512 tokens: the decoders with the positions
+EAGER_MAX = 2048  # eager forwards on long inputs up to this T (at 8192 eager was 0.11x sdpa: minutes per forward)
 BATCH_SIZE = 16
-REPEATS = 2  # each timing is the best of this many runs (times on a shared machine are noisy)
-PLAIN, SINGLE, MEASURE = "plain forward (sdpa, length-sorted)", "one at a time, all outputs", "helpers.measure"
-PLAIN_EAGER = "plain forward (eager)"
+REPEATS = 2  # each throughput timing is the best of this many interleaved rounds (the machine is shared)
+
+PLAIN = "plain forward (sdpa, length-sorted)"
+PLAIN_INPUT_ORDER = "plain forward (sdpa, input order)"
 EAGER_SORTED = "plain forward (eager, length-sorted)"
+SINGLE = "one at a time, all outputs"
+MEASURE = "helpers.measure, fused path"
 COLLECT = "helpers.measure_with_layers (collection)"
-TARGETS = {"speed vs plain": 0.85, "speed vs one at a time": 2.0, "peak memory vs plain eager": 1.3}
+MEASURE_EAGER = "helpers.measure, eager path (reference)"
+LONG_SDPA, LONG_EAGER = "plain forward (sdpa)", "plain forward (eager)"
+LONG_METHODS = [LONG_SDPA, LONG_EAGER, MEASURE, MEASURE_EAGER]
+AGREEMENT = ("attention_entropy", "attention_entropy_normalized")  # fused vs eager, per prompt
+
+TARGETS = {  # issue 13: ratios in one run
+    "speed vs plain sdpa (default workload)": {"minilm-l6": 0.85, "default": 0.9},
+    "tokens/s vs plain sdpa": 0.8,
+    "peak memory vs plain sdpa": 1.2,
+}
 
 
 def _device() -> torch.device:
@@ -54,6 +85,9 @@ def _device() -> torch.device:
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+# --- throughput on the default workload -----------------------------------------------------------
 
 
 def plain_forward(loaded: LoadedModel, texts: list[str], implementation: str, length_sorted: bool = True) -> float:
@@ -76,6 +110,7 @@ def plain_forward(loaded: LoadedModel, texts: list[str], implementation: str, le
 def one_at_a_time(loaded: LoadedModel, texts: list[str]) -> float:
     """Seconds for the paper repository's way: each prompt alone, every layer's tensors returned."""
     model, tokenizer = loaded.model, loaded.tokenizer
+    model.set_attn_implementation("eager")
     start = time.perf_counter()
     with torch.inference_mode():
         for text in texts:
@@ -90,56 +125,89 @@ def one_at_a_time(loaded: LoadedModel, texts: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def instrumented(loaded: LoadedModel, texts: list[str], layers: bool = False) -> float:
-    """Seconds for ``helpers.measure``, or with ``layers`` for ``measure_with_layers`` (what collection runs)."""
+def instrumented(
+    loaded: LoadedModel, texts: list[str], layers: bool = False, attention: str = "auto", tables: dict | None = None
+) -> float:
+    """Seconds for ``helpers.measure`` (or ``measure_with_layers``, what collection runs) on one path.
+
+    The prompt table is kept in ``tables[attention]`` (after the timing) for the agreement check.
+    """
     start = time.perf_counter()
     if layers:
-        measure_with_layers(loaded, texts, batch_size=BATCH_SIZE, progress=False)
+        table = measure_with_layers(loaded, texts, batch_size=BATCH_SIZE, progress=False, attention=attention).prompts
     else:
-        measure(loaded, texts, batch_size=BATCH_SIZE, progress=False)
+        table = measure(loaded, texts, batch_size=BATCH_SIZE, progress=False, attention=attention)
     _sync()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if tables is not None:
+        tables[attention] = table
+    return seconds
 
 
-def load_seconds(name: str) -> float:
-    """Seconds to import helpers and load ``name`` in a fresh process (GGUF weights already de-quantized)."""
-    code = (
-        "import time; start = time.perf_counter(); import torch; from helpers import load_model; "
-        f"load_model({name!r}, dtype=torch.{DTYPE}); print(time.perf_counter() - start)"
-    )
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment)
-    return float(result.stdout.strip().splitlines()[-1])
+def max_difference(fused: dict, eager: dict) -> tuple[float, float]:
+    """Largest |fused - eager| and |fused - eager| / |eager| over the ``AGREEMENT`` statistics.
+
+    NaN in both (a one-token prompt's normalised entropy) counts as equal; NaN in one only gives NaN.
+    """
+    worst, relative = 0.0, 0.0
+    for column in AGREEMENT:
+        a, b = np.asarray(fused[column], dtype=float), np.asarray(eager[column], dtype=float)
+        if (np.isnan(a) != np.isnan(b)).any():
+            return float("nan"), float("nan")
+        a, b = a[~np.isnan(b)], b[~np.isnan(b)]
+        if a.size:
+            worst = max(worst, float(np.abs(a - b).max()))
+            relative = max(relative, float((np.abs(a - b) / np.maximum(np.abs(b), 1e-30)).max()))
+    return worst, relative
 
 
-def throughput(name: str, texts: list[str]) -> list[dict]:
-    loaded = load_model(name, dtype=DTYPES[DTYPE])
-    loaded.model.to(_device())
+def _agreement(difference: tuple[float, float]) -> str:
+    return f"{difference[0]:.1e} ({difference[1]:.0e} rel.)"
+
+
+def throughput(name: str, texts: list[str], extended: bool = False) -> list[dict]:
+    """The throughput methods on ``texts``, interleaved over ``REPEATS`` rounds; run in a fresh process."""
+    loaded = load_model(name, dtype=DTYPES[DTYPE], device=_device())
     tokens = sum(len(ids) for ids in loaded.tokenizer(texts)["input_ids"])
-    measure(loaded, texts[:4], progress=False)  # warm-up
-    plain_forward(loaded, texts[:4], "sdpa")
+    tables: dict = {}
     runs = {
         PLAIN: lambda: plain_forward(loaded, texts, "sdpa"),
-        "plain forward (sdpa, input order)": lambda: plain_forward(loaded, texts, "sdpa", length_sorted=False),
         EAGER_SORTED: lambda: plain_forward(loaded, texts, "eager"),
-        SINGLE: lambda: one_at_a_time(loaded, texts),
-        MEASURE: lambda: instrumented(loaded, texts),
-        COLLECT: lambda: instrumented(loaded, texts, layers=True),
+        MEASURE: lambda: instrumented(loaded, texts, tables=tables),
+        MEASURE_EAGER: lambda: instrumented(loaded, texts, attention="eager", tables=tables),
     }
-    rows = []
-    for method, run in runs.items():
-        seconds = min(run() for _ in range(REPEATS))
-        rows.append(
-            {
-                "model": name,
-                "method": method,
-                "prompts": len(texts),
-                "tokens": tokens,
-                "seconds": seconds,
-                "tokens_per_s": tokens / seconds,
-            }
-        )
-    return rows
+    if extended:
+        runs |= {
+            PLAIN_INPUT_ORDER: lambda: plain_forward(loaded, texts, "sdpa", length_sorted=False),
+            SINGLE: lambda: one_at_a_time(loaded, texts),
+            COLLECT: lambda: instrumented(loaded, texts, layers=True),
+        }
+    for warm_up in (
+        lambda: measure(loaded, texts[:4], progress=False),
+        lambda: plain_forward(loaded, texts[:4], "sdpa"),
+    ):
+        warm_up()
+    seconds = {method: float("inf") for method in runs}
+    for _ in range(REPEATS):
+        for method, run in runs.items():
+            seconds[method] = min(seconds[method], run())
+    difference = max_difference(tables["auto"], tables["eager"])
+    return [
+        {
+            "model": name,
+            "method": method,
+            "path": tables["auto"].attrs["attention_path"] if method == MEASURE else "",
+            "prompts": len(texts),
+            "tokens": tokens,
+            "seconds": s,
+            "tokens_per_s": tokens / s,
+            "max_diff": difference if method == MEASURE else None,
+        }
+        for method, s in seconds.items()
+    ]
+
+
+# --- long inputs: one forward of T tokens ----------------------------------------------------------
 
 
 class PeakRss:
@@ -164,35 +232,46 @@ class PeakRss:
         self.peak = max(self.peak, self.process.memory_info().rss)
 
 
-def long_input_peak(name: str, length: int, method: str) -> dict:
-    """Peak memory of one forward over ``length`` tokens (run in a fresh process by ``memory``).
+def long_text(length: int) -> str:
+    """A text of at least ``length`` tokens (truncated to exactly ``length`` by the callers)."""
+    return " ".join(["word"] * (length * 2))
 
-    CPU: peak RSS during the forward, and its increase over the RSS with the model loaded. CUDA:
+
+def long_input_peak(name: str, length: int, method: str) -> dict:
+    """Tokens/s and peak memory of one forward over ``length`` tokens (run in a fresh process by ``long_inputs``).
+
+    CPU: peak RSS during the forward and its increase over the RSS with the model loaded. CUDA:
     max allocated during the forward, and its increase over the allocation before it.
     """
-    loaded = load_model(name, dtype=DTYPES[DTYPE])
-    loaded.model.to(_device())
-    text = " ".join(["word"] * (length * 2))
+    loaded = load_model(name, dtype=DTYPES[DTYPE], device=_device())
+    text = long_text(length)
     features = loaded.tokenizer([text], truncation=True, max_length=length, return_tensors="pt")
     assert features["input_ids"].shape[1] == length
-    loaded.model.set_attn_implementation("eager" if method == PLAIN_EAGER else "sdpa")
-    warm_up = loaded.tokenizer(["a short warm-up text"], return_tensors="pt")
+    features = {k: v.to(_device()) for k, v in features.items()}
+    plain = method in (LONG_SDPA, LONG_EAGER)
+    loaded.model.set_attn_implementation("eager" if method == LONG_EAGER else "sdpa")
+    attention = "eager" if method == MEASURE_EAGER else "auto"
     with torch.inference_mode():  # one-time costs (kernel set-up, first hooks) are not the long forward's
-        if method == "helpers.measure":
-            measure(loaded, ["a short warm-up text"], progress=False)
-        else:
+        if plain:
+            warm_up = loaded.tokenizer(["a short warm-up text"], return_tensors="pt")
             loaded.model.base_model(**{k: v.to(_device()) for k, v in warm_up.items()}, use_cache=False)
+        else:
+            measure(loaded, ["a short warm-up text"], progress=False, attention=attention)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
         before_cuda = torch.cuda.memory_allocated()
+    path, values = "", {}
     start = time.perf_counter()
     with PeakRss() as rss, torch.inference_mode():
-        if method == "helpers.measure":
-            measure(loaded, [text], max_length=length, progress=False)
+        if plain:
+            loaded.model.base_model(**features, use_cache=False)
         else:
-            loaded.model.base_model(**{k: v.to(_device()) for k, v in features.items()}, use_cache=False)
+            table = measure(loaded, [text], max_length=length, progress=False, attention=attention)
         _sync()
+    if not plain:
+        path = table.attrs["attention_path"]
+        values = {column: float(table[column].iloc[0]) for column in AGREEMENT}
     seconds = time.perf_counter() - start
     if torch.cuda.is_available():
         peak, before = torch.cuda.max_memory_allocated(), before_cuda
@@ -202,97 +281,233 @@ def long_input_peak(name: str, length: int, method: str) -> dict:
         "model": name,
         "T": length,
         "method": method,
+        "path": path,
+        "seconds": seconds,
         "tokens_per_s": length / seconds,
         "peak_mib": peak / 2**20,
         "increase_mib": (peak - before) / 2**20,
+        "values": values,
     }
 
 
-def memory(name: str, length: int) -> list[dict]:
+def machine_memory_bytes() -> int:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory
+    return psutil.virtual_memory().total
+
+
+def eager_attention_bytes(loaded: LoadedModel, length: int) -> int:
+    """Memory eager attention needs at T = ``length`` beyond the model: what its layers hold at once.
+
+    transformers' eager attention keeps two float32 B x H x T x T maps alive at its peak (the
+    scores and the probabilities softmax makes from them) and the model's additive float mask of
+    T x T per mask kind (Gemma 3: full and sliding), batch 1.
+    """
+    config = loaded.model.config
+    mask_kinds = len(set(getattr(config, "layer_types", None) or ["full_attention"]))
+    return (2 * loaded.n_heads + mask_kinds) * length * length * 4
+
+
+def long_inputs(name: str, lengths: list[int]) -> list[dict]:
+    loaded = load_model(name, dtype=DTYPES[DTYPE], device=_device())
+    limit = getattr(loaded.model.config, "max_position_embeddings", None) or 10**9
+    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    available = machine_memory_bytes()
     rows = []
-    for method in (PLAIN_EAGER, MEASURE):
-        command = [sys.executable, __file__, "--dtype", DTYPE, "--peak", name, str(length), method]
-        result = subprocess.run(command, capture_output=True, text=True, check=True, env=os.environ)
-        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    for length in lengths:
+        if length > limit:
+            rows.append({"model": name, "T": length, "not_run": f"the model has {limit} positions"})
+            continue
+        for method in LONG_METHODS:
+            if method in (LONG_EAGER, MEASURE_EAGER) and length > EAGER_MAX:
+                continue
+            if method in (LONG_EAGER, MEASURE_EAGER):
+                need = weights + eager_attention_bytes(loaded, length)
+                if need > 0.8 * available:
+                    rows.append(
+                        {
+                            "model": name,
+                            "T": length,
+                            "method": method,
+                            "not_run": f"needs ~{need / 2**30:.0f} GiB (two {loaded.n_heads} x {length} x {length} "
+                            f"float32 maps, the masks and the weights); the machine has {available / 2**30:.0f} GiB",
+                        }
+                    )
+                    continue
+            command = [sys.executable, __file__, "--dtype", DTYPE, "--peak", name, str(length), method]
+            result = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+            if result.returncode != 0:
+                why = (result.stderr.strip().splitlines() or ["killed"])[-1][:200]
+                rows.append({"model": name, "T": length, "method": method, "not_run": f"failed: {why}"})
+            else:
+                rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+            print(f"  {name} T={length} {method}: {rows[-1].get('seconds', rows[-1].get('not_run'))}", file=sys.stderr)
     return rows
+
+
+# --- report ------------------------------------------------------------------------------------------
 
 
 def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA), torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, CPU"
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        cpu = f"{names[0]} ({platform.machine()})" if names else cpu
+    except OSError:
+        pass
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{cpu}, {os.cpu_count()} CPU cores, {memory:.0f} GiB memory, torch {torch.__version__}, CPU"
+
+
+def load_seconds(name: str) -> float:
+    """Seconds to import helpers and load ``name`` in a fresh process (GGUF weights already de-quantized)."""
+    code = (
+        "import time; start = time.perf_counter(); import torch; from helpers import load_model; "
+        f"load_model({name!r}, dtype=torch.{DTYPE}); print(time.perf_counter() - start)"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _target(model: str, name: str) -> float:
+    wanted = TARGETS[name]
+    return wanted.get(model, wanted["default"]) if isinstance(wanted, dict) else wanted
 
 
 def report(speed: list[dict], peaks: list[dict], loads: dict[str, float]) -> str:
     lines = [
-        f"Machine: {machine()}; batch size {BATCH_SIZE}; weights in {DTYPE} (statistics reduced in float32/64).",
+        f"Machine: {machine()}; batch size {BATCH_SIZE}; weights in {DTYPE} (statistics in float32 or better).",
         "",
-        "### Throughput",
+        "### Throughput on the default workload",
         "",
-        "| model | method | prompts | tokens | seconds | tokens/s | vs plain (sdpa, sorted) | vs one at a time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "Ratios are of tokens/s in the same run; fused vs eager is the largest absolute (and relative) difference "
+        f"over the prompts of {' and '.join(f'`{c}`' for c in AGREEMENT)} between `measure` on the two paths.",
+        "",
+        "| model | method | prompts | tokens | seconds | tokens/s | vs plain sdpa | vs plain eager | "
+        "vs one at a time | fused vs eager |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     checks = []
     for model in dict.fromkeys(row["model"] for row in speed):
         rows = {row["method"]: row for row in speed if row["model"] == model}
-        plain, single = rows[PLAIN]["tokens_per_s"], rows[SINGLE]["tokens_per_s"]
-        checks.append((model, "speed vs plain", rows[MEASURE]["tokens_per_s"] / plain))
-        checks.append((model, "speed vs one at a time", rows[MEASURE]["tokens_per_s"] / single))
+        plain, eager = rows[PLAIN]["tokens_per_s"], rows[EAGER_SORTED]["tokens_per_s"]
+        single = rows[SINGLE]["tokens_per_s"] if SINGLE in rows else None
+        name = "speed vs plain sdpa (default workload)"
+        checks.append((model, name, rows[MEASURE]["tokens_per_s"] / plain, _target(model, name), ""))
         for method, row in rows.items():
+            rate = row["tokens_per_s"]
+            label = f"{method} ({row['path']})" if row.get("path") and row["path"] != "fused" else method
+            vs_single = f"{rate / single:.2f}x" if single else "-"
+            agree = _agreement(row["max_diff"]) if row.get("max_diff") is not None else ""
             lines.append(
-                f"| {model} | {method} | {row['prompts']} | {row['tokens']} | {row['seconds']:.1f} | "
-                f"{row['tokens_per_s']:.0f} | {row['tokens_per_s'] / plain:.2f}x | "
-                f"{row['tokens_per_s'] / single:.2f}x |"
+                f"| {model} | {label} | {row['prompts']} | {row['tokens']} | {row['seconds']:.1f} | {rate:.0f} | "
+                f"{rate / plain:.2f}x | {rate / eager:.2f}x | {vs_single} | {agree} |"
             )
     if peaks:
         lines += [
             "",
-            "### Long inputs: one forward of T tokens (tokens/s of that one forward; peak memory)",
+            "### Long inputs: one prompt of T tokens (tokens/s of one forward; peak memory)",
             "",
-            "| model | T | method | tokens/s | peak MiB | increase over the loaded model, MiB | peak vs plain eager |",
-            "|---|---:|---|---:|---:|---:|---:|",
+            "| model | T | method | seconds | tokens/s | vs plain sdpa | vs plain eager | peak MiB | "
+            "increase over the loaded model, MiB | peak vs plain sdpa | fused vs eager |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in peaks:
-            plain = next(
-                r for r in peaks if r["model"] == row["model"] and r["T"] == row["T"] and r["method"] == PLAIN_EAGER
+            if "method" not in row:
+                lines.append(f"| {row['model']} | {row['T']} | not run: {row['not_run']} | | | | | | | | |")
+                continue
+            if "not_run" in row:
+                lines.append(
+                    f"| {row['model']} | {row['T']} | {row['method']}: not run, {row['not_run']} | | | | | | | | |"
+                )
+                continue
+            same = {
+                r["method"]: r for r in peaks if r["model"] == row["model"] and r["T"] == row["T"] and "seconds" in r
+            }
+            sdpa, eager = same.get(LONG_SDPA), same.get(LONG_EAGER)
+            speed_sdpa = f"{row['tokens_per_s'] / sdpa['tokens_per_s']:.2f}x" if sdpa else "-"
+            speed_eager = f"{row['tokens_per_s'] / eager['tokens_per_s']:.2f}x" if eager else "-"
+            memory_sdpa = f"{row['peak_mib'] / sdpa['peak_mib']:.2f}x" if sdpa else "-"
+            path = row.get("path")
+            method = (
+                f"{row['method']} ({path})" if path and row["method"] == MEASURE and path != "fused" else row["method"]
+            )
+            reference = same.get(MEASURE_EAGER)
+            agree = (
+                _agreement(max_difference(row["values"], reference["values"]))
+                if row["method"] == MEASURE and reference
+                else ""
             )
             lines.append(
-                f"| {row['model']} | {row['T']} | {row['method']} | {row['tokens_per_s']:.0f} | "
-                f"{row['peak_mib']:.0f} | {row['increase_mib']:.0f} | {row['peak_mib'] / plain['peak_mib']:.2f}x |"
+                f"| {row['model']} | {row['T']} | {method} | {row['seconds']:.1f} | {row['tokens_per_s']:.0f} | "
+                f"{speed_sdpa} | {speed_eager} | {row['peak_mib']:.0f} | {row['increase_mib']:.0f} | {memory_sdpa} | "
+                f"{agree} |"
             )
-            if row["method"] == MEASURE:
+            if row["method"] == MEASURE and row["model"] in LONG_MODELS and row["T"] >= 2048 and sdpa:
+                label = f"{row['model']} T={row['T']}"
+                checks.append((label, "tokens/s vs plain sdpa", row["tokens_per_s"] / sdpa["tokens_per_s"], 0.8, ""))
+                checks.append((label, "peak memory vs plain sdpa", row["peak_mib"] / sdpa["peak_mib"], 1.2, ""))
+        for model in dict.fromkeys(row["model"] for row in peaks):
+            at_longest = [r for r in peaks if r["model"] == model and r["T"] == 32768]
+            if model not in LONG_MODELS or not at_longest:
+                continue
+            run = next((r for r in at_longest if r.get("method") == MEASURE), None)
+            if run is not None and "seconds" in run:
+                checks.append((f"{model} T=32768", "completes", 1.0, 1.0, f"in {run['seconds']:.0f} s"))
+            elif run is not None:
+                checks.append((f"{model} T=32768", "completes", 0.0, 1.0, run["not_run"]))
+            else:
                 checks.append(
-                    (f"{row['model']} T={row['T']}", "peak memory vs plain eager", row["peak_mib"] / plain["peak_mib"])
+                    (f"{model} T=32768", "completes", float("nan"), 1.0, f"not run: {at_longest[0]['not_run']}")
                 )
-    lines += [
-        "",
-        "### Where collection spends its time",
-        "",
-        "What one model's collection job does: load the model in a fresh process (GGUF weights de-quantized "
-        "once and cached), then `measure_with_layers` on every prompt. Model compute is the time of a plain "
-        "eager forward of the same batches; the rest is the statistics, the tables and the load.",
-        "",
-        "| model | load s | measure_with_layers s | plain eager forward s | model compute share |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for model, load in loads.items():
-        rows = {row["method"]: row for row in speed if row["model"] == model}
-        collect, eager = rows[COLLECT]["seconds"], rows[EAGER_SORTED]["seconds"]
-        lines.append(f"| {model} | {load:.1f} | {collect:.1f} | {eager:.1f} | {eager / (load + collect):.0%} |")
-    lines += ["", "### Targets (issue 5)", "", "| model | target | ratio | wanted | met |", "|---|---|---:|---:|---|"]
-    for model, target, ratio in checks:
-        wanted = TARGETS[target]
+    if loads and any(row["method"] == COLLECT for row in speed):
+        lines += [
+            "",
+            "### Where collection spends its time",
+            "",
+            "What one model's collection job does: load the model in a fresh process (GGUF weights de-quantized "
+            "once and cached), then `measure_with_layers` on every prompt. Model compute is the time of a plain "
+            "sdpa forward of the same batches; the rest is the statistics, the tables and the load.",
+            "",
+            "| model | load s | measure_with_layers s | plain sdpa forward s | model compute share |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for model, load in loads.items():
+            rows = {row["method"]: row for row in speed if row["model"] == model}
+            collect, plain = rows[COLLECT]["seconds"], rows[PLAIN]["seconds"]
+            lines.append(f"| {model} | {load:.1f} | {collect:.1f} | {plain:.1f} | {plain / (load + collect):.0%} |")
+    lines += ["", "### Targets (issue 13)", "", "| model | target | ratio | wanted | met |", "|---|---|---:|---:|---|"]
+    for model, target, ratio, wanted, note in checks:
+        if target == "completes":
+            met = "yes" if ratio == 1.0 else ("NO" if ratio == 0.0 else "not run")
+            lines.append(f"| {model} | completes | {note} | completes | {met} |")
+            continue
         met = ratio <= wanted if target.startswith("peak") else ratio >= wanted
         relation = "<=" if target.startswith("peak") else ">="
         lines.append(f"| {model} | {target} | {ratio:.2f}x | {relation} {wanted}x | {'yes' if met else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 
+def _child(arguments: list[str]) -> dict | list:
+    """Run this script with ``arguments`` in a fresh process; its last stdout line is JSON."""
+    command = [sys.executable, __file__, "--dtype", DTYPE, *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=os.environ)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--lengths", nargs="*", type=int, default=DEFAULT_LENGTHS)
     parser.add_argument("--quick", action="store_true", help="2 prompts per category instead of all")
+    parser.add_argument(
+        "--extended",
+        action="store_true",
+        help="also sdpa in input order, the one-at-a-time way and measure_with_layers (about twice as long)",
+    )
     parser.add_argument(
         "--full-size",
         action="store_true",
@@ -302,27 +517,43 @@ def main() -> int:
         "--dtype", choices=sorted(DTYPES), help="weights dtype (default: float32, bf16 with --full-size on CUDA)"
     )
     parser.add_argument("--peak", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--throughput", help=argparse.SUPPRESS)
     args = parser.parse_args()
     global DTYPE
     DTYPE = args.dtype or ("bfloat16" if args.full_size and torch.cuda.is_available() else "float32")
-    if args.full_size:
-        args.models = list(models.RANDOM)
     torch.manual_seed(0)
     if args.peak:
         name, length, method = args.peak
         print(json.dumps(long_input_peak(name, int(length), method)))
         return 0
-    prompts = study.load_prompts(ROOT / "data/prompts/cognitive_tasks.csv", per_category=2 if args.quick else None)
+    per_category = 2 if args.quick else None
+    prompts = study.load_prompts(ROOT / "data/prompts/cognitive_tasks.csv", per_category=per_category)
     texts = prompts["text"].tolist()
-    speed = [row for name in args.models for row in throughput(name, texts)]
+    if args.throughput:
+        print(json.dumps(throughput(args.throughput, texts, extended=args.extended)))
+        return 0
+    default_models = list(models.RANDOM) if args.full_size else DEFAULT_MODELS
+    chosen = args.models or default_models
+    flags = (["--quick"] if args.quick else []) + (["--extended"] if args.extended else [])
+    speed = []
+    for name in chosen:
+        print(f"throughput: {name}", file=sys.stderr)
+        speed += _child([*flags, "--throughput", name])
     peaks = []
-    for name in args.models:
-        limit = getattr(load_model(name, dtype=DTYPES[DTYPE]).model.config, "max_position_embeddings", 10**9)
-        peaks += [row for length in args.lengths if length <= limit for row in memory(name, length)]
-    loads = {name: load_seconds(name) for name in args.models}
+    for name in chosen:
+        lengths = [n for n in args.lengths if name in LONG_MODELS or n <= 512 or args.full_size]
+        print(f"long inputs: {name} {lengths}", file=sys.stderr)
+        peaks += long_inputs(name, lengths)
+    loads = {name: load_seconds(name) for name in chosen} if args.extended else {}
     text = report(speed, peaks, loads)
-    standard = args.models == DEFAULT_MODELS and not args.quick and args.lengths == DEFAULT_LENGTHS and not args.dtype
-    if standard:  # only the standard run is quoted in the READMEs
+    standard = (
+        args.models is None
+        and not args.quick
+        and not args.extended
+        and args.lengths == DEFAULT_LENGTHS
+        and not args.dtype
+    )
+    if standard and not args.full_size:  # only the standard run is quoted in the READMEs
         RESULTS.write_text(text)
         for readme in (ROOT / "benchmarks" / "README.md", ROOT / "README.md"):
             quote(readme, text)

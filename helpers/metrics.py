@@ -10,6 +10,7 @@ padding never counts: not as a query row, not as a key, not in a mean or a fract
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -34,6 +35,148 @@ def row_entropy(attention: torch.Tensor, heads_per_chunk: int = 1) -> torch.Tens
         terms = probs.clamp_min(tiny).log_().mul_(probs)  # one temporary; about 2x faster than xlogy
         chunks.append(terms.sum(dim=-1).neg_().to(torch.float64))
     return torch.cat(chunks, dim=1)
+
+
+QUERY_BLOCK = 512
+"""Query rows per block of ``attention_row_entropy`` when the mask is materialised (keys no row of a block
+may attend to are skipped: a sliding window of w keys costs O(T (w + block)), not O(T^2))."""
+
+KERNELS = ("auto", "flash", "blocked")
+
+
+def attention_row_entropy(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    *,
+    scale: float,
+    mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    blocks: Sequence[tuple[int, int, int, int]] | None = None,
+    kernel: str = "auto",
+) -> torch.Tensor:
+    """Shannon entropy (nats) of every softmax attention row, without the attention map.
+
+    query (B, H, Q, D), key (B, H_kv, K, D) with H a multiple of H_kv (grouped-query attention:
+    query head h uses key head h // (H / H_kv), as transformers' ``repeat_kv``); the scores are
+    s_ij = scale * <q_i, k_j> where ``mask`` allows: a bool (B|1, 1|H, Q, K), True where query i
+    may attend to key j, or an additive float mask of 0 (allowed) and -inf/the dtype's minimum;
+    ``None`` means causal (i >= j) if ``is_causal``, else every key. Returns (B, H, Q) in float32
+    (float64 for float64 input), whatever the input dtype; a row with no allowed key gets 0.
+
+    With p_ij = softmax_j(s_ij), H_i = logsumexp_j s_ij - sum_j p_ij s_ij, and
+    sum_j p_ij s_ij = scale * <q_i, sum_j p_ij k_j>: an attention call with the keys as the
+    values. ``kernel="flash"`` (the default on CPU) makes that call with torch's fused CPU
+    flash kernel, which returns the log-sum-exp too: O(Q D) memory, no Q x K tensor.
+    ``"blocked"`` (the default elsewhere, e.g. CUDA) computes -sum_j p_ij log p_ij from the
+    scores of ``QUERY_BLOCK``-row blocks in plain torch: exact on any device, memory O(block x K).
+    The keys are centred first (k_j - mean_j k_j): every score of a row moves by the same
+    constant, so the probabilities are unchanged and the two terms that cancel are smaller.
+    ``blocks``: (first row, end row, first key, end key) ranges from ``mask_key_ranges``, to reuse.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "auto":
+        kernel = "flash" if query.device.type == "cpu" else "blocked"
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    q = query.to(dtype)
+    k = key.to(dtype)
+    k = k - k.mean(dim=-2, keepdim=True)  # a new tensor: the caller's key is never changed
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:  # repeat each key head for its query heads (after centring: less to copy)
+        k = k[:, :, None].expand(k.shape[0], k.shape[1], groups, *k.shape[2:]).reshape(*q.shape[:2], *k.shape[2:])
+    allowed = as_allowed(mask)
+    if allowed is None:
+        block_entropy = _flash_entropy if kernel == "flash" else _blocked_entropy
+        return block_entropy(q, k, scale, None, is_causal)
+    if blocks is None:
+        blocks = mask_key_ranges(allowed, QUERY_BLOCK)
+    rows = torch.zeros(q.shape[:-1], dtype=dtype, device=q.device)
+    for first, end, first_key, end_key in blocks:
+        if end_key > first_key:
+            block_mask = allowed[..., first:end, first_key:end_key]
+            q_block, k_block = q[..., first:end, :], k[..., first_key:end_key, :]
+            if kernel == "flash":
+                rows[..., first:end] = _flash_entropy(q_block, k_block, scale, block_mask, False)
+            else:
+                rows[..., first:end] = _blocked_entropy(q_block, k_block, scale, block_mask, False)
+    return rows
+
+
+def mask_key_ranges(allowed: torch.Tensor, block: int = QUERY_BLOCK) -> list[tuple[int, int, int, int]]:
+    """For each block of ``block`` query rows, the range of keys any of its rows may attend to.
+
+    allowed: bool (B|1, 1|H, Q, K). Returns (first row, end row, first key, end key) per block;
+    end key = first key when no row of the block may attend to anything (padding only).
+    One pass over the mask; with a single block the whole key range is returned unscanned.
+    """
+    n_queries, n_keys = allowed.shape[-2:]
+    if n_queries <= block:
+        return [(0, n_queries, 0, n_keys)]
+    ranges = []
+    for first in range(0, n_queries, block):
+        end = min(first + block, n_queries)
+        columns = allowed[..., first:end, :].any(dim=-2).reshape(-1, n_keys).any(dim=0).nonzero()
+        if len(columns) == 0:
+            ranges.append((first, end, 0, 0))
+        else:
+            ranges.append((first, end, int(columns[0]), int(columns[-1]) + 1))
+    return ranges
+
+
+def as_allowed(mask: torch.Tensor | None, check_bias: bool = True) -> torch.Tensor | None:
+    """A bool mask (True = may attend) from a bool or an additive (0 / -inf or the dtype's minimum) mask.
+
+    With ``check_bias``, an additive mask that is not 0 where allowed (a bias such as ALiBi) raises.
+    """
+    if mask is None or mask.dtype == torch.bool:
+        return mask
+    allowed = mask > torch.finfo(mask.dtype).min / 2
+    if check_bias and bool((mask.masked_fill(~allowed, 0.0) != 0).any()):
+        raise ValueError(
+            "attention_row_entropy: an additive mask with a bias (non-zero where allowed) is not supported"
+        )
+    return allowed
+
+
+def _flash_entropy(
+    q: torch.Tensor, k: torch.Tensor, scale: float, allowed: torch.Tensor | None, is_causal: bool
+) -> torch.Tensor:
+    """Row entropies from torch's CPU flash kernel: logsumexp minus scale * <q_i, sum_j p_ij k_j>."""
+    additive = None
+    if allowed is not None:
+        zero = torch.zeros((), dtype=q.dtype, device=q.device)
+        additive = torch.where(allowed, zero, zero - float("inf"))
+    # a row with no allowed key comes back as output 0, logsumexp 0: entropy 0
+    expected_keys, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, k, 0.0, is_causal, attn_mask=additive, scale=scale
+    )
+    return lse.sub_(expected_keys.mul_(q).sum(dim=-1).mul_(scale))  # in place: no more Q x D temporaries
+
+
+def _blocked_entropy(
+    q: torch.Tensor, k: torch.Tensor, scale: float, allowed: torch.Tensor | None, is_causal: bool
+) -> torch.Tensor:
+    """Row entropies -sum_j p_ij log p_ij from the scores, a block of query rows at a time (any device)."""
+    n_queries, n_keys = q.shape[-2], k.shape[-2]
+    per_row = max(1, q.shape[0] * q.shape[1] * n_keys)
+    rows_per_block = max(1, min(QUERY_BLOCK, (1 << 24) // per_row))  # scores of at most 16M entries at once
+    out = []
+    for first in range(0, n_queries, rows_per_block):
+        end = min(first + rows_per_block, n_queries)
+        scores = torch.matmul(q[..., first:end, :], k.transpose(-1, -2)).mul_(scale)
+        if allowed is not None:
+            block_allowed = allowed[..., first:end, :]
+        else:
+            positions = torch.arange(first, end, device=q.device)[:, None]
+            block_allowed = positions >= torch.arange(n_keys, device=q.device) if is_causal else None
+        if block_allowed is not None:
+            scores = scores.masked_fill(~block_allowed, float("-inf"))
+        log_p = scores - torch.logsumexp(scores, dim=-1, keepdim=True)  # NaN only in rows with no allowed key
+        terms = log_p.exp() * log_p
+        if block_allowed is not None:
+            terms = torch.where(block_allowed, terms, 0.0)
+        out.append(terms.sum(dim=-1).neg_())
+    return torch.cat(out, dim=-1)
 
 
 def attention_entropy_per_head(rows: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:

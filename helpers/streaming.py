@@ -1,24 +1,36 @@
 """Streaming measurement: one forward pass per batch, every layer reduced to statistics as it runs.
 
-``measure(model, texts)`` is the one entry point. Forward hooks, added only inside
-``recording`` (a context manager that removes them in ``finally``), reduce each layer's
-attention probabilities and hidden states to per-prompt statistics the moment the layer
-produces them, so at most one layer's attention map is alive at a time.
+``measure(model, texts)`` is the one entry point. Everything that instruments the model
+happens only inside ``recording``, a context manager that undoes it in ``finally``: forward
+hooks reduce each layer's hidden states to per-prompt statistics the moment the layer
+produces them, and the attention entropy is recorded on one of two paths:
 
-Which tensors: hidden states are exactly transformers' ``output_hidden_states`` tuple,
-index 0 = the embedding output (input of the first block), index l = output of block l, and
-the last index L = ``last_hidden_state``, which for decoders is *after* the final norm
-(GPT-2 ``ln_f``, Llama ``norm``, ...) and for BERT is the last block's output. Attention
-probabilities are exactly ``output_attentions`` under eager attention.
+* ``"fused"`` (the default wherever it is exact): an attention function registered with
+  transformers' ``AttentionInterface`` computes the layer's output with sdpa, exactly as a plain
+  sdpa forward does, and each attention row's entropy from the log-sum-exp and one more
+  attention call with the keys as the values (``metrics.attention_row_entropy``). No attention
+  map is ever made: memory grows by O(T), not O(T^2), and any length the model has positions
+  for can be measured.
+* ``"eager"`` (the reference, and the fallback where the fused path is not exact: BLOOM's
+  own attention code with ALiBi, logit soft-capping): eager attention, whose probabilities a
+  hook on each attention module reduces to row entropies as the layer returns them.
+
+Both paths give the same per-row entropies (to float32 rounding), from which every attention
+statistic is reduced the same way. Which tensors: hidden states are exactly transformers'
+``output_hidden_states`` tuple, index 0 = the embedding output (input of the first block),
+index l = output of block l, and the last index L = ``last_hidden_state``, which for decoders
+is *after* the final norm (GPT-2 ``ln_f``, Llama ``norm``, ...) and for BERT is the last
+block's output. Attention rows are those of ``output_attentions`` under eager attention.
 """
 
 from __future__ import annotations
 
 import ctypes
 import inspect
+import itertools
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +38,11 @@ import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import AttentionInterface
 
-from helpers import metrics
+from helpers import metrics, models
 from helpers.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
 
 PAPER_COLUMNS = ("final_activation", "attention_entropy", "max_sparsity")
@@ -47,16 +62,28 @@ class MetricsTable(pd.DataFrame):
             return super().__repr__()
 
 
+ATTENTION_PATHS = ("auto", "fused", "eager")
+"""``measure``'s ``attention`` argument: "auto" = fused where exact, else eager."""
+
+
 class AttentionMissingError(RuntimeError):
     """The model ran without producing attention probabilities (e.g. an sdpa or flash kernel)."""
 
 
+class FusedAttentionUnsupportedError(AttentionMissingError):
+    """The fused path cannot be exact for this model (scores changed other than by a mask); use eager."""
+
+
 @dataclass
 class Measurements:
-    """What ``measure_with_layers`` returns: the prompt table and the long per-layer table."""
+    """What ``measure_with_layers`` returns: the prompt table, the long per-layer table, the path that ran.
+
+    ``attention_path`` is "fused" or "eager" (also in ``prompts.attrs`` and ``layers.attrs``).
+    """
 
     prompts: pd.DataFrame
     layers: pd.DataFrame
+    attention_path: str
 
 
 # --- finding the modules to hook ---------------------------------------------------------------
@@ -126,15 +153,63 @@ class _BatchRecord:
     attention_heads: list[torch.Tensor] = field(default_factory=list)  # each (B, H)
     normalized_sums: list[torch.Tensor] = field(default_factory=list)  # each (B,)
     normalized_counts: list[torch.Tensor] = field(default_factory=list)  # each (B,)
-    _key_counts: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    _per_mask: dict[tuple, tuple[Any, torch.Tensor | list]] = field(default_factory=dict)
 
-    def key_counts(self, mask: torch.Tensor | None, q_len: int) -> torch.Tensor:
-        """Keys each query row may attend to, (B, 1|H, Q); computed once per mask (layers share masks)."""
-        key = (id(mask), q_len)
-        if key not in self._key_counts:
-            allowed = _allowed_keys(mask, self.token_mask, self.causal, q_len)
-            self._key_counts[key] = allowed.sum(dim=-1).to(torch.float64)
-        return self._key_counts[key]
+    def _cached(self, mask: torch.Tensor | None, what: tuple, make: Callable[[], Any]) -> Any:
+        """``make()`` once per mask and ``what`` (layers share masks); the mask is kept, so its id stays unique."""
+        key = (id(mask), *what)
+        if key not in self._per_mask:
+            self._per_mask[key] = (mask, make())
+        return self._per_mask[key][1]
+
+    def key_counts(self, mask: torch.Tensor | None, q_len: int, causal: bool | None = None) -> torch.Tensor:
+        """Keys each query row may attend to, (B, 1|H, Q) float64; computed once per mask."""
+        causal = self.causal if causal is None else causal
+        return self._cached(
+            mask, ("counts", q_len, causal), lambda: _count_allowed_keys(mask, self.token_mask, causal, q_len)
+        )
+
+    def key_ranges(self, mask: torch.Tensor | None) -> list[tuple[int, int, int, int]] | None:
+        """Per block of query rows, the keys it may attend to (``metrics.mask_key_ranges``); None without a mask."""
+        if mask is None:
+            return None
+        return self._cached(
+            mask, ("ranges",), lambda: metrics.mask_key_ranges(metrics.as_allowed(mask), metrics.QUERY_BLOCK)
+        )
+
+    def add_attention_rows(self, rows: torch.Tensor, mask: torch.Tensor | None, causal: bool | None = None) -> None:
+        """Reduce one layer's row entropies (B, H, Q) to its per-head sums and row-normalised sums.
+
+        The one place attention statistics are made, whichever path computed the rows.
+        """
+        rows = rows.to(torch.float64)
+        query_mask = self.token_mask[:, -rows.shape[-1] :]
+        self.attention_heads.append(metrics.attention_entropy_per_head(rows, query_mask))
+        n_keys = self.key_counts(mask, rows.shape[-1], causal)
+        sums, counts = metrics.normalized_row_entropy_sums(rows, query_mask, n_keys)
+        self.normalized_sums.append(sums)
+        self.normalized_counts.append(counts)
+
+
+COUNT_ROWS = 1024
+"""Query rows per step when counting allowed keys from a mask: bounds the temporary (B x rows x K bools)."""
+
+
+def _count_allowed_keys(mask: torch.Tensor | None, token_mask: torch.Tensor, causal: bool, q_len: int) -> torch.Tensor:
+    """Keys each query row may attend to (padding keys never count): (B, 1|H, Q) float64, a block of rows at a time."""
+    if mask is None:
+        real = token_mask.to(torch.int64)
+        counts = real.cumsum(dim=-1) if causal else real.sum(dim=-1, keepdim=True).expand_as(real)
+        return counts[:, None, -q_len:].to(torch.float64)
+    mask = mask[:, None] if mask.dim() == 3 else mask
+    mask = mask[..., -q_len:, :]
+    counts = [
+        _allowed_keys(mask[..., first : first + COUNT_ROWS, :], token_mask, causal, min(COUNT_ROWS, q_len - first))
+        .sum(dim=-1)
+        .to(torch.float64)
+        for first in range(0, q_len, COUNT_ROWS)
+    ]
+    return torch.cat(counts, dim=-1)
 
 
 def _allowed_keys(mask: torch.Tensor | None, token_mask: torch.Tensor, causal: bool, q_len: int) -> torch.Tensor:
@@ -144,53 +219,190 @@ def _allowed_keys(mask: torch.Tensor | None, token_mask: torch.Tensor, causal: b
         allowed = torch.ones(q_len, q_len, dtype=torch.bool, device=token_mask.device)
         allowed = torch.tril(allowed) if causal else allowed
         return allowed[None, None] & key_is_real
-    if mask.dtype == torch.bool:
-        allowed = mask
-    else:  # additive mask: 0 where allowed, the dtype's minimum (or -inf) where not
-        allowed = mask > torch.finfo(mask.dtype).min / 2
+    allowed = metrics.as_allowed(mask, check_bias=False)
     if allowed.dim() == 3:
         allowed = allowed[:, None]
     return allowed[..., -q_len:, :] & key_is_real
 
 
-_MALLOC_TUNED = False
+TRIM_TOKENS = 2048
+"""Batches of at least this many token positions hand freed heap memory back to the OS after each block."""
+
+_LIBC: Any = None
 
 
-def _return_freed_memory_to_the_os() -> None:
-    """On Linux/glibc, serve allocations of 1 MiB or more by mmap, so freed buffers leave the process.
+def _release_free_memory() -> None:
+    """glibc's malloc_trim(0): return freed heap pages to the OS (no-op elsewhere); changes no setting.
 
-    glibc's default raises its mmap threshold to 32 MiB after the first large free; the many
-    mid-sized temporaries of the per-layer statistics then fragment the heap, and freed memory
-    stays resident: at T = 2048 on SmolLM2 the peak RSS of a forward grew 2.3x (benchmarks/).
-    With a fixed threshold the peak equals a plain forward's. Set once per process; no-op elsewhere.
+    On long inputs the per-layer temporaries (tens of MB each, below glibc's mmap threshold)
+    fragment the heap and freed memory stays resident: at T = 8192 on SmolLM2 the peak RSS of
+    ``measure`` was 1.3x a plain forward's without this, 1.14x with it (benchmarks/).
     """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED or not sys.platform.startswith("linux"):
-        return
-    _MALLOC_TUNED = True
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = -3
-    except (OSError, AttributeError):
-        pass
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
+            _LIBC.malloc_trim  # noqa: B018 (musl and others lack it)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_UNSUPPORTED_ATTENTION_ARGUMENTS = ("softcap", "s_aux", "sinks", "position_bias")
+"""Keyword arguments of an attention call that change the scores other than by a mask: the fused path refuses them."""
+
+_REGISTRATIONS = itertools.count()
+
+
+def fused_attention_unsupported(loaded: LoadedModel) -> str | None:
+    """Why the fused path would not be exact for ``loaded`` (then "auto" runs eager), or None if it is.
+
+    It needs a model whose attention goes through transformers' ``AttentionInterface`` with scores
+    q.k * scale plus a mask: BLOOM has its own attention code (ALiBi); soft-capped logits
+    (``attn_logit_softcapping``, Gemma 2) are not an additive change of the scores. Keyword arguments
+    that change the scores (``_UNSUPPORTED_ATTENTION_ARGUMENTS``) are refused during the forward.
+    """
+    model = loaded.model
+    if not type(model)._can_set_attn_implementation():
+        return f"{type(model).__name__} has its own attention code, not transformers' AttentionInterface"
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        softcap = getattr(config, "attn_logit_softcapping", None)
+        if softcap is not None:
+            return f"its attention logits are soft-capped (attn_logit_softcapping={softcap})"
+    return None
+
+
+def _fused_attention(records: list[_BatchRecord]) -> Callable[..., tuple[torch.Tensor, None]]:
+    """An attention function for ``AttentionInterface``: sdpa's output, and the row entropies recorded.
+
+    Called by each attention layer with query (B, H, Q, D), key and value (B, H_kv, K, D) and the
+    mask ``sdpa_mask`` made (bool (B, 1, Q, K), or None for plain causal/full attention).
+    """
+
+    def attention(
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        dropout: float = 0.0,
+        scaling: float | None = None,
+        is_causal: bool | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:
+        changed = [name for name in _UNSUPPORTED_ATTENTION_ARGUMENTS if kwargs.get(name) is not None]
+        if attention_mask is not None and attention_mask.dtype != torch.bool:
+            try:
+                metrics.as_allowed(attention_mask)
+            except ValueError:
+                changed.append("an additive bias in the mask")
+        if changed or dropout:
+            raise FusedAttentionUnsupportedError(
+                f"{type(module).__name__} changes its attention scores ({', '.join(changed) or 'dropout'}): the fused "
+                "entropy would not be exact; measure with attention='eager'"
+            )
+        record = records[-1]
+        blocks = record.key_ranges(attention_mask)
+        groups = query.shape[1] // key.shape[1]
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        if blocks is None or len(blocks) == 1:  # no mask, or a short one: exactly transformers' sdpa
+            output, _ = sdpa_attention_forward(
+                module, query, key, value, attention_mask, dropout=0.0, scaling=scaling, is_causal=is_causal, **kwargs
+            )
+        else:  # the same sdpa, a block of query rows at a time over the keys they may see
+            output = _blocked_sdpa(
+                query, repeat_kv(key, groups), repeat_kv(value, groups), attention_mask, blocks, scale
+            )
+        q_len = query.shape[2]
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        causal = bool(q_len > 1 and attention_mask is None and causal)  # as sdpa decides
+        rows = metrics.attention_row_entropy(
+            query, key, scale=scale, mask=attention_mask, is_causal=causal, blocks=blocks
+        )
+        record.add_attention_rows(rows, attention_mask, causal if attention_mask is None else None)
+        return output, None
+
+    return attention
+
+
+def _blocked_sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    blocks: Sequence[tuple[int, int, int, int]],
+    scale: float,
+) -> torch.Tensor:
+    """sdpa over blocks of query rows, each against only the keys it may attend to: (B, Q, H, D), as transformers'.
+
+    query (B, H, Q, D), key/value (B, H, K, D) with heads repeated; mask bool (B|1, 1|H, Q, K);
+    blocks from ``metrics.mask_key_ranges``. With a sliding window of w keys this costs O(T (w + block))
+    instead of sdpa's O(T^2) over the whole mask, and no T x T float copy of the mask is made.
+    Rows with no key to attend to are 0, as sdpa returns them.
+    """
+    allowed = metrics.as_allowed(mask)
+    output = query.new_zeros(*query.shape[:-1], value.shape[-1])
+    for first, end, first_key, end_key in blocks:
+        if end_key > first_key:
+            output[..., first:end, :] = torch.nn.functional.scaled_dot_product_attention(
+                query[..., first:end, :],
+                key[..., first_key:end_key, :],
+                value[..., first_key:end_key, :],
+                attn_mask=allowed[..., first:end, first_key:end_key],
+                scale=scale,
+            )
+    return output.transpose(1, 2).contiguous()
 
 
 @contextmanager
-def recording(loaded: LoadedModel) -> Iterator[list[_BatchRecord]]:
-    """Hook ``loaded.model`` for the duration; yields a list whose last item is the current batch's record.
-
-    Sets eager attention and eval mode, restores both, and removes every hook in ``finally``.
-    """
-    model = loaded.model
-    previous_implementation = model.config._attn_implementation
-    was_training = model.training
-    records: list[_BatchRecord] = []
-    handles: list[torch.utils.hooks.RemovableHandle] = []
+def _registered(interface: type, name: str, function: Callable) -> Iterator[None]:
+    """``function`` registered as ``name`` in a transformers interface class, and the entry restored on exit."""
+    mapping = interface._global_mapping
+    missing = object()
+    previous = mapping.get(name, missing)
+    interface.register(name, function)
     try:
-        if previous_implementation != ATTENTION_IMPLEMENTATION:
+        yield
+    finally:
+        if previous is missing:
+            mapping.pop(name, None)
+        else:
+            mapping[name] = previous
+
+
+def _restore(model: nn.Module, implementation: str, training: bool) -> None:
+    if model.config._attn_implementation != implementation:
+        model.set_attn_implementation(implementation)
+    model.train(training)
+
+
+@contextmanager
+def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_BatchRecord]]:
+    """Instrument ``loaded.model`` for the duration; yields a list whose last item is the current batch's record.
+
+    ``attention``: "fused" registers an attention function (and sdpa's mask function) under a
+    name of its own in transformers' ``AttentionInterface``/``AttentionMaskInterface`` and sets
+    the model to it; "eager" sets eager attention and hooks each attention module. Both put the
+    model in eval mode and hook the blocks for hidden states. On exit, error or not, every hook is
+    removed, the attention implementation and training mode are restored and the registry entries
+    removed: nothing global is left behind.
+    """
+    if attention not in ("fused", "eager"):
+        raise ValueError(f"attention must be 'fused' or 'eager' here, got {attention!r}")
+    model = loaded.model
+    records: list[_BatchRecord] = []
+    with ExitStack() as undo:
+        undo.callback(_restore, model, model.config._attn_implementation, model.training)
+        if attention == "fused":
+            name = f"helpers_entropy_{next(_REGISTRATIONS)}"
+            undo.enter_context(_registered(AttentionInterface, name, _fused_attention(records)))
+            undo.enter_context(_registered(AttentionMaskInterface, name, sdpa_mask))
+            undo.callback(_restore, model, model.config._attn_implementation, model.training)  # before unregistering
+            model.set_attn_implementation(name)
+        elif model.config._attn_implementation != ATTENTION_IMPLEMENTATION:
             model.set_attn_implementation(ATTENTION_IMPLEMENTATION)
         model.eval()
-        if next(model.parameters()).device.type == "cpu":
-            _return_freed_memory_to_the_os()
         blocks, attentions = find_layers(model, loaded.n_layers)
 
         def embedding_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -206,6 +418,8 @@ def recording(loaded: LoadedModel) -> Iterator[list[_BatchRecord]]:
                 record.last_block = stats  # before the final norm; the final entry comes from the output
             else:
                 record.hidden.append(stats)
+            if record.token_mask.numel() >= TRIM_TOKENS and hidden.device.type == "cpu":
+                _release_free_memory()
 
         def attention_hook(index: int):
             def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -216,29 +430,21 @@ def recording(loaded: LoadedModel) -> Iterator[list[_BatchRecord]]:
                         f"{type(module).__name__} returned no attention probabilities under attention "
                         f"implementation {model.config._attn_implementation!r}; measure needs 'eager'"
                     )
-                query_mask = record.token_mask[:, -probs.shape[-2] :]
                 per_head = probs[:, 0].numel()  # as many heads at once as fit a small slice of memory
                 rows = metrics.row_entropy(probs, heads_per_chunk=max(1, ENTROPY_CHUNK_ELEMENTS // per_head))
-                record.attention_heads.append(metrics.attention_entropy_per_head(rows, query_mask))
-                n_keys = record.key_counts(kwargs.get("attention_mask"), probs.shape[-2])
-                sums, counts = metrics.normalized_row_entropy_sums(rows, query_mask, n_keys)
-                record.normalized_sums.append(sums)
-                record.normalized_counts.append(counts)
+                record.add_attention_rows(rows, kwargs.get("attention_mask"))
 
             return hook
 
-        handles.append(blocks[0].register_forward_pre_hook(embedding_hook, with_kwargs=True))
+        handles = [blocks[0].register_forward_pre_hook(embedding_hook, with_kwargs=True)]
         handles.extend(block.register_forward_hook(block_hook) for block in blocks)
-        handles.extend(
-            module.register_forward_hook(attention_hook(index), with_kwargs=True) for module, index in attentions
-        )
-        yield records
-    finally:
+        if attention == "eager":
+            handles.extend(
+                module.register_forward_hook(attention_hook(index), with_kwargs=True) for module, index in attentions
+            )
         for handle in handles:
-            handle.remove()
-        if model.config._attn_implementation != previous_implementation:
-            model.set_attn_implementation(previous_implementation)
-        model.train(was_training)
+            undo.callback(handle.remove)
+        yield records
 
 
 # --- input checks and batching -------------------------------------------------------------------
@@ -281,10 +487,35 @@ def check_lengths(loaded: LoadedModel, lengths: Sequence[int], names: Sequence[s
         )
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def check_arguments(
+    *,
+    batch_size: Any = 16,
+    device: Any = "auto",
+    dtype: Any = None,
+    max_length: Any = None,
+    progress: Any = True,
+    layers: Any = True,
+    attention: Any = "auto",
+) -> tuple[torch.device, torch.dtype | None]:
+    """Check ``measure``'s keyword arguments before any model work; return the device and dtype they name.
+
+    Each error names the argument, the bad value and what is allowed.
+    """
+    for name, value, minimum in (("batch_size", batch_size, 1), ("max_length", max_length, 1)):
+        if name == "max_length" and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            allowed = "a positive int" + (" or None" if name == "max_length" else "")
+            raise TypeError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+        if value < minimum:
+            raise ValueError(f"{name} must be a positive int, got {value}")
+    for name, value in (("progress", progress), ("layers", layers)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    if not isinstance(attention, str) or attention not in ATTENTION_PATHS:
+        raise ValueError(f"attention must be one of {', '.join(map(repr, ATTENTION_PATHS))}, got {attention!r}")
+    resolved_dtype = None if dtype is None else models.resolve_dtype(dtype)
+    return models.resolve_device(device), resolved_dtype
 
 
 def _length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -302,27 +533,77 @@ def measure_with_layers(
     *,
     batch_size: int = 16,
     device: str | torch.device = "auto",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     max_length: int | None = None,
     progress: bool = True,
     layers: bool = True,
+    attention: str = "auto",
 ) -> Measurements:
-    """Measure every text; return the prompt table and the long per-layer table (empty if not ``layers``).
+    """Measure every text; return the prompt table, the long per-layer table (empty if not ``layers``), the path.
 
-    ``model``: a registry name, a hub id, a local folder, or what ``load_model`` returns.
-    Texts are tokenized as the tokenizer does by default (special tokens included);
-    ``max_length`` truncates, otherwise a text longer than the model's positions is an error.
-    ``dtype`` runs the model in that dtype (statistics are always reduced in float64).
+    ``model``: a registry name, a hub id, a local folder, or what ``load_model`` returns (never
+    changed: another ``dtype`` or ``device`` runs on a converted copy). Texts are tokenized as the
+    tokenizer does by default (special tokens included); ``max_length`` truncates, otherwise a
+    text longer than the model's positions is an error. ``dtype`` (torch.float32/bfloat16/float16
+    or their names; default: the model's) runs the model in that dtype; statistics are reduced in
+    float32 or better (float64 across tokens and rows) whatever the dtype. ``device``: "auto"
+    (CUDA if available), "cpu", "cuda[:i]", "mps" or a torch.device.
+
+    ``attention``: "auto" (default) runs the fused path where it is exact (every architecture
+    that calls transformers' attention interface without soft-capping: BERT, GPT-2, Qwen2, Phi,
+    GPT-NeoX, StableLM, Llama, Gemma 3) and eager elsewhere (BLOOM); "fused" insists on it;
+    "eager" runs the reference (attention maps, one layer at a time). Fused and eager agree to
+    1e-5 relative on prompt totals (tests/integration/test_fused_attention.py); the path that ran
+    is ``Measurements.attention_path`` and ``.attrs["attention_path"]`` of both tables.
+
+    The per-layer table has columns ``model, text_index, layer, statistic, head, value``:
+    hidden-state statistics at layers 0..L (0 = embedding output), attention statistics at
+    layers 1..L: ``attention_entropy`` (the layer's mean over heads of the per-head sum of row
+    entropies) and ``attention_entropy_normalized`` with ``head`` <NA>, and one
+    ``attention_entropy_head`` row per head with ``head`` = 0..H-1 (pandas Int64). Sorted by
+    text_index, layer, statistic, head.
     """
     texts = validate_texts(texts)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, dtype=dtype or torch.float32)
-    target_device = _resolve_device(device)
-    if dtype is not None and next(loaded.model.parameters()).dtype != dtype:
-        loaded.model.to(dtype)
-    loaded.model.to(target_device)
+    target_device, target_dtype = check_arguments(
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        max_length=max_length,
+        progress=progress,
+        layers=layers,
+        attention=attention,
+    )
+    if isinstance(model, LoadedModel):
+        loaded = models.converted(model, dtype=target_dtype, device=target_device)
+    elif isinstance(model, str):
+        loaded = load_model(model, dtype=target_dtype or torch.float32, device=target_device)
+    else:
+        raise TypeError(
+            f"model must be a model name (str) or what load_model returns, got {model!r} ({type(model).__name__})"
+        )
 
+    unsupported = fused_attention_unsupported(loaded)
+    if attention == "fused" and unsupported:
+        raise FusedAttentionUnsupportedError(f"{loaded.name}: no exact fused path: {unsupported}; use 'eager'")
+    path = "eager" if attention == "eager" or unsupported else "fused"
+    try:
+        return _measure(loaded, texts, batch_size, target_device, max_length, progress, layers, path)
+    except FusedAttentionUnsupportedError:
+        if attention != "auto":
+            raise
+        return _measure(loaded, texts, batch_size, target_device, max_length, progress, layers, "eager")
+
+
+def _measure(
+    loaded: LoadedModel,
+    texts: list[str],
+    batch_size: int,
+    target_device: torch.device,
+    max_length: int | None,
+    progress: bool,
+    layers: bool,
+    path: str,
+) -> Measurements:
     tokenizer = loaded.tokenizer
     encoded = tokenizer(texts, truncation=max_length is not None, max_length=max_length)
     lengths = [len(ids) for ids in encoded["input_ids"]]
@@ -338,13 +619,14 @@ def measure_with_layers(
     causal = loaded.architecture == "decoder"
     base_model = loaded.model.base_model  # no language-model head: the metrics never use it
     accepts_positions = "position_ids" in inspect.signature(base_model.forward).parameters
-    with recording(loaded) as records, torch.inference_mode():
+    with recording(loaded, path) as records, torch.inference_mode():
         for batch in tqdm(batches, desc=f"measure {loaded.name}", unit="batch", disable=not progress):
             features = tokenizer.pad(
                 {key: [encoded[key][i] for i in batch] for key in encoded.keys()}, return_tensors="pt"
             )
             features = {key: value.to(target_device) for key, value in features.items()}
-            if accepts_positions:  # positions count real tokens only, so left padding shifts nothing
+            left_padded = not bool(features["attention_mask"][:, 0].all())
+            if accepts_positions and left_padded:  # positions count real tokens only: left padding shifts nothing
                 features["position_ids"] = (features["attention_mask"].cumsum(dim=-1) - 1).clamp_min(0)
             records.append(_BatchRecord(token_mask=features["attention_mask"], causal=causal))
             output = base_model(**features, use_cache=False)
@@ -364,8 +646,12 @@ def measure_with_layers(
     prompt_table.insert(2, "truncated", truncated)
     layer_table = pd.concat(layer_frames, ignore_index=True) if layers else _empty_layer_table()
     layer_table.insert(0, "model", loaded.name)
-    layer_table = layer_table.sort_values(["text_index", "layer", "statistic"], kind="stable").reset_index(drop=True)
-    return Measurements(prompts=MetricsTable(prompt_table.reset_index()), layers=layer_table)
+    order = ["model", "text_index", "layer", "statistic", "head", "value"]
+    layer_table = layer_table[order].sort_values(["text_index", "layer", "statistic", "head"], kind="stable")
+    prompts = MetricsTable(prompt_table.reset_index())
+    layer_table = layer_table.reset_index(drop=True)
+    prompts.attrs["attention_path"] = layer_table.attrs["attention_path"] = path
+    return Measurements(prompts=prompts, layers=layer_table, attention_path=path)
 
 
 def measure(
@@ -374,11 +660,12 @@ def measure(
     *,
     batch_size: int = 16,
     device: str | torch.device = "auto",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     max_length: int | None = None,
     progress: bool = True,
+    attention: str = "auto",
 ) -> pd.DataFrame:
-    """Per-prompt metrics, one row per text in input order (see ``measure_with_layers``).
+    """Per-prompt metrics, one row per text in input order (arguments: see ``measure_with_layers``).
 
     Columns: ``text_index, model, n_tokens``, ``truncated`` (the text lost tokens to
     ``max_length``), ``nonfinite_layers`` (how many of the L+1 hidden states, or the attention
@@ -392,7 +679,8 @@ def measure(
     eps in 0.001 and 0.1, ``max_sparsity_relative_<eps>`` (threshold eps x the layer's std)
     for eps in 0.001, 0.01, 0.1; ``max_hoyer_sparsity`` (max over the L+1 entries of the mean
     over tokens of each token vector's Hoyer sparsity, scale-free: ``metrics.hoyer_sparsity``) and
-    ``max_hoyer_sparsity_no_embedding``. The table prints every column.
+    ``max_hoyer_sparsity_no_embedding``. The table prints every column. ``attention`` picks the path
+    ("auto": fused where exact, else eager); ``.attrs["attention_path"]`` says which ran.
     """
     return measure_with_layers(
         model,
@@ -403,11 +691,20 @@ def measure(
         max_length=max_length,
         progress=progress,
         layers=False,
+        attention=attention,
     ).prompts
 
 
 def _empty_layer_table() -> pd.DataFrame:
-    return pd.DataFrame({"layer": [], "statistic": [], "value": [], "text_index": []})
+    return pd.DataFrame(
+        {
+            "layer": pd.Series([], dtype="int64"),
+            "statistic": pd.Series([], dtype="object"),
+            "head": pd.Series([], dtype="Int64"),
+            "value": pd.Series([], dtype="float64"),
+            "text_index": pd.Series([], dtype="int64"),
+        }
+    )
 
 
 def _tables(record: _BatchRecord, n_layers: int, layers: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -461,24 +758,37 @@ def _tables(record: _BatchRecord, n_layers: int, layers: bool = True) -> tuple[p
                 "batch_position": torch.arange(batch).repeat(n_hidden * n_stats).numpy(),
                 "layer": torch.arange(n_hidden).repeat_interleave(n_stats * batch).numpy(),
                 "statistic": [name for _ in range(n_hidden) for name in hidden_names for _ in range(batch)],
+                "head": pd.array([pd.NA] * (n_hidden * n_stats * batch), dtype="Int64"),
                 "value": hidden.reshape(-1).numpy(),
             }
         )
     ]
-    attention_stats = {
+    layer_level = {
         "attention_entropy": layer_entropy,
         "attention_entropy_normalized": normalized_sums / normalized_counts,
     }
-    attention_stats |= {f"attention_entropy_head_{h}": heads[:, :, h] for h in range(heads.shape[2])}
-    for name, values in attention_stats.items():  # values (L, B) for layers 1..L
+    for name, values in layer_level.items():  # values (L, B) for layers 1..L
         frames.append(
             pd.DataFrame(
                 {
                     "batch_position": torch.arange(batch).repeat(n_layers).numpy(),
                     "layer": torch.arange(1, n_layers + 1).repeat_interleave(batch).numpy(),
                     "statistic": name,
+                    "head": pd.array([pd.NA] * (n_layers * batch), dtype="Int64"),
                     "value": values.reshape(-1).numpy(),
                 }
             )
         )
+    n_heads = heads.shape[2]  # heads (L, B, H): one row per layer, prompt and head
+    frames.append(
+        pd.DataFrame(
+            {
+                "batch_position": torch.arange(batch).repeat_interleave(n_heads).repeat(n_layers).numpy(),
+                "layer": torch.arange(1, n_layers + 1).repeat_interleave(batch * n_heads).numpy(),
+                "statistic": "attention_entropy_head",
+                "head": pd.array(torch.arange(n_heads).repeat(n_layers * batch).numpy(), dtype="Int64"),
+                "value": heads.reshape(-1).numpy(),
+            }
+        )
+    )
     return prompts, pd.concat(frames, ignore_index=True)

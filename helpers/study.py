@@ -168,25 +168,18 @@ def model_key(name: str) -> str:
 
 
 def check_model_name(name: str) -> None:
-    """Raise ``ValueError`` for a model name that cannot name a model, before any model work (no loading).
+    """Raise ``ValueError`` if ``name`` cannot name a model that loads here; load nothing.
 
-    A path-like name (starting with '.', '/', '~', or with more than one '/') must be an existing
-    folder; otherwise a name is a registry name or a hub id written 'owner/name'.
+    ``helpers.registry.check_model_name`` (a registry name, an existing model folder, or a hub id
+    'owner/name' that is cached or reachable), with its message; no torch.
     """
-    from helpers.models import known_models
+    from helpers.registry import ModelUnavailableError
+    from helpers.registry import check_model_name as check
 
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise ValueError(f"model folder {name!r} does not exist ({path.resolve()})")
-    if name in known_models():
-        return
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+", name):
-        raise ValueError(
-            f"unknown model {name!r}: not a registry name ({', '.join(known_models())}), not a hub id written "
-            "'owner/name', and not an existing folder"
-        )
+    try:
+        check(name)
+    except ModelUnavailableError as error:
+        raise ValueError(str(error)) from None
 
 
 def parse_params(raw: Any, source: str = "parameters") -> StudyParams:

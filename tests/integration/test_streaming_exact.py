@@ -2,7 +2,15 @@
 
 The brute force runs each prompt alone (no padding) with ``output_attentions=True,
 output_hidden_states=True`` under eager attention and computes the metrics with plain torch,
-sharing no code with ``helpers``. ``measure`` runs all prompts in one padded batch.
+sharing no code with ``helpers``. ``measure`` runs all prompts in one padded batch, on its
+default path (fused wherever it is exact: every model here but BLOOM) and on the eager reference.
+
+Tolerance: 1e-5 relative on every prompt-level value (TOLERANCE). The fused entropy is
+logsumexp - E_p[s] in float32, the brute force -sum p log p from float32 probabilities summed
+in float64: both carry float32 rounding of about 1e-7 relative per row, and the unit tests on
+random scores bound a row's error at ~1e-5 nats; summed over rows and heads the prompt totals
+agree to ~1e-7 here, so 1e-5 leaves a margin of 100x and still catches any real error (a
+missing row or head, a wrong mask or scale changes the totals by far more than 1e-3).
 """
 
 from __future__ import annotations
@@ -73,7 +81,15 @@ def assert_rows_close(measured: pd.DataFrame, expected: list[dict[str, float]]) 
 @pytest.mark.parametrize("name", TINY_MODELS + EMBEDDED_MODELS)
 def test_streaming_equals_brute_force(name: str) -> None:
     measured = helpers.measure(name, PROMPTS, batch_size=len(PROMPTS), progress=False)
+    assert measured.attrs["attention_path"] == ("eager" if name == "tiny-bloom" else "fused")
     assert list(measured["text_index"]) == list(range(len(PROMPTS)))
+    assert_rows_close(measured, [brute_force(name, text) for text in PROMPTS])
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_eager_reference_path_equals_brute_force(name: str) -> None:
+    measured = helpers.measure(name, PROMPTS, batch_size=len(PROMPTS), progress=False, attention="eager")
+    assert measured.attrs["attention_path"] == "eager"
     assert_rows_close(measured, [brute_force(name, text) for text in PROMPTS])
 
 
@@ -102,6 +118,7 @@ def test_per_layer_table_has_every_layer_statistic_and_prompt() -> None:
     loaded = helpers.load_model("tiny-qwen2")
     result = helpers.measure_with_layers(loaded, PROMPTS, progress=False)
     layers = result.layers
+    assert list(layers.columns) == ["model", "text_index", "layer", "statistic", "head", "value"]
     n_hidden_stats = 4 + 3 + 3 + 2  # mean, mean_abs, std, max_abs, near_zero(_relative) at 3 eps, hoyer, nonfinite
     n_attention_stats = 2 + loaded.n_heads  # layer entropy, normalized, per head
     per_prompt = (loaded.n_layers + 1) * n_hidden_stats + loaded.n_layers * n_attention_stats
@@ -110,16 +127,35 @@ def test_per_layer_table_has_every_layer_statistic_and_prompt() -> None:
     # the layer table's own entropy averages back to the prompt table's H_att
     entropy = layers[layers["statistic"] == "attention_entropy"].groupby("text_index")["value"].mean()
     assert entropy.to_numpy() == pytest.approx(result.prompts["attention_entropy"].to_numpy(), rel=1e-12)
-    heads = layers[layers["statistic"].str.startswith("attention_entropy_head_")]
-    assert heads["statistic"].nunique() == loaded.n_heads
+    heads = layers[layers["statistic"] == "attention_entropy_head"]
+    assert sorted(heads["head"].unique()) == list(range(loaded.n_heads))
+    # and so do the per-head rows: one source of statistics
+    per_head = heads.groupby("text_index")["value"].mean()
+    assert per_head.to_numpy() == pytest.approx(result.prompts["attention_entropy"].to_numpy(), rel=1e-12)
 
 
-def test_measure_sets_eager_itself_and_restores_the_models_state() -> None:
+def test_per_head_rows_have_an_integer_head_column_sorted_numerically() -> None:
+    loaded = helpers.load_model("minilm-l6")  # 12 heads: "head_10" sorted before "head_2" as text
+    layers = helpers.measure_with_layers(loaded, PROMPTS[:2], progress=False).layers
+    assert str(layers["head"].dtype) == "Int64"
+    heads = layers[layers["statistic"] == "attention_entropy_head"]
+    assert not heads["head"].isna().any()
+    for _, group in heads.groupby(["text_index", "layer"]):
+        assert group["head"].tolist() == list(range(loaded.n_heads))
+    layer_level = layers[layers["statistic"].isin(["attention_entropy", "near_zero_0.01"])]
+    assert layer_level["head"].isna().all()  # filtering by statistic alone never mixes in per-head rows
+    assert len(layer_level) == 2 * (loaded.n_layers + (loaded.n_layers + 1))
+    keys = layers[["text_index", "layer", "statistic", "head"]]
+    assert keys.equals(keys.sort_values(["text_index", "layer", "statistic", "head"]))
+
+
+@pytest.mark.parametrize("attention", ["fused", "eager"])
+def test_measure_sets_its_attention_itself_and_restores_the_models_state(attention: str) -> None:
     loaded = helpers.load_model("tiny-llama")
     loaded.model.set_attn_implementation("sdpa")
     loaded.model.train()
     try:
-        measured = helpers.measure(loaded, PROMPTS[:1], progress=False)
+        measured = helpers.measure(loaded, PROMPTS[:1], progress=False, attention=attention)
         assert measured["attention_entropy"].iloc[0] > 0
         assert loaded.model.config._attn_implementation == "sdpa" and loaded.model.training
     finally:
@@ -154,7 +190,7 @@ def test_missing_attention_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(streaming, "ATTENTION_IMPLEMENTATION", "sdpa")  # sdpa returns no probabilities
     loaded = helpers.load_model("tiny-phi")
     with pytest.raises(helpers.AttentionMissingError, match="no attention probabilities"):
-        helpers.measure(loaded, PROMPTS, progress=False)
+        helpers.measure(loaded, PROMPTS, progress=False, attention="eager")
     assert loaded.model.config._attn_implementation == "eager"
 
 

@@ -31,6 +31,21 @@ def test_boolean_mask_is_used_as_is() -> None:
     assert torch.equal(allowed, mask)
 
 
+def test_allowed_keys_are_counted_the_same_a_block_of_rows_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 9
+    band = torch.tril(torch.ones(n, n, dtype=torch.bool)) & ~torch.tril(torch.ones(n, n, dtype=torch.bool), -3)
+    token_mask = torch.tensor([[1] * n, [0, 0] + [1] * (n - 2)])
+    mask = band[None, None] & token_mask.bool()[:, None, None, :]
+    whole = streaming._count_allowed_keys(mask, token_mask, causal=True, q_len=n)
+    assert whole[1, 0].tolist() == [0, 0, 1, 2, 3, 3, 3, 3, 3]  # left padding, then a 3-key window
+    monkeypatch.setattr(streaming, "COUNT_ROWS", 2)
+    assert torch.equal(streaming._count_allowed_keys(mask, token_mask, causal=True, q_len=n), whole)
+    # no mask: causal rows count the real keys up to themselves, encoder rows every real key
+    ones = torch.ones(1, 4, dtype=torch.long)
+    assert streaming._count_allowed_keys(None, ones, causal=True, q_len=4)[0, 0].tolist() == [1, 2, 3, 4]
+    assert streaming._count_allowed_keys(None, ones, causal=False, q_len=4)[0, 0].tolist() == [4, 4, 4, 4]
+
+
 def test_length_sorted_batches_cover_every_index_once_longest_first() -> None:
     lengths = [3, 10, 1, 7, 7, 2]
     batches = streaming._length_sorted_batches(lengths, 4)
