@@ -95,7 +95,19 @@ def _die_with_parent() -> None:
 
 
 LOCK_WAIT_SECONDS = 15.0
-"""How long a run waits for the lock: the processes of a run killed a moment ago may still be exiting."""
+"""How long a run waits for the lock when the runner that took it is gone: the processes of a run
+killed a moment ago may still be exiting. While that runner lives, a second run fails at once."""
+
+
+def _alive(pid: str) -> bool:
+    """Whether ``pid`` (as written in the lock file) is a live process."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _lock_within(handle: Any, seconds: float) -> bool:
@@ -119,7 +131,9 @@ def run(snakemake_arguments: list[str]) -> int:
     """Run Snakemake with ``snakemake_arguments`` under the compendium's lock; return its exit status."""
     LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(LOCK, "a+") as handle:
-        if not _lock_within(handle, LOCK_WAIT_SECONDS):
+        handle.seek(0)
+        holder = handle.read().strip()
+        if not _lock_within(handle, 0.0 if _alive(holder) else LOCK_WAIT_SECONDS):
             handle.seek(0)
             raise RunInProgressError(
                 f"another run of the workflow is in progress in {paths.ROOT} (pid {handle.read().strip() or '?'}); "
