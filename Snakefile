@@ -15,11 +15,9 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from helpers import paths  # noqa: E402
-from helpers.figures import FINDINGS_FIGURES, OUTPUT_FIGURES  # noqa: E402
-from helpers.findings import OUTPUT_TABLES as FINDINGS_TABLES  # noqa: E402
 from helpers.notebooks import RunOutputs, numbered_notebooks  # noqa: E402
+from helpers.outputs import FINDINGS_FIGURES, FINDINGS_TABLES, STUDY_FIGURES, STUDY_TABLES  # noqa: E402
 from helpers.study import load_params, model_key  # noqa: E402
-from helpers.tables import OUTPUT_TABLES  # noqa: E402
 from helpers.workflow import code_inputs, runner_inputs  # noqa: E402
 
 PARAMS = config.get("params", "params/default.yaml")
@@ -68,7 +66,7 @@ rule all:
         # every intermediate too, so that deleting one rebuilds it and what depends on it
         expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers")),
         OUT.metrics,
-        [OUT.aggregated / f"{name}.parquet" for name in OUTPUT_TABLES],
+        [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
 
 
 rule collect:
@@ -116,7 +114,7 @@ rule aggregate:
         REFERENCE,
         OUT.metrics,
     output:
-        [OUT.aggregated / f"{name}.parquet" for name in OUTPUT_TABLES],
+        [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
         OUT.reports / "03_aggregate.html",
     log:
         OUT.executed("03_aggregate"),
@@ -132,9 +130,9 @@ rule plot:
         INPUTS,
         OUT.metrics,
         expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),
-        [OUT.aggregated / f"{name}.parquet" for name in OUTPUT_TABLES],
+        [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
     output:
-        figures(OUTPUT_FIGURES),
+        figures(STUDY_FIGURES),
         OUT.reports / "04_plot.html",
     log:
         OUT.executed("04_plot"),
@@ -148,9 +146,9 @@ rule export_tables:
     input:
         code("05_export_tables"),
         INPUTS,
-        [OUT.aggregated / f"{name}.parquet" for name in OUTPUT_TABLES],
+        [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
     output:
-        tables(OUT.tables, OUTPUT_TABLES),
+        tables(OUT.tables, STUDY_TABLES),
         OUT.reports / "05_export_tables.html",
     log:
         OUT.executed("05_export_tables"),

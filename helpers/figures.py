@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import paths, store
+from helpers.outputs import FINDINGS_FIGURES, STUDY_FIGURES
 from helpers.study import CATEGORIES
 from helpers.tables import PAPER_METRICS, finite_only
 
@@ -34,20 +35,6 @@ CATEGORY_COLOURS: dict[str, tuple[float, float, float]] = dict(
 ANNOTATION_DIGITS = 3
 """Significant digits of every number written into a heatmap cell."""
 
-OUTPUT_FIGURES: tuple[str, ...] = (
-    "heatmap_final_activation",
-    "heatmap_attention_entropy",
-    "heatmap_max_sparsity",
-    "heatmap_final_activation_by_model",
-    "heatmap_attention_entropy_by_model",
-    "heatmap_max_sparsity_by_model",
-    "architecture_comparison",
-    "layer_profiles",
-    "entropy_vs_tokens",
-    "category_ranking_attention_entropy",
-)
-"""Every figure notebook 04 makes (PNG and SVG in figures/)."""
-
 
 def _drawn(table: pd.DataFrame) -> pd.DataFrame:
     """What a figure draws: the data read at measurement precision, then rounded like the text outputs,
@@ -58,7 +45,7 @@ def _drawn(table: pd.DataFrame) -> pd.DataFrame:
 def study_figures(
     tables: dict[str, pd.DataFrame], metrics: pd.DataFrame, layers: pd.DataFrame
 ) -> dict[str, plt.Figure]:
-    """All of ``OUTPUT_FIGURES`` from a run's tables, tidy metrics and per-layer table (finite prompts only)."""
+    """All of ``STUDY_FIGURES`` from a run's tables, tidy metrics and per-layer table (finite prompts only)."""
     # figures draw the data rounded like the text outputs, so float noise between machines changes no pixel
     tables = {name: _drawn(table) for name, table in tables.items()}
     metrics, layers = _drawn(finite_only(metrics)), _drawn(layers)
@@ -69,7 +56,7 @@ def study_figures(
     result["layer_profiles"] = layer_profiles(layers)
     result["entropy_vs_tokens"] = entropy_vs_tokens(metrics)
     result["category_ranking_attention_entropy"] = category_ranking(tables["published_vs_reproduced_categories"])
-    assert tuple(result) == OUTPUT_FIGURES
+    assert tuple(result) == STUDY_FIGURES
     return result
 
 
@@ -257,9 +244,6 @@ def save_figures(figures: dict[str, plt.Figure], folder: Path, notebook: str) ->
 
 
 # --- notebook 06: the findings ----------------------------------------------------------------------
-
-FINDINGS_FIGURES: tuple[str, ...] = ("finding1_categories", "sparsity_variants", "sparsity_layer_profiles")
-"""Every figure notebook 06 makes."""
 
 
 def _note_figure(text: str) -> plt.Figure:

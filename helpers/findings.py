@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from helpers import robustness, store
+from helpers.outputs import FINDINGS_TABLES
 from helpers.robustness import MATH, StudyData
 
 HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_TESTABLE = "holds", "does not hold", "inconclusive", "not testable here"
@@ -966,20 +967,6 @@ def quote_in_readme(scorecard: pd.DataFrame, paragraph: str, readme: Path, sourc
 
 # --- notebook 06's one call ------------------------------------------------------------------------------
 
-OUTPUT_TABLES: tuple[str, ...] = (
-    "findings_scorecard",
-    "findings_on_published_data",
-    "power_analysis",
-    "finding1_per_model",
-    "finding1_categories",
-    "finding3_gpt2_contrasts",
-    "length_models",
-    "sparsity_variants",
-    "model_pair_contrasts",
-    "cell_intervals",
-    "top10_stability",
-)
-"""Every table notebook 06 exports to paper/tables/ (CSV, Markdown, LaTeX)."""
 
 PAIR_METRICS = (
     "final_activation",
@@ -1050,5 +1037,5 @@ def _analyse(metrics: pd.DataFrame, published_cells: pd.DataFrame, samples: int,
     for name, table in tables.items():
         if table.empty:
             tables[name] = pd.DataFrame({"note": ["no rows: the run has too few models or prompts"]})
-    tables = {name: tables[name] for name in OUTPUT_TABLES}
+    tables = {name: tables[name] for name in FINDINGS_TABLES}
     return FindingsAnalysis(run, published, assessments, tables, conclusions(assessments, published))

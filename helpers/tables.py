@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import store
+from helpers.outputs import PUBLISHED_SUMMARIES, STUDY_TABLES
 from helpers.study import CATEGORIES
 
 PAPER_METRICS: dict[str, str] = {
@@ -176,18 +177,6 @@ def summary_tables(cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
     }
 
 
-PUBLISHED_SUMMARIES: dict[str, str] = {
-    "model_summary": "model_summary",
-    "category_performance": "category_performance_across_models",
-    "architecture_comparison": "architecture_comparison",
-    "parameter_scale": "parameter_scale_analysis",
-    "top10_final_activation": "top_10_by_final_activation",
-    "top10_attention_entropy": "top_10_by_attention_entropy",
-    "top10_lowest_sparsity": "top_10_by_lowest_sparsity_highest_density",
-}
-"""Our summary table -> the published CSV (data/reference/) it corresponds to."""
-
-
 def published_tables() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The paper's model x category table and its summary tables, keyed like ``summary_tables``."""
     from helpers.reference import load_published
@@ -241,21 +230,8 @@ def compare_models(cells: pd.DataFrame, published_cells: pd.DataFrame) -> pd.Dat
     return merged.reindex(columns=columns)
 
 
-OUTPUT_TABLES: tuple[str, ...] = (
-    "complete_results",
-    "complete_results_extended",
-    "sample_inputs",
-    *PUBLISHED_SUMMARIES,
-    "published_vs_reproduced_categories",
-    "published_vs_reproduced_architectures",
-    "published_vs_reproduced_models",
-    "paper_consistency",
-)
-"""Every table notebook 03 makes and notebook 05 exports to paper/tables/ (CSV, Markdown, LaTeX)."""
-
-
 def study_tables(metrics: pd.DataFrame, prompts: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """All of ``OUTPUT_TABLES`` from a run's tidy per-prompt table and its prompts (finite rows only)."""
+    """All of ``STUDY_TABLES`` from a run's tidy per-prompt table and its prompts (finite rows only)."""
     metrics = store.at_measurement_precision(finite_only(metrics))
     cells = complete_results(metrics)
     published_cells, published = published_tables()
@@ -269,7 +245,7 @@ def study_tables(metrics: pd.DataFrame, prompts: pd.DataFrame) -> dict[str, pd.D
         "published_vs_reproduced_models": compare_models(cells, published_cells),
         "paper_consistency": paper_consistency(published_cells, published),
     }
-    assert tuple(result) == OUTPUT_TABLES
+    assert tuple(result) == STUDY_TABLES
     return result
 
 
@@ -318,8 +294,8 @@ def write_study_tables(tables: dict[str, pd.DataFrame], folder: Path, provenance
 
 
 def read_study_tables(folder: Path) -> dict[str, pd.DataFrame]:
-    """Read back every table of ``OUTPUT_TABLES`` from ``folder``."""
-    return {name: store.read_table(folder / f"{name}.parquet") for name in OUTPUT_TABLES}
+    """Read back every table of ``STUDY_TABLES`` from ``folder``."""
+    return {name: store.read_table(folder / f"{name}.parquet") for name in STUDY_TABLES}
 
 
 def export_tables(tables: dict[str, pd.DataFrame], folder: Path, notebook: str) -> list[Path]:

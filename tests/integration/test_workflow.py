@@ -19,9 +19,8 @@ import pandas as pd
 import pytest
 
 from helpers import paths
-from helpers.figures import OUTPUT_FIGURES
+from helpers.outputs import FINDINGS_TABLES, STUDY_FIGURES, STUDY_TABLES
 from helpers.study import CATEGORIES, load_params
-from helpers.tables import OUTPUT_TABLES
 from tests.conftest import command, environment, snakemake
 
 
@@ -39,7 +38,7 @@ def planned_jobs(root: Path, *args: str) -> dict[str, int]:
 
 def test_every_table_exists_in_every_format_with_no_missing_values(smoke_run: Path) -> None:
     folder = smoke_run / "paper" / "tables" / "smoke"
-    for name in OUTPUT_TABLES:
+    for name in STUDY_TABLES:
         for suffix in ("csv", "md", "tex"):
             assert (folder / f"{name}.{suffix}").is_file(), f"{name}.{suffix} missing"
     params = load_params(paths.PARAMS / "smoke.yaml")
@@ -69,7 +68,7 @@ def test_every_table_exists_in_every_format_with_no_missing_values(smoke_run: Pa
 
 
 def test_every_figure_exists(smoke_run: Path) -> None:
-    for name in OUTPUT_FIGURES:
+    for name in STUDY_FIGURES:
         for suffix in ("png", "svg"):
             path = smoke_run / "figures" / "smoke" / f"{name}.{suffix}"
             assert path.is_file() and path.stat().st_size > 5_000, path
@@ -94,9 +93,9 @@ def test_index_is_the_studys_front_page(smoke_run: Path) -> None:
     for claim in scorecard["claim"]:
         assert html.escape(claim) in index, claim  # the scorecard, rendered as a table
     assert index.count('src="data:image/png;base64,') >= 2  # key figures, embedded
-    for name in OUTPUT_TABLES:
+    for name in STUDY_TABLES:
         assert f'href="../../paper/tables/smoke/{name}.csv"' in index, name
-    for name in OUTPUT_FIGURES:
+    for name in STUDY_FIGURES:
         assert f'href="../../figures/smoke/{name}.svg"' in index, name
     assert "Measures one model on the study" in index  # each report's line, from its notebook
     assert "<details>" in index and "<pre>" not in index  # provenance as a collapsed table, not JSON
@@ -129,10 +128,10 @@ def test_a_second_run_has_nothing_to_do(smoke_run: Path) -> None:
 
 
 def test_findings_scorecard_has_one_row_per_finding_with_a_computed_verdict(smoke_run: Path) -> None:
-    from helpers.findings import NOT_TESTABLE, OUTPUT_TABLES, VERDICTS
+    from helpers.findings import NOT_TESTABLE, VERDICTS
 
     folder = smoke_run / "paper" / "tables" / "smoke"
-    for name in OUTPUT_TABLES:
+    for name in FINDINGS_TABLES:
         assert (folder / f"{name}.csv").is_file(), name
     scorecard = pd.read_csv(folder / "findings_scorecard.csv")
     assert list(scorecard["finding"]) == [1, 2, 3, 4]

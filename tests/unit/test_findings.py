@@ -14,6 +14,7 @@ import pytest
 
 from helpers import findings, robustness, study
 from helpers.findings import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_TESTABLE
+from helpers.outputs import FINDINGS_TABLES
 from helpers.robustness import MATH, StudyData
 from helpers.study import CATEGORIES
 
@@ -352,7 +353,7 @@ def test_the_analysis_survives_odd_runs() -> None:
     no_math = no_math[no_math["category"] != MATH]
     for table in (no_math, synthetic().drop(columns=["max_hoyer_sparsity"]), synthetic(per_category=2)):
         analysis = findings.analyse(table, published, SAMPLES, 0)
-        assert set(analysis.tables) == set(findings.OUTPUT_TABLES)
+        assert set(analysis.tables) == set(FINDINGS_TABLES)
     with_nan = synthetic()
     with_nan.loc[3, "attention_entropy"] = np.nan
     assert MATH_FINDING.assess(data(with_nan)).verdict in (INCONCLUSIVE, HOLDS, DOES_NOT_HOLD)

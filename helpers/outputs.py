@@ -1,0 +1,62 @@
+"""What each notebook makes, by name: the one list of every table and figure of a run.
+
+Light on purpose (no imports): the Snakefile reads it to declare every output, and the modules
+that make the outputs (``tables``, ``figures``, ``findings``) take their names from here.
+"""
+
+from __future__ import annotations
+
+PUBLISHED_SUMMARIES: dict[str, str] = {
+    "model_summary": "model_summary",
+    "category_performance": "category_performance_across_models",
+    "architecture_comparison": "architecture_comparison",
+    "parameter_scale": "parameter_scale_analysis",
+    "top10_final_activation": "top_10_by_final_activation",
+    "top10_attention_entropy": "top_10_by_attention_entropy",
+    "top10_lowest_sparsity": "top_10_by_lowest_sparsity_highest_density",
+}
+"""Our summary table -> the published CSV (data/reference/) it corresponds to."""
+
+STUDY_TABLES: tuple[str, ...] = (
+    "complete_results",
+    "complete_results_extended",
+    "sample_inputs",
+    *PUBLISHED_SUMMARIES,
+    "published_vs_reproduced_categories",
+    "published_vs_reproduced_architectures",
+    "published_vs_reproduced_models",
+    "paper_consistency",
+)
+"""Every table notebook 03 makes and notebook 05 exports to paper/tables/ (CSV, Markdown, LaTeX)."""
+
+STUDY_FIGURES: tuple[str, ...] = (
+    "heatmap_final_activation",
+    "heatmap_attention_entropy",
+    "heatmap_max_sparsity",
+    "heatmap_final_activation_by_model",
+    "heatmap_attention_entropy_by_model",
+    "heatmap_max_sparsity_by_model",
+    "architecture_comparison",
+    "layer_profiles",
+    "entropy_vs_tokens",
+    "category_ranking_attention_entropy",
+)
+"""Every figure notebook 04 makes (PNG and SVG in figures/)."""
+
+FINDINGS_FIGURES: tuple[str, ...] = ("finding1_categories", "sparsity_variants", "sparsity_layer_profiles")
+"""Every figure notebook 06 makes (PNG and SVG in figures/)."""
+
+FINDINGS_TABLES: tuple[str, ...] = (
+    "findings_scorecard",
+    "findings_on_published_data",
+    "power_analysis",
+    "finding1_per_model",
+    "finding1_categories",
+    "finding3_gpt2_contrasts",
+    "length_models",
+    "sparsity_variants",
+    "model_pair_contrasts",
+    "cell_intervals",
+    "top10_stability",
+)
+"""Every table notebook 06 exports to paper/tables/ (CSV, Markdown, LaTeX)."""
