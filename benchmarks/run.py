@@ -7,7 +7,7 @@ about 10 more minutes on 2 cores).
 Two parts, each measured in fresh processes (one per model for throughput, one per model,
 length and method for long inputs), so no run inherits another's memory or allocator state:
 
-* Throughput on the default workload (the 312 prompts, batches of 16, length-sorted as
+* Throughput on the default workload (the study's 540 prompts, batches of 16, length-sorted as
   ``measure`` sorts them): a plain batched forward of the base model under sdpa (the limit:
   ``measure`` runs that forward plus its statistics) and under eager; ``helpers.measure`` on the
   fused path (the default) and on the eager path (``attention="eager"``, the reference). With
