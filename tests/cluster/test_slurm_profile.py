@@ -107,8 +107,13 @@ def write_profile(path: Path, settings: dict[str, Any]) -> Path:
 
 
 def rules_of_snakefile() -> list[str]:
-    """Every rule that runs a command (``all`` only collects targets and runs on the login node)."""
-    return [r for r in re.findall(r"^rule (\w+):", (paths.ROOT / "Snakefile").read_text(), re.M) if r != "all"]
+    """Every rule that runs as a Slurm job: all but the Snakefile's ``localrules`` (``all`` only collects
+    targets; ``index`` writes one small page), which run on the login node."""
+    text = (paths.ROOT / "Snakefile").read_text()
+    block = re.search(r"^localrules:\n((?:[ \t]+\w+,?[ \t]*\n)+)", text, re.M)
+    local = set(re.findall(r"\w+", block.group(1))) if block else set()
+    assert "all" in local, "the Snakefile's localrules block was not found"
+    return [r for r in re.findall(r"^rule (\w+):", text, re.M) if r not in local]
 
 
 def run_id(make_output: str) -> str:
