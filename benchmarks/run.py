@@ -54,7 +54,7 @@ from helpers.study import DTYPES  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results.md"
 DTYPE = "float32"  # set by --dtype / --full-size
 DEFAULT_MODELS = ["minilm-l6", "smollm2-135m", "gemma3-270m"]
-DEFAULT_LENGTHS = [512, 2048, 8192, 32768]  # 32768 is issue 13's "completes" target: the sdpa forward alone takes about 9 minutes on 2 cores
+DEFAULT_LENGTHS = [512, 2048, 8192, 32768]  # 32768: issue 13's "completes" target (its sdpa forward: ~9 min)
 LONG_MODELS = ["smollm2-135m", "gemma3-270m"]  # long inputs beyond 512 tokens: the decoders with the positions
 EAGER_MAX = 2048  # eager forwards on long inputs up to this T (at 8192 eager was 0.11x sdpa: minutes per forward)
 BATCH_SIZE = 16
