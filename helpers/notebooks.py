@@ -525,9 +525,11 @@ def write_index(params_file: str) -> Path:
 <i>A</i><sub>f</sub>, the attention entropy <i>H</i><sub>att</sub> and the max sparsity
 <i>S</i><sub>max</sub> of six models on prompts from 12 categories, and drew four findings from 2 prompts
 per cell. This run measured {n_models} ({model_names}) on its prompt set, recomputed
-the paper's tables, and tested each finding with length control, bootstrap intervals and a permutation test.</p>
+the paper's tables, and tested each finding at its own unit of analysis: claims about prompt categories
+with prompts as replicates within each model, at matched prompt length; claims about architectures and
+model size with models as replicates, or <i>not testable here</i> when the run has too few models.</p>
 
-<h2>Does each finding survive?</h2>
+<h2>Does each finding hold?</h2>
 <p>The findings scorecard made by <code>notebooks/06_robustness.ipynb</code> ({scorecard_links}); the verdict
 rule is stated in <a href="{html.escape(outputs.report("06_robustness").name)}">its report</a>.</p>
 {scorecard_html(scorecard)}
