@@ -1,4 +1,4 @@
-"""Every path the compendium uses, anchored at the repository root (never ``../data``)."""
+"""Every path the compendium uses, anchored at the repository root (never relative to the working folder)."""
 
 from __future__ import annotations
 
