@@ -379,3 +379,16 @@ def test_the_bootstrap_weights_resample_within_each_category() -> None:
     small = data(synthetic(per_category=2)).weights  # strata too small to vary: resampled over all items
     assert (small.sum(axis=1) == small.shape[1]).all() and small.std(axis=0).min() > 0
     assert weights.std(axis=0).min() > 0
+
+
+def test_the_power_analysis_finds_sample_sizes_without_warnings() -> None:
+    import warnings
+
+    from helpers.tables import published_tables
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # a report must show no warning: statsmodels' root finder gave several
+        analysis = findings.analyse(synthetic(), published_tables()[0], SAMPLES, 0)
+    assert [str(w.message) for w in caught] == []
+    needed = analysis.tables["power_analysis"]["needed_at_80_percent_power"].astype(str)
+    assert needed.str.fullmatch(r"\d+(-\d+)?").all(), needed.tolist()
