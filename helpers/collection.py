@@ -22,7 +22,6 @@ from helpers.study import (
     ensure_writable,
     library_versions,
     load_prompts,
-    torch_dtype,
 )
 
 CHUNK_SIZE = 32
@@ -114,8 +113,7 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
     chunk_folder = ensure_writable(params.activations_path(model).with_suffix(".chunks"))
     for leftover in chunk_folder.glob(".*.tmp*"):  # half-written chunks of a killed run: never read, now removed
         leftover.unlink()
-    dtype = torch_dtype(params.dtype)
-    loaded = load_model(model, dtype=dtype, seed=params.seed)
+    loaded = load_model(model, dtype=params.dtype, seed=params.seed)
     check_max_length(loaded.tokenizer, params.max_length, model)
     truncation = {"truncation": params.max_length is not None, "max_length": params.max_length}
     encoded = loaded.tokenizer(prompts["text"].tolist(), **truncation)["input_ids"]
@@ -146,7 +144,7 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
                 chunk["text"].tolist(),
                 batch_size=params.batch_size,
                 device=params.device,
-                dtype=dtype,
+                dtype=params.dtype,
                 max_length=params.max_length,
                 progress=False,
             )

@@ -32,7 +32,7 @@ from matplotlib.ft2font import FT2Font
 from helpers.figures import annotations
 from helpers.models import ATTENTION_IMPLEMENTATION, LoadedModel, ModelUnavailableError, UnknownModelError, load_model
 from helpers.streaming import AttentionMissingError, PromptTooLongError, measure_with_layers
-from helpers.study import CATEGORIES, DTYPES, StudyParams, load_prompts
+from helpers.study import CATEGORIES, StudyParams, load_prompts
 
 HEAD_STATISTIC = "attention_entropy_head"
 """Per-head rows of the per-layer table: this statistic, with the head in the integer ``head`` column."""
@@ -238,7 +238,7 @@ def analyse(
     unavailable model. Prompts longer than ``max_tokens`` (or the model's positions) are
     truncated, flagged in ``measures['truncated']``.
     """
-    loaded = load_model(model, dtype=DTYPES[dtype], seed=seed)
+    loaded = load_model(model, dtype=dtype, seed=seed)  # a name: the loader resolves it
     limit = token_limit(loaded, max_tokens)
     measured = measure_with_layers(loaded, [text], batch_size=1, max_length=limit, progress=False)
     maps = attention_maps(loaded, text, limit)

@@ -47,19 +47,6 @@ RUN_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 LIBRARIES = ("torch", "transformers", "tokenizers", "gguf", "pandas", "numpy", "pyarrow", "matplotlib", "seaborn")
 
 
-def torch_dtype(name: str) -> Any:
-    """The torch dtype of a parameter file's ``dtype`` (torch is imported only here, not by this module)."""
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def __getattr__(name: str) -> Any:  # ``study.DTYPES`` without importing torch with the module
-    if name == "DTYPES":
-        return {dtype: torch_dtype(dtype) for dtype in DTYPE_NAMES}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class ParameterError(ValueError):
     """A parameter file that cannot be used as it is."""
 
