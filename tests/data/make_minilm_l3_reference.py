@@ -2,7 +2,7 @@
 
 Run once, where onnxruntime is installed (it is not a dependency of the compendium):
 ``python tests/data/make_minilm_l3_reference.py <the .onnx file> <the tokenizer's vocab.txt folder>``.
-Stores the token ids and attention mask it ran on (a right-padded batch), the last hidden state
+Stores the texts, the token ids and attention mask it ran on (a right-padded batch), the last hidden state
 (the output named ``onnx::Shape_422``) and the mean-pooled sentence embedding (``461``), both
 float32; ``tests/integration/test_assembled_models.py`` compares the converted ``BertModel`` with them.
 """
@@ -35,6 +35,7 @@ def main(onnx_file: str, tokenizer_folder: str) -> None:
     target = Path(__file__).with_name("minilm-l3-onnxruntime.npz")
     np.savez_compressed(
         target,
+        texts=np.array(TEXTS),
         input_ids=ids,
         attention_mask=mask,
         last_hidden_state=outputs["onnx::Shape_422"].astype(np.float32),
