@@ -47,6 +47,9 @@ MODELS: Path = paths.CACHE / "models"
 DOWNLOADS: Path = paths.CACHE / "downloads"
 MARKER = "assembled.json"
 """Written last into an assembled folder: packages, file hashes and the size and mtime each was checked at."""
+DERIVED = "float32"
+"""The subfolder a GGUF model is de-quantized into (``helpers.models.dequantized_cache``): made from the checked
+GGUF, not pinned, remade when the GGUF changes."""
 
 
 class ChecksumError(ModelUnavailableError):
@@ -170,7 +173,11 @@ def check_files(name: str, root: Path, recorded: dict[str, dict] | None = None, 
     check) is not read again. Raises ``ChecksumError`` on a missing, unpinned or changed file.
     """
     pins = spec(name).provenance.files
-    present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != MARKER}
+    present = {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and p.name != MARKER and p.relative_to(root).parts[0] != DERIVED
+    }
     if present - set(pins):
         raise ChecksumError(f"{name}: files {sorted(present - set(pins))} in {root} are not pinned in the registry")
     checked: dict[str, dict] = {}

@@ -319,7 +319,7 @@ def _load_assembled(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any
     gguf = folder / assemble.RECIPES[spec.name].gguf_name if assemble.RECIPES[spec.name].kind == "gguf" else None
     if gguf is not None:
         revision = f"{shown}, {gguf.name} sha256 {spec.provenance.files[gguf.name]} (Q4_K_M GGUF, de-quantized)"
-        folder = dequantized_cache(spec, revision, gguf=gguf, folder=folder / "float32")
+        folder = dequantized_cache(spec, revision, gguf=gguf, folder=folder / assemble.DERIVED)
         model = AutoModel.from_pretrained(folder, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
         return model, _ensure_pad_token(AutoTokenizer.from_pretrained(folder)), revision
     weights = "model.safetensors"
