@@ -917,6 +917,32 @@ def assess_all(data: StudyData) -> list[Assessment]:
     return [finding.assess(data) for finding in FINDINGS]
 
 
+def population(data: StudyData) -> str:
+    """What population a run's verdicts speak for: its models by architecture, kind of checkpoint and quantization
+    (from the registry; a hub id or folder the registry does not describe counts as 'not described')."""
+    from helpers.registry import known_models
+
+    registry = known_models()
+    parts = []
+    for architecture in ("encoder", "decoder"):
+        names = data.models.index[data.models["architecture"] == architecture]
+        if not len(names):
+            continue
+        specs = [registry.get(str(data.models.loc[name, "model"])) for name in names]
+        kinds = list(dict.fromkeys(spec.trained_as if spec and spec.trained_as else "not described" for spec in specs))
+        quantized = sum(bool(spec and spec.quantized) for spec in specs)
+        parts.append(
+            f"{_count(len(names), architecture)} ({', '.join(kinds)}"
+            + (f"; {quantized} de-quantized from 4-bit GGUF checkpoints" if quantized else "")
+            + ")"
+        )
+    return (
+        "these " + " and ".join(parts) + ", not language models in general; the paper's six were base models"
+        if parts
+        else ""
+    )
+
+
 def scorecard(run: list[Assessment], published: StudyData, run_data: StudyData | None = None) -> pd.DataFrame:
     """One row per finding: claim, unit, testable here (and why not), the evidence of this run and of the
     paper's table, the test and its statistic, the interval and the verdict."""
@@ -924,11 +950,12 @@ def scorecard(run: list[Assessment], published: StudyData, run_data: StudyData |
     for assessment in run:
         finding = assessment.finding
         paper = finding.paper_evidence(published, run_data)
+        speaks_for = population(run_data) if run_data is not None else ""
         rows.append(
             {
                 "finding": finding.number,
                 "claim": finding.claim,
-                "unit": finding.unit,
+                "unit": finding.unit + (f"; the verdict speaks for {speaks_for}" if speaks_for else ""),
                 "testable_here": assessment.testable_here,
                 "evidence_this_run": assessment.evidence,
                 "evidence_paper_table": f"{paper['statistic']}: {paper['value']} ({paper['interval']})",
@@ -1094,7 +1121,7 @@ def power_analysis(run: StudyData, published: StudyData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def conclusions(run: list[Assessment], published: StudyData) -> str:
+def conclusions(run: list[Assessment], published: StudyData, run_data: StudyData | None = None) -> str:
     """A short paragraph, generated from the verdicts, on what can and cannot be concluded."""
     on_paper = {a.finding.number: a for a in assess_all(published)}
     decided = [a for a in run if a.verdict in (HOLDS, DOES_NOT_HOLD)]
@@ -1114,6 +1141,9 @@ def conclusions(run: list[Assessment], published: StudyData) -> str:
             + "; ".join(f"finding {a.finding.number} ({a.why_not_testable})" for a in untestable)
             + ". What these models show instead is a fact about them, not about architectures or model size."
         )
+    speaks_for = population(run_data) if run_data is not None else ""
+    if speaks_for:
+        sentences.append(f"The verdicts speak for {speaks_for}.")
     paper = [f"finding {n}: {a.verdict}" for n, a in on_paper.items()]
     sentences.append(
         "The paper's own table (means of 2 prompts per model and category, without token counts, from one encoder "
@@ -1231,6 +1261,7 @@ def _analyse(
         size_models=max(run.models["n_parameters"].nunique(), MIN_MODELS_FOR_ORDER),
         seeds=calibration_runs,
     )
+    tables["natural_experiments"] = natural_experiments(run)
     tables["length_models"] = robustness.length_models(run) if "n_tokens" in run.table else pd.DataFrame()
     tables["model_pair_contrasts"] = robustness.model_pair_contrasts(run, PAIR_METRICS)
     tables["cell_intervals"] = robustness.cell_intervals(
@@ -1248,7 +1279,42 @@ def _analyse(
         if table.empty:
             tables[name] = pd.DataFrame({"note": ["no rows: the run has too few models or prompts"]})
     tables = {name: tables[name] for name in FINDINGS_TABLES}
-    return FindingsAnalysis(run, published, assessments, tables, conclusions(assessments, published))
+    return FindingsAnalysis(run, published, assessments, tables, conclusions(assessments, published, run))
+
+
+def natural_experiments(data: StudyData) -> pd.DataFrame:
+    """The registry's natural experiments (``registry.NATURAL_EXPERIMENTS``) present in the run: per pair and
+    metric, the paired contrast of the two models on their shared prompts (facts about them, not findings)."""
+    from helpers.registry import NATURAL_EXPERIMENTS
+
+    by_name = {str(row.model): name for name, row in data.models.iterrows()}
+    rows = []
+    for first, second, differs in NATURAL_EXPERIMENTS:
+        if first not in by_name or second not in by_name:
+            continue
+        for metric in NATURAL_EXPERIMENT_METRICS:
+            if metric not in data.table:
+                continue
+            contrast = robustness.paired_contrast(data, metric, by_name[first], by_name[second])
+            low, high = robustness.percentile_interval(contrast["ratio_draws"])
+            rows.append(
+                {
+                    "pair": f"{by_name[first]} / {by_name[second]}",
+                    "what_differs": differs,
+                    "metric": metric,
+                    "mean_first": contrast["mean_first"],
+                    "mean_second": contrast["mean_second"],
+                    "ratio": contrast["ratio"],
+                    "ratio_low": low,
+                    "ratio_high": high,
+                    "share_first_higher": contrast["share_first_higher"],
+                    "wilcoxon_p": contrast["wilcoxon_p"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+NATURAL_EXPERIMENT_METRICS = ("final_activation", "attention_entropy", "attention_entropy_normalized", "max_sparsity")
 
 
 # --- pre-registration: the rules, committed before the results they judge ---------------------------------

@@ -63,6 +63,7 @@ FINDINGS_TABLES: tuple[str, ...] = (
     "sparsity_variants",
     "sparsity_interpretation",
     "operating_characteristics",
+    "natural_experiments",
     "model_pair_contrasts",
     "cell_intervals",
     "top10_stability",
