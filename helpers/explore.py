@@ -84,7 +84,9 @@ def head_grid(layers: pd.DataFrame) -> pd.DataFrame:
 
 def token_limit(loaded: LoadedModel, max_tokens: int = MAX_TOKENS) -> int:
     """The number of tokens kept: ``max_tokens``, or fewer if the model has fewer positions."""
-    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    from helpers.streaming import max_tokens as positions_of
+
+    positions = positions_of(loaded)
     return min(max_tokens, positions) if positions else max_tokens
 
 

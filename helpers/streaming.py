@@ -468,6 +468,12 @@ def position_offset(base_model: nn.Module) -> int:
     return 0 if padding_idx is None else int(padding_idx) + 1
 
 
+def max_tokens(loaded: LoadedModel) -> int | None:
+    """The most tokens a text may have: the model's positions less those reserved before the first token."""
+    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    return positions - position_offset(loaded.model.base_model) if positions else None
+
+
 def validate_texts(texts: Sequence[str]) -> list[str]:
     """Return ``texts`` as a list, or raise naming the first bad item and what is allowed."""
     if isinstance(texts, str) or not isinstance(texts, Sequence) and not hasattr(texts, "__iter__"):
@@ -492,7 +498,7 @@ def check_lengths(loaded: LoadedModel, lengths: Sequence[int], names: Sequence[s
 
     ``lengths``: token counts as tokenized; ``names``: how to name each text (default ``texts[i]``).
     """
-    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    limit = max_tokens(loaded)
     too_long = [i for i, n in enumerate(lengths) if limit and n > limit]
     if too_long:
         named = [names[i] if names is not None else f"texts[{i}]" for i in too_long]

@@ -32,6 +32,7 @@ import torch
 
 import helpers
 from helpers import assemble, models, paths
+from helpers.streaming import PromptTooLongError
 from tests.conftest import PROMPTS
 from tests.integration.test_streaming_exact import TOLERANCE, brute_force
 
@@ -159,6 +160,16 @@ def test_embeddinggemma_real_model_is_an_encoder_with_gemma3s_sliding_layers() -
     assert config.model_type == "gemma3_text" and config.use_bidirectional_attention
     # config.json says 512, the whole span; transformers keeps |i - j| < 512 // 2 + 1 (256 keys on either side)
     assert config.sliding_window == 512 // 2 + 1 and config.layer_types.count("full_attention") == 4
+
+
+def test_mpnet_positions_start_after_the_padding_index() -> None:
+    # MPNet (like RoBERTa) numbers positions from padding_idx + 1 = 2: of its 514 positions 512 hold tokens
+    loaded = helpers.load_model("tiny-mpnet")
+    assert loaded.model.config.max_position_embeddings == 514
+    text = "word " * 511  # 513 tokens with [CLS] and [SEP]
+    with pytest.raises(PromptTooLongError, match="512 positions"):
+        helpers.measure(loaded, [text], progress=False)
+    assert helpers.measure(loaded, [text], max_length=512, progress=False)["n_tokens"].tolist() == [512]
 
 
 # --- functional checks -----------------------------------------------------------------------------
