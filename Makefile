@@ -52,6 +52,7 @@ lint: install
 reproduce: install
 	$(SNAKEMAKE)
 	@$(PY) -m helpers.workflow where --params "$(PARAMS)"
+	@$(PY) -m helpers.reproduction summary --params "$(PARAMS)"
 
 # JupyterLab with the project's kernel (.venv), on 127.0.0.1 only, opened on notebooks/.
 lab: install
