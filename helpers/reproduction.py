@@ -52,6 +52,8 @@ THRESHOLD_ENTRIES = 2
 """Threshold fractions: how many entries per prompt may fall on the other side of the threshold."""
 THRESHOLD_RTOL = 1e-2
 """Numbers derived from threshold fractions that are no fraction themselves (ratios, d_z, test statistics)."""
+ACTIVATION_ATOL = 1e-6
+"""Means of signed activations (final activation A_f and what is computed from it): absolute floor."""
 P_VALUE_LOG10 = 0.02
 """p-values: difference of log10 p (0.02 is 4.7% of p)."""
 P_VALUE_FLOOR = 1e-300
@@ -68,6 +70,16 @@ TOLERANCES: tuple[Tolerance, ...] = (
         "the measurements are float32 sums that differ between machines in the 6th-7th digit (the analysis reads "
         f"them at {store.MEASUREMENT_DIGITS} significant digits); 1e-4 leaves a margin of 10x and more. Near-zero "
         "numbers (a mean of signed values) carry the rounding of their column's scale, hence the column floor.",
+    ),
+    Tolerance(
+        "activation",
+        f"as continuous, but at least {ACTIVATION_ATOL:g} absolute; ratios of such means by the floor over each "
+        f"operand; effect sizes and test statistics of them {THRESHOLD_RTOL:g} relative; a row whose means are all "
+        f"within {ACTIVATION_ATOL:g} of zero on both sides is zero within rounding, and its derived numbers and its "
+        "order among such rows are not compared",
+        "the final activation is a mean of signed entries that cancel to near zero (exactly zero up to rounding "
+        "for a LayerNorm without bias, as in the tiny test models): its rounding is that of the entries, about 1e-7 "
+        "of their RMS (about 1 after a norm), not of the mean itself.",
     ),
     Tolerance(
         "threshold",
@@ -130,7 +142,7 @@ class Context:
 _CONCLUSION = re.compile(r"verdict|(^|_)rank($|_set)", re.IGNORECASE)
 _P_VALUE = re.compile(r"(^|_)p($|_)", re.IGNORECASE)
 _SHARE = re.compile(r"share", re.IGNORECASE)
-_CONTEXT_COLUMNS = ("metric", "variant", "statistic")
+_CONTEXT_COLUMNS = ("metric", "variant", "statistic", "claim")
 
 
 def is_threshold_statistic(name: str) -> bool:
@@ -149,6 +161,8 @@ def kind(column: str, row: Mapping[str, str]) -> str:
         return "share"
     if is_threshold_statistic(column) or any(is_threshold_statistic(row.get(c, "")) for c in _CONTEXT_COLUMNS):
         return "threshold"
+    if "activation" in column.lower() or any("activation" in row.get(c, "").lower() for c in _CONTEXT_COLUMNS):
+        return "activation"
     return "continuous"
 
 
@@ -183,6 +197,17 @@ def half_unit(text: str, digits: int | None = None) -> float:
 
 
 _NOT_A_FRACTION = re.compile(r"ratio|_over_|d_z|statistic|biserial|^low$|^high$|^value$", re.IGNORECASE)
+_OPERANDS = ("encoder", "decoder", "mean_first", "mean_second")
+"""The means a ratio in the same row is made of (architecture comparison, pair contrasts)."""
+
+
+def _zero_within_rounding(header: list[str], old: list[str], new: list[str]) -> bool:
+    """Whether every activation mean of a row is within ``ACTIVATION_ATOL`` of zero in both versions."""
+    means = [i for i, c in enumerate(header) if c in _OPERANDS or "activation" in c.lower()]
+    values = [_number(row[i]) for row in (old, new) for i in means]
+    return bool(means) and all(v is not None and abs(v) < ACTIVATION_ATOL for v in values)
+
+
 """Columns of threshold rows that hold no fraction (ratios, effect sizes, test statistics): compared relatively."""
 
 
@@ -194,6 +219,10 @@ def allowed_difference(
         if _NOT_A_FRACTION.search(column):
             return THRESHOLD_RTOL * abs(committed) + context.threshold_atol
         return context.threshold_atol
+    if kind_ == "activation":
+        if _NOT_A_FRACTION.search(column):
+            return THRESHOLD_RTOL * abs(committed) + ACTIVATION_ATOL
+        return max(CONTINUOUS_RTOL * abs(committed), ACTIVATION_ATOL)
     if kind_ == "share":
         return SHARE_ITEMS / (items or SHARE_DEFAULT_ITEMS)
     if kind_ == "continuous":
@@ -310,13 +339,25 @@ def compare_table(name: str, table: pd.DataFrame, committed: Path, context: Cont
         row = dict(zip(header, new_row, strict=True))
         where = f"row {index + 1}" + "".join(f" {row[c]}" for c in header[:2] if _number(row[c]) is None)
         items = next((_number(row[c]) for c in ("items", "prompts") if c in row), None)
+        numeric = [c for c, v in row.items() if _number(v) is not None]
+        about_activation = any("activation" in row.get(c, "").lower() for c in _CONTEXT_COLUMNS) or (
+            numeric and all(kind(c, row) == "activation" for c in numeric)
+        )
+        if about_activation and _zero_within_rounding(header, old_row, new_row):
+            comparison.numbers += sum(_number(v) is not None for v in new_row)  # zero within rounding: not compared
+            continue
+        operands = [abs(v) for c in _OPERANDS if c in row and (v := _number(row[c]))]
         for column, a, b in zip(header, old_row, new_row, strict=True):
             kind_ = kind(column, row)
+            is_ratio = kind_ == "activation" and ("ratio" in column.lower() or "_over_" in column)
+            ratio_floor = sum(ACTIVATION_ATOL / v for v in operands) if is_ratio else 0.0
             if _number(a) is not None or _number(b) is not None:
                 comparison.numbers += 1
                 exact = kind_ == "conclusion" or pd.api.types.is_integer_dtype(table[column])
                 rule = "exact" if exact and kind_ != "conclusion" else kind_
                 ok = within(rule, a, b, scales.get(column, 0.0), context, items, column, store.SIGNIFICANT_DIGITS)
+                if not ok and ratio_floor and (x := _number(a)) is not None and (y := _number(b)) is not None:
+                    ok = abs(x - y) <= abs(x) * ratio_floor  # a ratio of means moves by the floor over each mean
             else:
                 ok, count = text_within(a, b, "exact" if kind_ == "conclusion" else kind_)
                 comparison.numbers += count
@@ -354,7 +395,7 @@ FIGURE_DATA: dict[str, tuple[str, ...]] = {
     "category_ranking_attention_entropy": ("published_vs_reproduced_categories",),
     "finding1_categories": ("finding1_categories",),
     "sparsity_variants": ("sparsity_variants",),
-    "sparsity_layer_profiles": ("sparsity_variants", "complete_results_extended"),
+    "sparsity_layer_profiles": ("sparsity_variants",),
 }  # fmt: skip
 """The committed tables that hold the numbers each figure draws, or (for the figures drawn from per-prompt and
 per-layer data) their cell means and maxima over layers: a figure is redrawn when one of them changed."""
