@@ -40,8 +40,21 @@ $(STAMP): pyproject.toml requirements/embedded-models.txt
 
 install: $(STAMP)
 
+# The browser tests need Debian's chromium and chromium-driver: as root, installed as .ci/run does; otherwise
+# the run ends saying that they were skipped.
+CHROMIUM_READY = [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]
+
 test: install
-	$(PY) -m pytest
+	@if ! { $(CHROMIUM_READY); } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing chromium and chromium-driver for the browser tests (as .ci/run does)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+			|| echo "Could not install chromium: the browser tests will be skipped"; \
+	fi
+	@$(PY) -m pytest; status=$$?; \
+	$(CHROMIUM_READY) || echo "NOTE: the browser tests (tests/acceptance) were SKIPPED: /usr/bin/chromium or" \
+		"/usr/bin/chromedriver is missing; install them (apt-get install chromium chromium-driver, as .ci/run" \
+		"does) and run make test again to run every test that CI runs."; \
+	exit $$status
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check helpers tests notebooks benchmarks
 

@@ -28,6 +28,7 @@ Which numbers are exact, and how close the others must be:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -81,6 +82,7 @@ def threshold_allowance(hidden_states: tuple[torch.Tensor, ...]) -> dict[str, fl
     return allowance
 
 
+@functools.cache  # the same prompt's brute force serves every test that compares with it
 def brute_force(name: str, text: str) -> Truth:
     loaded = helpers.load_model(name)
     model = loaded.model

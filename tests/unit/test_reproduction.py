@@ -197,3 +197,28 @@ def test_the_threshold_allowance_comes_from_the_runs_entry_counts() -> None:
     context = reproduction.Context.from_metrics(metrics)
     assert context.entries_inverse == pytest.approx(1 / 320)  # the larger of the two models' mean 1/entries
     assert context.threshold_atol == pytest.approx(reproduction.THRESHOLD_ENTRIES / 320)
+
+
+def test_activation_means_near_zero_compare_absolutely_and_their_ratios_by_the_floor(tmp_path: Path) -> None:
+    assert reproduction.kind("Final_Activation", {}) == "activation"
+    assert reproduction.kind("ratio", {"metric": "final_activation"}) == "activation"
+    assert reproduction.within("activation", "7.805e-05", "7.815e-05", digits=4)  # 1e-7 of a unit RMS, not of 8e-5
+    assert not reproduction.within("activation", "7.805e-05", "9.805e-05", digits=4)
+    table = pd.DataFrame(
+        {
+            "source": ["reproduced", "reproduced"],
+            "metric": ["Final_Activation", "Final_Activation"],
+            "encoder": [1.501e-4, 1.2e-9],
+            "decoder": [-0.04545, -3.1e-9],
+            "decoder_over_encoder": [-302.8, -2.583],
+        }
+    )
+    path = committed(tmp_path, table)
+    moved = table.copy()
+    moved.loc[0, ["encoder", "decoder_over_encoder"]] = [1.502e-4, -302.6]  # the encoder mean by 1e-7
+    moved.loc[1, ["encoder", "decoder", "decoder_over_encoder"]] = [-2.2e-9, 4.0e-10, -0.18]  # zero: noise
+    assert reproduction.compare_table("architectures", moved, path, CONTEXT).reproduced
+    moved.loc[0, "decoder_over_encoder"] = -290.0  # 4%: more than the floor over each mean allows
+    assert [d.column for d in reproduction.compare_table("architectures", moved, path, CONTEXT).differences] == [
+        "decoder_over_encoder"
+    ]
