@@ -52,9 +52,22 @@ install: $(STAMP)
 install-models: install
 	$(PY) -m helpers.assemble install $(MODELS)
 
+# The browser tests need Debian's chromium and chromium-driver: as root, installed as .ci/run does; otherwise
+# the run ends saying that they were skipped.
+CHROMIUM_READY = [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]
+
 test: install
 	$(PY) -m helpers.assemble install $(TEST_MODELS)
-	$(PY) -m pytest
+	@if ! { $(CHROMIUM_READY); } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing chromium and chromium-driver for the browser tests (as .ci/run does)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+			|| echo "Could not install chromium: the browser tests will be skipped"; \
+	fi
+	@$(PY) -m pytest; status=$$?; \
+	$(CHROMIUM_READY) || echo "NOTE: the browser tests (tests/acceptance) were SKIPPED: /usr/bin/chromium or" \
+		"/usr/bin/chromedriver is missing; install them (apt-get install chromium chromium-driver, as .ci/run" \
+		"does) and run make test again to run every test that CI runs."; \
+	exit $$status
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check helpers tests notebooks benchmarks
 
@@ -66,6 +79,7 @@ reproduce: install
 	$(PY) -m helpers.assemble install --params "$(PARAMS)"
 	$(SNAKEMAKE)
 	@$(PY) -m helpers.workflow where --params "$(PARAMS)"
+	@$(PY) -m helpers.reproduction summary --params "$(PARAMS)"
 
 # JupyterLab with the project's kernel (.venv), on 127.0.0.1 only, opened on notebooks/.
 lab: install

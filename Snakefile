@@ -39,12 +39,16 @@ def code(stem):
     return [NOTEBOOKS[stem], *code_inputs(NOTEBOOKS[stem])]
 
 
+# Committed outputs are update(): Snakemake does not delete them before the job, which compares what it
+# computed with them and rewrites only those that differ beyond tolerance (helpers/reproduction.py); the
+# others keep their bytes and get a new modification time. Each such job records its check in
+# build/<run>/reproduction/<notebook>.json, which the front page and `make reproduce` summarise.
 def tables(folder, names):
-    return [folder / f"{name}.{suffix}" for name in names for suffix in TABLE_FORMATS]
+    return [update(folder / f"{name}.{suffix}") for name in names for suffix in TABLE_FORMATS]
 
 
 def figures(names):
-    return [OUT.figures / f"{name}.{suffix}" for name in names for suffix in FIGURE_FORMATS]
+    return [update(OUT.figures / f"{name}.{suffix}") for name in names for suffix in FIGURE_FORMATS]
 
 
 def benchmark(name):
@@ -131,8 +135,10 @@ rule plot:
         OUT.metrics,
         expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
+        OUT.reproduction("05_export_tables"),  # which tables behind the figures reproduced
     output:
         figures(STUDY_FIGURES),
+        OUT.reproduction("04_plot"),
         OUT.reports / "04_plot.html",
     log:
         OUT.executed("04_plot"),
@@ -147,8 +153,10 @@ rule export_tables:
         code("05_export_tables"),
         INPUTS,
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
+        OUT.metrics,  # the entry counts behind the threshold tolerance
     output:
         tables(OUT.tables, STUDY_TABLES),
+        OUT.reproduction("05_export_tables"),
         OUT.reports / "05_export_tables.html",
     log:
         OUT.executed("05_export_tables"),
@@ -168,6 +176,7 @@ rule robustness:
     output:
         tables(OUT.tables, FINDINGS_TABLES),
         figures(FINDINGS_FIGURES),
+        OUT.reproduction("06_robustness"),
         OUT.reports / "06_robustness.html",
         # the default run quotes its scorecard in the README, rewriting only the marked section
         [update(paths.ROOT / "README.md")] if STUDY.name == "default" else [],
@@ -200,6 +209,7 @@ rule explore:
 rule index:
     input:
         OUT.all_reports(),
+        [OUT.reproduction(n) for n in ("04_plot", "05_export_tables", "06_robustness")],  # the front page's summary
         list(NOTEBOOKS.values()),  # each report's one-line description comes from its notebook
         runner_inputs(),
         INPUTS,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import paths, store
+from helpers import paths, reproduction, store
 from helpers.outputs import FINDINGS_FIGURES, STUDY_FIGURES
 from helpers.study import CATEGORIES
 from helpers.tables import PAPER_METRICS, finite_only
@@ -60,18 +60,33 @@ def study_figures(
     return result
 
 
+DRAWING_CODE: str = store.file_sha256(Path(__file__))[:16]
+"""This module's content hash, recorded in every figure: a committed figure drawn by other code is redrawn."""
+
+
 def save_figure(figure: plt.Figure, name: str, notebook: str, folder: Path = paths.FIGURES) -> list[Path]:
-    """Save ``figure`` as ``<name>.png`` and ``<name>.svg`` atomically; both record the notebook that made it."""
+    """Save ``figure`` as ``<name>.png`` and ``<name>.svg`` atomically; both record the notebook and the code."""
     written = []
     for suffix in ("png", "svg"):
         path = folder / f"{name}.{suffix}"
-        metadata = {"Title": name, "Description": f"made by {notebook}"}
+        metadata = {"Title": name, "Description": f"made by {notebook}", "Source": f"helpers/figures.py {DRAWING_CODE}"}
         if suffix == "svg":
             metadata["Date"] = None  # no timestamp: reruns give identical files
         with store.atomic_path(path) as temporary:
             figure.savefig(temporary, format=suffix, dpi=150, bbox_inches="tight", metadata=metadata)
         written.append(path)
     return written
+
+
+def drawn_by(path: Path) -> str:
+    """The code hash a saved PNG records (``DRAWING_CODE`` when this code drew it); empty if none or unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return str(image.info.get("Source", "")).removeprefix("helpers/figures.py ")
+    except OSError:
+        return ""
 
 
 def power_of_ten(values: np.ndarray) -> int:
@@ -234,10 +249,30 @@ def category_ranking(comparison: pd.DataFrame, metric: str = "Attention_Entropy"
     return figure
 
 
-def save_figures(figures: dict[str, plt.Figure], folder: Path, notebook: str) -> list[Path]:
-    """Save every figure (PNG and SVG) into ``folder`` and close it."""
+def save_figures(
+    figures: dict[str, plt.Figure],
+    folder: Path,
+    notebook: str,
+    check: reproduction.Check | None = None,
+    tables: list[reproduction.Comparison] | None = None,
+) -> list[Path]:
+    """Save every figure (PNG and SVG) into ``folder`` and close it.
+
+    With a ``check``, a committed figure is kept (its time renewed) when this code drew it and the
+    tables behind it (``reproduction.FIGURE_DATA``, compared in ``tables``) reproduced within
+    tolerance; otherwise it is drawn again. Each decision is recorded in the check.
+    """
     written = []
     for name, figure in figures.items():
+        files = [folder / f"{name}.{suffix}" for suffix in ("png", "svg")]
+        if check is not None:
+            drawn = drawn_by(files[0]) if all(path.is_file() for path in files) else None
+            comparison = check.add(reproduction.compare_figure(name, drawn, DRAWING_CODE, tables or []))
+            if comparison.reproduced:
+                reproduction.keep(files)
+                written.extend(files)
+                plt.close(figure)
+                continue
         written.extend(save_figure(figure, name, notebook, folder))
         plt.close(figure)
     return written

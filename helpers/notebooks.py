@@ -73,6 +73,14 @@ class RunOutputs:
     def aggregated(self) -> Path:
         return self.params.results / "tables"
 
+    @property
+    def reproduction_records(self) -> Path:
+        return self.build / "reproduction"
+
+    def reproduction(self, notebook: str) -> Path:
+        """Where ``notebook`` records its reproduction check (``helpers.reproduction``)."""
+        return self.reproduction_records / f"{notebook}.json"
+
     def job_name(self, notebook: str, model: str | None = None) -> str:
         return notebook if model is None else f"{notebook}_{model_key(model)}"
 
@@ -463,6 +471,29 @@ def _embedded_png(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def reproduction_html(records: Path) -> str:
+    """The run's reproduction check (``helpers.reproduction``): the headline, and every number beyond tolerance."""
+    from helpers import reproduction
+
+    comparisons = reproduction.read_records(records)
+    if not comparisons:
+        return "<p>No reproduction check recorded for this run yet.</p>"
+    summary = reproduction.summarise(comparisons)
+    headline, *_ = summary.lines()
+    rows = [
+        [html.escape(c.output), html.escape(d.where), html.escape(d.column), html.escape(d.kind),
+         html.escape(d.committed), html.escape(d.computed)]
+        for c in summary.changed for d in c.differences
+    ]  # fmt: skip
+    notes = [f"<li>{html.escape(c.output)}: {html.escape(c.note)}</li>" for c in summary.changed if c.note]
+    details = f"<ul>{''.join(notes)}</ul>" if notes else ""
+    if rows:
+        table = _html_table(["output", "where", "column", "kind", "committed", "computed"], rows)
+        details += f"<details><summary>{len(rows)} numbers beyond tolerance</summary>{table}</details>"
+    css = "verdict-does-not-hold" if summary.conclusion_changed else ("verdict-holds" if not summary.changed else "")
+    return f'<p class="{css}">{html.escape(headline)}</p>{details}'
+
+
 def write_index(params_file: str) -> Path:
     """reports[/<run>]/index.html: the study's front page.
 
@@ -533,6 +564,12 @@ model size with models as replicates, or <i>not testable here</i> when the run h
 <p>The findings scorecard made by <code>notebooks/06_robustness.ipynb</code> ({scorecard_links}); the verdict
 rule is stated in <a href="{html.escape(outputs.report("06_robustness").name)}">its report</a>.</p>
 {scorecard_html(scorecard)}
+
+<h2>Does this run reproduce the committed outputs?</h2>
+<p>Every committed table, figure and the README's scorecard, compared number by number with what this run
+computed, under the tolerance of each kind of number (<code>helpers/reproduction.py</code>,
+<code>docs/reproducibility.md</code>); files within tolerance are kept as committed.</p>
+{reproduction_html(outputs.reproduction_records)}
 
 <h2>Key figures</h2>
 <div class="figures">{"".join(key_figures) or "<p>No figures yet.</p>"}</div>

@@ -14,12 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import paths
-from helpers.outputs import FINDINGS_TABLES, STUDY_FIGURES, STUDY_TABLES
+from helpers import paths, reproduction, store
+from helpers.outputs import FINDINGS_FIGURES, FINDINGS_TABLES, STUDY_FIGURES, STUDY_TABLES
 from helpers.study import CATEGORIES, load_params
 from tests.conftest import command, environment, snakemake
 
@@ -199,33 +198,77 @@ def test_every_file_the_run_writes_is_a_declared_output(smoke_run: Path) -> None
     assert written - declared == set()
 
 
-def test_text_outputs_do_not_change_with_float_noise(smoke_run: Path) -> None:
-    """Perturbing the metrics by 1e-9 relative (what another CPU's rounding does) changes no text output."""
-    from helpers import store
+def _committed(root: Path) -> dict[str, bytes]:
+    """Every committed output of the smoke run (tables in every format, figures) by path."""
+    folders = ("paper/tables/smoke", "figures/smoke")
+    return {str(p.relative_to(root)): p.read_bytes() for folder in folders for p in sorted((root / folder).iterdir())}
 
-    def snapshot() -> dict[str, bytes]:
-        folders = ("paper/tables/smoke", "figures/smoke")
-        files = [
-            p
-            for folder in folders
-            for p in (smoke_run / folder).iterdir()
-            if p.suffix in (".csv", ".md", ".tex", ".svg")
-        ]
-        return {str(p.relative_to(smoke_run)): p.read_bytes() for p in files}
 
-    before = snapshot()
-    path = smoke_run / "results" / "smoke" / "metrics.parquet"
-    metrics, metadata = store.read_table(path), store.read_metadata(path)
-    metadata.pop("content_sha256")
-    rng = np.random.default_rng(0)
-    for column in metrics.columns[[pd.api.types.is_float_dtype(t) for t in metrics.dtypes]]:
-        metrics[column] = metrics[column] * (1 + 1e-9 * rng.choice([-1.0, 1.0], len(metrics)))
-    store.write_table(metrics, path, metadata)
-    result = snakemake(smoke_run)  # reruns only what reads the metrics: the cheap rules
+def _summary(root: Path) -> reproduction.Summary:
+    return reproduction.summarise(reproduction.read_records(root / "build" / "smoke" / "reproduction"))
+
+
+def test_another_machine_reproduces_the_study_and_leaves_every_committed_file_untouched(smoke_run: Path) -> None:
+    """Measured again with another batch composition and thread count (other float rounding): within tolerance."""
+    before = _committed(smoke_run)
+    metrics_path = smoke_run / "results" / "smoke" / "metrics.parquet"
+    measured_before = store.read_table(metrics_path)
+    params = smoke_run / "params" / "smoke.yaml"
+    text, stat = params.read_text(), params.stat()
+    params.write_text(text.replace("batch_size: 8", "batch_size: 1"))  # every prompt alone: no padding
+    shutil.rmtree(smoke_run / "results" / "smoke" / "activations")
+    try:
+        result = snakemake(smoke_run, "--set-threads", "collect=1")
+    finally:
+        params.write_text(text)
+        os.utime(params, (stat.st_atime, stat.st_mtime))  # as before: the run stays up to date
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    after = snapshot()
-    assert len(before) > 40 and before.keys() == after.keys()
-    assert [name for name in before if before[name] != after[name]] == []
+    measured_after = store.read_table(metrics_path)
+    floats = measured_before.select_dtypes("float").columns
+    assert not measured_after[floats].equals(measured_before[floats]), "the rounding must differ for a test"
+    assert _committed(smoke_run) == before  # byte for byte
+    summary = _summary(smoke_run)
+    assert summary.changed == [] and summary.new == [] and not summary.conclusion_changed
+    assert summary.numbers > 1000 and summary.reproduced == summary.numbers
+    assert summary.outputs == len(STUDY_TABLES) + len(FINDINGS_TABLES) + len(STUDY_FIGURES) + len(FINDINGS_FIGURES)
+    headline = f"Reproduced within tolerance: {summary.numbers} of {summary.numbers} numbers"
+    assert headline in (smoke_run / "reports" / "smoke" / "index.html").read_text()
+    printed = subprocess.run(
+        [sys.executable, "-m", "helpers.reproduction", "summary", "--params", "params/smoke.yaml"],
+        cwd=smoke_run, env=environment(smoke_run), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert printed.stdout.startswith(headline) and "changed: none" in printed.stdout
+
+
+def test_a_metric_shifted_beyond_tolerance_is_reported_and_rewritten(smoke_run: Path) -> None:
+    before = _committed(smoke_run)
+    path = smoke_run / "results" / "smoke" / "metrics.parquet"
+    original, metadata = store.read_table(path), store.read_metadata(path)
+    metadata.pop("content_sha256")
+    shifted = original.copy()
+    shifted.loc[shifted["model"] == "tiny-gpt2", "attention_entropy"] *= 1.01  # 100x the continuous tolerance
+    store.write_table(shifted, path, metadata)
+    try:
+        result = snakemake(smoke_run)  # reruns only what reads the metrics: the cheap rules
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+        after = _committed(smoke_run)
+        summary = _summary(smoke_run)
+    finally:
+        store.write_table(original, path, metadata)
+        restored = snakemake(smoke_run)
+    changed = {c.output: c for c in summary.changed}
+    assert "complete_results" in changed and "figure heatmap_attention_entropy" in changed
+    assert "complete_results_extended" in changed and "model_summary" in changed
+    differences = changed["complete_results"].differences
+    assert {d.column for d in differences} == {"Attention_Entropy"} and len(differences) == len(CATEGORIES)
+    assert all("tiny-gpt2" in d.where for d in differences)
+    rewritten = {name for name in before if before[name] != after[name]}
+    assert "paper/tables/smoke/complete_results.csv" in rewritten and "figures/smoke/heatmap_attention_entropy.png" in (
+        rewritten
+    )
+    assert "paper/tables/smoke/sample_inputs.csv" not in rewritten  # nothing of it changed
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-6000:]
+    assert _committed(smoke_run) == before  # the shift undone: the files as they were
 
 
 def _start_and_wait_for_a_job(root: Path, *args: str) -> subprocess.Popen:
