@@ -133,7 +133,8 @@ def entropy_attention(
     scale * <q_i, k_j> where ``mask`` (bool (B|1, 1|H, Q, K), True = may attend) allows, or key
     j <= query i if ``is_causal`` (no mask), else every key. ``key_ranges``: (first row, end row,
     first key, end key) per block of ``range_block`` query rows (``metrics.mask_key_ranges``):
-    keys outside a block's range are skipped. A row with no allowed key: output 0, lse -inf, entropy 0.
+    keys outside a block's range are skipped. A row with no allowed key: output 0, lse 0 (as torch's
+    flash kernel), entropy 0.
     """
     module = module if module is not None else cpu_kernel()
     if module is None:

@@ -111,7 +111,7 @@ void scale_row(float* x, int64_t n, float factor) {
 // query (B, H, Q, D), key (B, Hkv, K, D), value (B, Hkv, K, Dv): float32, last dim contiguous.
 // mask: empty or bool (B|1, H|1, Q, K), last dim contiguous. key_ranges: empty or int64 (ceil(Q / range_block), 2).
 // Returns output (B, Q, H, Dv) float32 contiguous (transformers' layout), lse (B, H, Q), entropy (B, H, Q) float32.
-// A row with no allowed key: output 0, lse -inf, entropy 0.
+// A row with no allowed key: output 0, lse 0 (as torch's CPU flash kernel), entropy 0.
 std::vector<at::Tensor> entropy_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                                           const at::Tensor& mask, bool is_causal, double scale,
                                           const at::Tensor& key_ranges, int64_t range_block) {
@@ -245,7 +245,7 @@ std::vector<at::Tensor> entropy_attention(const at::Tensor& query, const at::Ten
           lse_data[at] = run_max[r] + log_sum;
           h_data[at] = log_sum - run_acc[r] * inv;
         } else {  // no allowed key: output stays 0
-          lse_data[at] = kNegInf;
+          lse_data[at] = 0.f;  // as torch's CPU flash kernel returns it
           h_data[at] = 0.f;
         }
       }
