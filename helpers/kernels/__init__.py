@@ -166,14 +166,3 @@ def entropy_attention(
         int(range_block),
     )
     return output.to(query.dtype), lse, entropy
-
-
-if __name__ == "__main__":  # python -m helpers.kernels build
-    if sys.argv[1:] != ["build"]:
-        sys.exit("usage: python -m helpers.kernels build")
-    try:
-        built = build(verbose=False)
-    except Exception as error:
-        print(f"helpers.kernels: the one-pass CPU kernel could not be built ({error}); the two-call path will run")
-        sys.exit(0)
-    print(f"helpers.kernels: built {build_name()} ({'BLAS sgemm' if built.uses_blas() else 'torch gemm'})")
