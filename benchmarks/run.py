@@ -181,11 +181,12 @@ def throughput(name: str, texts: list[str], extended: bool = False) -> list[dict
     loaded = load_model(name, dtype=DTYPES[DTYPE], device=_device())
     tokens = sum(len(ids) for ids in loaded.tokenizer(texts)["input_ids"])
     tables: dict = {}
+    two_call_tables: dict = {}
     runs = {
         PLAIN: lambda: plain_forward(loaded, texts, "sdpa"),
         EAGER_SORTED: lambda: plain_forward(loaded, texts, "eager"),
         MEASURE: lambda: instrumented(loaded, texts, tables=tables),
-        MEASURE_TWO_CALL: lambda: _without_kernel(instrumented, loaded, texts),
+        MEASURE_TWO_CALL: lambda: _without_kernel(instrumented, loaded, texts, False, "auto", two_call_tables),
         MEASURE_EAGER: lambda: instrumented(loaded, texts, attention="eager", tables=tables),
     }
     if extended:
@@ -209,7 +210,9 @@ def throughput(name: str, texts: list[str], extended: bool = False) -> list[dict
             "model": name,
             "method": method,
             "path": tables["auto"].attrs["attention_path"] if method == MEASURE else "",
-            "kernel": tables["auto"].attrs.get("attention_kernel", "") if method == MEASURE else "",
+            "kernel": {MEASURE: tables, MEASURE_TWO_CALL: two_call_tables}[method]["auto"].attrs["attention_kernel"]
+            if method in (MEASURE, MEASURE_TWO_CALL)
+            else "",
             "prompts": len(texts),
             "tokens": tokens,
             "seconds": s,
@@ -408,6 +411,8 @@ def _target(model: str, name: str) -> float:
 
 def _label(row: dict) -> str:
     """The method, with the route a measure row took when it is not the plain fused one ("one-pass kernel", ...)."""
+    if row["method"] not in (MEASURE, MEASURE_TWO_CALL):
+        return row["method"]
     if row.get("path") and row["path"] != "fused":
         return f"{row['method']} ({row['path']})"
     return f"{row['method']} ({row['kernel']})" if row.get("kernel") else row["method"]
