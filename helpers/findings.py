@@ -732,8 +732,17 @@ FINDINGS: tuple[Finding, ...] = (
     GPT2HasHighestActivation(),
     NoMonotonicParameterLink(),
 )
-"""The paper's findings, in its order."""
+"""The paper's findings, in its order (finding 5, activation signatures, registers itself: ``register``)."""
 
+
+def register(finding: Finding) -> None:
+    """Add a finding defined in its own module to ``FINDINGS`` (once, by number)."""
+    global FINDINGS
+    if all(known.number != finding.number for known in FINDINGS):
+        FINDINGS = (*FINDINGS, finding)
+
+
+import helpers.signatures  # noqa: E402, F401 (finding 5: it subclasses Finding and calls register)
 
 # --- the scorecard and what the paper's own table says --------------------------------------------------
 
@@ -1003,20 +1012,31 @@ class FindingsAnalysis:
     conclusions: str
 
 
-def analyse(metrics: pd.DataFrame, published_cells: pd.DataFrame, samples: int, seed: int) -> FindingsAnalysis:
+def analyse(
+    metrics: pd.DataFrame,
+    published_cells: pd.DataFrame,
+    samples: int,
+    seed: int,
+    signatures: pd.DataFrame | None = None,
+) -> FindingsAnalysis:
     """Assess every finding on a run's tidy per-prompt table and on the paper's table; make every output table.
 
     ``metrics``: finite rows only (``tables.finite_only``); ``samples``: bootstrap draws (at least
-    ``robustness.MIN_BOOTSTRAP_SAMPLES``), one weight matrix shared by every bootstrap statistic.
+    ``robustness.MIN_BOOTSTRAP_SAMPLES``), one weight matrix shared by every bootstrap statistic;
+    ``signatures``: finding 5's per-model tests (notebook 08, ``helpers.signatures``), if the run has them.
     """
     if samples < robustness.MIN_BOOTSTRAP_SAMPLES:
         raise ValueError(f"samples={samples}: at least {robustness.MIN_BOOTSTRAP_SAMPLES} bootstrap draws are needed")
-    return _analyse(metrics, published_cells, samples, seed)
+    return _analyse(metrics, published_cells, samples, seed, signatures)
 
 
 @robustness.single_threaded_blas
-def _analyse(metrics: pd.DataFrame, published_cells: pd.DataFrame, samples: int, seed: int) -> FindingsAnalysis:
+def _analyse(
+    metrics: pd.DataFrame, published_cells: pd.DataFrame, samples: int, seed: int, signatures: pd.DataFrame | None
+) -> FindingsAnalysis:
     run = StudyData.from_metrics(store.at_measurement_precision(metrics), samples, seed)
+    if signatures is not None:
+        run.cache[helpers.signatures.CACHE_KEY] = signatures
     published = StudyData.from_published(published_cells, samples, seed)
     assessments = assess_all(run)
     tables: dict[str, pd.DataFrame] = {

@@ -276,3 +276,14 @@ def sparsity(hidden: torch.Tensor, token_mask: torch.Tensor, eps: float = PAPER_
 def masked_mean(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
     """Mean over real tokens and hidden dims (the paper's final activation): (B, T, D) -> (B,)."""
     return hidden_state_statistics(hidden, token_mask, ())["mean"]
+
+
+def mean_pooled(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """Each prompt's hidden vector averaged over its real tokens: (B, T, D) -> (B, D) float32.
+
+    Padding never counts (even inf/NaN padding drops out); summed in float32 whatever the model's dtype.
+    """
+    values = hidden.float()
+    is_real = token_mask.bool()[..., None]
+    count = is_real.sum(dim=1).clamp_min(1).to(torch.float32)
+    return torch.where(is_real, values, 0.0).sum(dim=1) / count
