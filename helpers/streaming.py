@@ -648,7 +648,7 @@ def _measure(
             final = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
             record.hidden.append(metrics.hidden_state_statistics(final, record.token_mask))
             record.pool(final)
-            if layers:
+            if record.pooled:  # (pooling is on exactly when layers are kept)
                 pooled = torch.stack(record.pooled, dim=1).cpu().to(torch.float16).numpy()  # (B, L+1, D)
                 if vectors is None:
                     vectors = np.zeros((len(texts), *pooled.shape[1:]), dtype=np.float16)
