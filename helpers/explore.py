@@ -192,6 +192,7 @@ class PromptAnalysis:
     measures: pd.Series
     layers: pd.DataFrame
     attention: np.ndarray
+    vectors: np.ndarray | None = None  # (L+1, D) float16: each hidden state averaged over the prompt's tokens
 
     @property
     def n_layers(self) -> int:
@@ -257,7 +258,53 @@ def analyse(
         measures=measured.prompts.iloc[0],
         layers=layers,
         attention=maps,
+        vectors=measured.vectors[0],
     )
+
+
+# --- category probes (finding 5) -------------------------------------------------------------------------
+
+
+def category_probes(analysis: PromptAnalysis, params: StudyParams) -> pd.DataFrame | str:
+    """The prompt's category probabilities from each layer's probe (surface + that layer's mean-pooled vector)
+    and from the surface-only probe (layer -1), fitted on the run's prompts of the same model
+    (``signatures.category_probabilities``); or why there are none (the run has no vectors for the model)."""
+    from helpers import signatures, study
+
+    path = params.activations_path(analysis.model, "vectors")
+    if analysis.vectors is None or not path.is_file():
+        return f"No stored vectors for {analysis.display_name} in run '{params.name}': run `make reproduce` first."
+    prompts, _, vectors = signatures.load_model_inputs(params, analysis.model)
+    new = pd.DataFrame(study.prompt_covariates(pd.Series([analysis.text]))).assign(
+        text=analysis.text, n_tokens=int(analysis.measures["n_tokens"])
+    )
+    return signatures.category_probabilities(prompts, vectors, new, analysis.vectors)
+
+
+def signature_figure(analysis: PromptAnalysis, probabilities: pd.DataFrame) -> Figure:
+    """Heatmap of category probabilities: the surface-only probe (top row) and each layer's probe below it."""
+    wide = probabilities.pivot(index="layer", columns="category", values="probability")
+    labels = ["surface only" if layer < 0 else f"layer {layer}" for layer in wide.index]
+    figure = ExplorerFigure(figsize=(1.0 + 0.55 * wide.shape[1], 1.2 + 0.28 * len(wide)))
+    axis = figure.subplots()
+    image = axis.imshow(wide.to_numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    axis.set_yticks(range(len(labels)), labels, fontsize=7)
+    axis.set_xticks(
+        range(wide.shape[1]), [c.replace("_", " ") for c in wide.columns], rotation=60, ha="right", fontsize=7
+    )
+    axis.axhline(0.5, color="white", linewidth=2)
+    axis.set_title(f"{_title(analysis)}: category probabilities per probe", fontsize=9)
+    figure.colorbar(image, ax=axis, fraction=0.04, label="probability")
+    figure.tight_layout()
+    return figure
+
+
+def signature_view(analysis: PromptAnalysis, params: StudyParams) -> tuple[Any, ...]:
+    """What the explorer's "Category probes" tab shows: the figure, or a note saying why there is none."""
+    probabilities = category_probes(analysis, params)
+    if isinstance(probabilities, str):
+        return (note(probabilities),)
+    return (signature_figure(analysis, probabilities),)
 
 
 # --- the study the prompt is compared with -----------------------------------------------------------
@@ -759,7 +806,16 @@ class Explorer:
     Display it (last expression of a cell) in JupyterLab.
     """
 
-    TABS = ("Tokens", "In the study", "Layer profiles", "Layer x head", "Attention pattern", "Head view", "Model view")
+    TABS = (
+        "Tokens",
+        "In the study",
+        "Layer profiles",
+        "Layer x head",
+        "Attention pattern",
+        "Head view",
+        "Model view",
+        "Category probes",
+    )
 
     def __init__(
         self,
@@ -869,6 +925,7 @@ class Explorer:
         self._show("Layer profiles", profile_figure(analysis, self.study.layers(analysis.model)))
         self._show("Layer x head", head_heatmap(analysis))
         self._show("Model view", model_view(analysis))
+        self._show("Category probes", *signature_view(analysis, self.params))
         self.update_selection()
         self.status.value = html.escape(context.sentence)  # last: every view is drawn
 

@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import paths, reproduction, store
-from helpers.outputs import FINDINGS_FIGURES, STUDY_FIGURES
+from helpers.outputs import FINDINGS_FIGURES, SIGNATURE_FIGURES, STUDY_FIGURES
 from helpers.study import CATEGORIES
 from helpers.tables import PAPER_METRICS, finite_only
 
@@ -409,4 +409,76 @@ def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, abou
         "sparsity_layer_profiles": sparsity_layer_profiles(layers),
     }
     assert tuple(result) == FINDINGS_FIGURES
+    return result
+
+
+# --- notebook 08: activation signatures (finding 5) ---------------------------------------------------
+
+
+def signature_probe_depth(probes: pd.DataFrame) -> plt.Figure:
+    """Per model, probe accuracy (surface features + one layer's mean-pooled vectors) by relative depth, with the
+    surface-only baseline (band), the control task (random labels of the same class sizes) and chance.
+
+    ``probes``: the ``signature_probes`` table (``helpers.signatures.layer_probes`` per model).
+    """
+    if "accuracy" not in probes:
+        return _note_figure(str(probes.iloc[0, 0]))
+    models = list(dict.fromkeys(probes["model"]))
+    columns = min(4, len(models))
+    rows = math.ceil(len(models) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    for axis, model in zip(axes.flat, models, strict=False):
+        table = probes[probes["model"] == model]
+        depth = table["relative_depth"]
+        surface = float(table["surface_accuracy"].iloc[0])
+        axis.axhspan(surface - 0.01, surface + 0.01, color="tab:orange", alpha=0.35, label="surface only")
+        axis.fill_between(
+            depth,
+            table["control_surface_accuracy"],
+            table["control_accuracy"],
+            color="tab:gray",
+            alpha=0.35,
+            label="control task",
+        )
+        axis.axhline(float(table["chance"].iloc[0]), color="black", linestyle=":", linewidth=1, label="chance")
+        axis.plot(depth, table["accuracy"], marker="o", markersize=3, color="tab:blue", label="surface + layer")
+        axis.set_title(model)
+        axis.set_xlabel("relative depth (0 = embeddings)")
+        axis.set_ylim(0, 1)
+    for axis in axes.flat[len(models) :]:
+        axis.axis("off")
+    axes[0, 0].set_ylabel("cross-validated accuracy")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
+def signature_units_depth(units: pd.DataFrame) -> plt.Figure:
+    """Per model, the share of a layer's units that are category-selective, by relative depth, with the
+    label-permutation null (mean, and its 95% quantile as the top of the band)."""
+    if "selective" not in units:
+        return _note_figure(str(units.iloc[0, 0]))
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for index, (model, table) in enumerate(units.groupby("model", sort=False)):
+        color = sns.color_palette("tab10")[index % 10]
+        axis.plot(table["relative_depth"], table["share"], marker="o", markersize=3, color=color, label=model)
+        axis.fill_between(
+            table["relative_depth"], 0, table["null_q95"] / table["units"], color=color, alpha=0.15, linewidth=0
+        )
+    axis.set_xlabel("relative depth (0 = embeddings)")
+    axis.set_ylabel("share of units selective")
+    axis.set_title("Category-selective units (|d| >= 0.8, FDR 5%); bands: permutation null up to its 95% quantile")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def signature_figures(tables: dict[str, pd.DataFrame]) -> dict[str, plt.Figure]:
+    """All of ``SIGNATURE_FIGURES`` from notebook 08's tables."""
+    tables = {name: _drawn(table) for name, table in tables.items()}
+    result = {
+        "signature_probe_depth": signature_probe_depth(tables["signature_probes"]),
+        "signature_units_depth": signature_units_depth(tables["signature_units"]),
+    }
+    assert tuple(result) == SIGNATURE_FIGURES
     return result

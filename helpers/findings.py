@@ -906,8 +906,17 @@ FINDINGS: tuple[Finding, ...] = (
     GPT2HasHighestActivation(),
     NoMonotonicParameterLink(),
 )
-"""The paper's findings, in its order."""
+"""The paper's findings, in its order (finding 5, activation signatures, registers itself: ``register``)."""
 
+
+def register(finding: Finding) -> None:
+    """Add a finding defined in its own module to ``FINDINGS`` (once, by number)."""
+    global FINDINGS
+    if all(known.number != finding.number for known in FINDINGS):
+        FINDINGS = (*FINDINGS, finding)
+
+
+import helpers.signatures  # noqa: E402, F401 (finding 5: it subclasses Finding and calls register)
 
 # --- the scorecard and what the paper's own table says --------------------------------------------------
 
@@ -1214,17 +1223,19 @@ def analyse(
     layers: pd.DataFrame | None = None,
     display_names: dict[str, str] | None = None,
     calibration_runs: int = 100,
+    signatures: pd.DataFrame | None = None,
 ) -> FindingsAnalysis:
     """Assess every finding on a run's tidy per-prompt table and on the paper's table; make every output table.
 
     ``metrics``: finite rows only (``tables.finite_only``); ``samples``: bootstrap draws (at least
     ``robustness.MIN_BOOTSTRAP_SAMPLES``), one weight matrix shared by every bootstrap statistic; ``layers``:
     the run's long per-layer table (for ``sparsity_interpretation``), with ``display_names`` (registry name ->
-    display name); ``calibration_runs``: simulated runs per finding-1 scenario in the operating characteristics.
+    display name); ``calibration_runs``: simulated runs per finding-1 scenario in the operating characteristics;
+    ``signatures``: finding 5's per-model tests (notebook 08, ``helpers.signatures``), if the run has them.
     """
     if samples < robustness.MIN_BOOTSTRAP_SAMPLES:
         raise ValueError(f"samples={samples}: at least {robustness.MIN_BOOTSTRAP_SAMPLES} bootstrap draws are needed")
-    return _analyse(metrics, published_cells, samples, seed, layers, display_names or {}, calibration_runs)
+    return _analyse(metrics, published_cells, samples, seed, layers, display_names or {}, calibration_runs, signatures)
 
 
 @robustness.single_threaded_blas
@@ -1236,10 +1247,13 @@ def _analyse(
     layers: pd.DataFrame | None,
     display_names: dict[str, str],
     calibration_runs: int,
+    signatures: pd.DataFrame | None,
 ) -> FindingsAnalysis:
     from helpers import calibration
 
     run = StudyData.from_metrics(store.at_measurement_precision(metrics), samples, seed)
+    if signatures is not None:
+        run.cache[helpers.signatures.CACHE_KEY] = signatures
     published = StudyData.from_published(published_cells, samples, seed)
     assessments = assess_all(run)
     tables: dict[str, pd.DataFrame] = {

@@ -70,6 +70,11 @@ class RunOutputs:
         return self.params.results / "metrics.parquet"
 
     @property
+    def signatures(self) -> Path:
+        """Finding 5's per-model tests (notebook 08), which notebook 06 puts in the scorecard."""
+        return self.params.results / "signatures.parquet"
+
+    @property
     def aggregated(self) -> Path:
         return self.params.results / "tables"
 
@@ -408,6 +413,8 @@ KEY_FIGURES: dict[str, str] = {
     "heatmap_attention_entropy_by_model": "Attention entropy per category, z-scored within each model "
     "(raw values annotated).",
     "robustness_sparsity_ratio": "Decoder / encoder sparsity ratio with 95% intervals, against the paper's 7x.",
+    "signature_probe_depth": "Finding 5: can a layer's activations tell the category better than the prompt's "
+    "surface (band) and better than a control task of random labels (gray)?",
 }
 """Figures shown on the front page (when the run made them), with what each answers."""
 

@@ -69,3 +69,17 @@ FINDINGS_TABLES: tuple[str, ...] = (
     "top10_stability",
 )
 """Every table notebook 06 exports to paper/tables/ (CSV, Markdown, LaTeX)."""
+
+SIGNATURE_TABLES: tuple[str, ...] = (
+    "signature_tests",
+    "signature_verdicts",
+    "signature_probes",
+    "signature_units",
+    "signature_unit_owners",
+    "signature_transfer",
+    "signature_sizes",
+)
+"""Every table notebook 08 (finding 5, activation signatures) exports to paper/tables/ (CSV, Markdown, LaTeX)."""
+
+SIGNATURE_FIGURES: tuple[str, ...] = ("signature_probe_depth", "signature_units_depth")
+"""Every figure notebook 08 makes (PNG and SVG in figures/)."""

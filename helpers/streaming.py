@@ -35,6 +35,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -89,6 +90,9 @@ class Measurements:
     layers: pd.DataFrame
     attention_path: str
     attention_kernel: str = "eager"
+    vectors: np.ndarray | None = None
+    """(n_texts, L+1, D) float16 in input order: each text's ``hidden_states[l]`` averaged over its real tokens
+    (``metrics.mean_pooled``), l = 0 the embedding output; None when measured without layers."""
 
 
 # --- finding the modules to hook ---------------------------------------------------------------
@@ -154,12 +158,19 @@ class _BatchRecord:
     token_mask: torch.Tensor  # (B, T)
     causal: bool
     hidden: list[dict[str, torch.Tensor]] = field(default_factory=list)  # layer 0..L-1 inputs/outputs
+    pool_vectors: bool = True
+    pooled: list[torch.Tensor] = field(default_factory=list)  # hidden_states 0..L, each (B, D) mean over real tokens
     last_block: dict[str, torch.Tensor] | None = None
     attention_heads: list[torch.Tensor] = field(default_factory=list)  # each (B, H)
     normalized_sums: list[torch.Tensor] = field(default_factory=list)  # each (B,)
     normalized_counts: list[torch.Tensor] = field(default_factory=list)  # each (B,)
     attention_kernels: set[str] = field(default_factory=set)  # the fused routes that ran (kernels.ONE_PASS, ...)
     _per_mask: dict[tuple, tuple[Any, torch.Tensor | list]] = field(default_factory=dict)
+
+    def pool(self, hidden: torch.Tensor) -> None:
+        """Keep the mean over real tokens of one entry of ``hidden_states`` (B, T, D) -> (B, D), on the device."""
+        if self.pool_vectors:
+            self.pooled.append(metrics.mean_pooled(hidden, self.token_mask))
 
     def _cached(self, mask: torch.Tensor | None, what: tuple, make: Callable[[], Any]) -> Any:
         """``make()`` once per mask and ``what`` (layers share masks); the mask is kept, so its id stays unique."""
@@ -432,6 +443,7 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
             record = records[-1]
             hidden = args[0] if args else kwargs["hidden_states"]
             record.hidden.append(metrics.hidden_state_statistics(hidden, record.token_mask))
+            record.pool(hidden)
 
         def block_hook(module: nn.Module, args: tuple, output: Any) -> None:
             record = records[-1]
@@ -441,6 +453,7 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
                 record.last_block = stats  # before the final norm; the final entry comes from the output
             else:
                 record.hidden.append(stats)
+                record.pool(hidden)
             if record.token_mask.numel() >= TRIM_TOKENS and hidden.device.type == "cpu":
                 _release_free_memory()
 
@@ -657,6 +670,7 @@ def _measure(
 
     prompt_rows: dict[int, dict[str, Any]] = {}
     layer_frames: list[pd.DataFrame] = []
+    vectors: np.ndarray | None = None  # (n_texts, L+1, D) float16, allocated at the first batch
     batches = _length_sorted_batches(lengths, batch_size)
     causal = loaded.architecture == "decoder"
     base_model = loaded.model.base_model  # no language-model head: the metrics never use it
@@ -673,12 +687,18 @@ def _measure(
             if accepts_positions and left_padded:  # positions count real tokens only: left padding shifts nothing
                 positions = (features["attention_mask"].cumsum(dim=-1) - 1).clamp_min(0)
                 features["position_ids"] = positions + first_position
-            records.append(_BatchRecord(token_mask=features["attention_mask"], causal=causal))
+            records.append(_BatchRecord(token_mask=features["attention_mask"], causal=causal, pool_vectors=layers))
             output = base_model(**features, use_cache=False)
             record = records.pop()
             kernels_used |= record.attention_kernels
             final = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
             record.hidden.append(metrics.hidden_state_statistics(final, record.token_mask))
+            record.pool(final)
+            if record.pooled:  # (pooling is on exactly when layers are kept)
+                pooled = torch.stack(record.pooled, dim=1).cpu().to(torch.float16).numpy()  # (B, L+1, D)
+                if vectors is None:
+                    vectors = np.zeros((len(texts), *pooled.shape[1:]), dtype=np.float16)
+                vectors[batch] = pooled
             prompt_frame, layer_frame = _tables(record, loaded.n_layers, layers)
             prompt_frame.index = batch
             prompt_rows.update(prompt_frame.to_dict("index"))
@@ -699,7 +719,9 @@ def _measure(
     kernel = ", ".join(sorted(kernels_used)) if path == "fused" else "eager"
     prompts.attrs["attention_path"] = layer_table.attrs["attention_path"] = path
     prompts.attrs["attention_kernel"] = layer_table.attrs["attention_kernel"] = kernel
-    return Measurements(prompts=prompts, layers=layer_table, attention_path=path, attention_kernel=kernel)
+    return Measurements(
+        prompts=prompts, layers=layer_table, attention_path=path, attention_kernel=kernel, vectors=vectors
+    )
 
 
 def measure(

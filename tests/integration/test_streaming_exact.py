@@ -373,3 +373,19 @@ def test_dequantized_cache_holds_exactly_the_gguf_weights() -> None:
     cached = helpers.load_model("smollm2-135m").model.state_dict()
     assert direct.keys() == cached.keys()
     assert all(torch.equal(direct[key], cached[key]) for key in direct)
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-llama", "tiny-gpt2"])
+def test_mean_pooled_vectors_equal_each_hidden_state_averaged_over_real_tokens(name: str) -> None:
+    """``Measurements.vectors`` in a padded batch: each prompt's ``hidden_states[l]`` averaged over its tokens alone."""
+    loaded = helpers.load_model(name)
+    measured = helpers.measure_with_layers(loaded, PROMPTS, batch_size=len(PROMPTS), progress=False)
+    assert measured.vectors.shape == (len(PROMPTS), loaded.n_layers + 1, loaded.hidden_size)
+    assert measured.vectors.dtype == "float16"
+    for index, text in enumerate(PROMPTS):
+        encoded = loaded.tokenizer([text], return_tensors="pt")
+        with torch.no_grad():
+            hidden_states = loaded.model(**encoded, output_hidden_states=True).hidden_states
+        expected = torch.stack([h[0].double().mean(dim=0) for h in hidden_states]).to(torch.float16).float()
+        torch.testing.assert_close(torch.from_numpy(measured.vectors[index]).float(), expected, rtol=2e-3, atol=2e-3)
+    assert helpers.measure_with_layers(loaded, PROMPTS[:1], layers=False, progress=False).vectors is None
