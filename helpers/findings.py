@@ -1381,7 +1381,9 @@ def preregistration() -> str:
 if __name__ == "__main__":  # python -m helpers.findings preregister: record the rules (then commit them)
     import sys
 
+    from helpers import findings  # the imported module, with every registered finding (not this __main__ copy)
+
     if sys.argv[1:] != ["preregister"]:
         raise SystemExit("usage: python -m helpers.findings preregister")
-    store.write_text(rules_markdown(), PREREGISTERED_RULES)
+    store.write_text(findings.rules_markdown(), PREREGISTERED_RULES)
     print(f"wrote {PREREGISTERED_RULES}: commit it before running the study whose results these rules judge")
