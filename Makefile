@@ -36,6 +36,8 @@ $(STAMP): pyproject.toml requirements/embedded-models.txt
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (compendium)"
 	# notebook outputs never reach git: the nbstripout filter that .gitattributes names
 	$(PY) -m helpers.notebooks git-filter
+	# JupyterLab without the news pop-up (.venv/share/jupyter/lab/settings/overrides.json)
+	$(PY) -m helpers.notebooks lab-settings
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,11 +57,13 @@ reproduce: install
 
 # JupyterLab with the project's kernel (.venv), on 127.0.0.1 only, opened on notebooks/.
 lab: install
+	@$(PY) -m helpers.notebooks lab-settings >/dev/null
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) $(ALLOW_ROOT) notebooks/
 
-# The README's screenshots (index and explorer), from the browser tests, into figures/screenshots/.
+# The README's screenshots (front page and explorer) of the default study, into figures/screenshots/
+# (tests/acceptance/test_screenshots.py; run `make reproduce` first).
 screenshots: install
-	COMPENDIUM_SCREENSHOTS=figures/screenshots $(PY) -m pytest -q tests/acceptance
+	COMPENDIUM_SCREENSHOTS=figures/screenshots $(PY) -m pytest -q tests/acceptance/test_screenshots.py
 
 # Speed and memory of helpers.measure against a plain forward and the one-at-a-time way.
 bench: install

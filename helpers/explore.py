@@ -901,15 +901,17 @@ class Explorer:
         )
 
     def _show(self, name: str) -> None:
-        from IPython.display import display
+        """Redraw tab ``name`` and every output following it: their outputs replaced at once, in a kernel or not."""
+        from IPython.core.interactiveshell import InteractiveShell
 
-        items = self._items(name)
+        formatter = InteractiveShell.instance().display_formatter
+        shown = []
+        for item in self._items(name):
+            if item is not None:
+                data, metadata = formatter.format(item)
+                shown.append({"output_type": "display_data", "data": data, "metadata": metadata})
         for output in [self.outputs[name], *self.followers[name]]:
-            output.clear_output(wait=True)
-            with output:
-                for item in items:
-                    if item is not None:
-                        display(item)
+            output.outputs = tuple(shown)
 
     def follow(self, name: str) -> Any:
         """An output showing tab ``name`` now and redrawn whenever the explorer redraws that tab."""

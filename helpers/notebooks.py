@@ -177,6 +177,25 @@ def install_git_filter(root: Path = paths.ROOT) -> str:
     return f"git filter nbstripout: {clean}"
 
 
+LAB_SETTINGS: dict[str, dict[str, Any]] = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+}
+"""JupyterLab defaults for the project's environment: no "get notified about Jupyter news?" pop-up and no
+update check (so Lab never asks to reach the network)."""
+
+
+def install_lab_settings(prefix: Path | None = None) -> Path:
+    """Write ``LAB_SETTINGS`` into ``<prefix>/share/jupyter/lab/settings/overrides.json`` (``prefix``: this
+    Python's environment, .venv), merged with what is there; a user's own Lab settings still win."""
+    import json
+
+    path = Path(prefix or sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    current = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    for plugin, settings in LAB_SETTINGS.items():
+        current[plugin] = {**current.get(plugin, {}), **settings}
+    return store.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n", path)
+
+
 # --- reports ---------------------------------------------------------------------------------------
 
 REMOVE_CELL_TAGS = frozenset({"remove-cell", "parameters", "injected-parameters"})
@@ -782,11 +801,14 @@ def main(argv: list[str] | None = None) -> int:
     index = commands.add_parser("index", help="write the HTML index of a run")
     index.add_argument("--params", required=True)
     commands.add_parser("git-filter", help="set the nbstripout git filter named in .gitattributes")
+    commands.add_parser("lab-settings", help="JupyterLab without the news pop-up, for this environment")
     args = parser.parse_args(argv)
     if args.command == "run":
         print(run_notebook(args.notebook, args.params, args.model))
     elif args.command == "index":
         print(write_index(args.params))
+    elif args.command == "lab-settings":
+        print(install_lab_settings())
     else:
         print(install_git_filter())
     return 0
