@@ -170,8 +170,9 @@ def category_heatmap(cells: pd.DataFrame, metric: str, by_model: bool = False) -
         low, high = grid.min(axis=1), grid.max(axis=1)
         colours = grid.sub(low, axis=0).div((high - low).replace(0, np.nan), axis=0).fillna(0.5)
         style = {"cmap": "viridis", "vmin": 0.0, "vmax": 1.0}
-        label = "position in the model's own range (0 = its lowest, 1 = its highest)"
-        title = f"{LABELS[metric]}: mean per model and category\n(rows differ in scale: each row is coloured on its own range)"
+        label = "within each row: 0 = lowest, 1 = highest"
+        title = f"{LABELS[metric]}: mean per model and category"
+        title += "\n(rows differ in scale: each row is coloured on its own range)"
     else:
         colours, style = grid, {"cmap": "viridis"}
         label, title = LABELS[metric], f"{LABELS[metric]}: mean per model and category"

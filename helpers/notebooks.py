@@ -479,7 +479,10 @@ def provenance_html(provenance: Mapping[str, Any], summary: str = "Provenance") 
             fields = list(dict.fromkeys(field for inner in value.values() for field in inner))
             rows = [
                 [html.escape(str(field))]
-                + [html.escape(_provenance_value(inner.get(field, "")) if field in inner else "n/a") for inner in value.values()]
+                + [
+                    html.escape(_provenance_value(inner.get(field, "")) if field in inner else "n/a")
+                    for inner in value.values()
+                ]
                 for field in fields
             ]
             sections.append(f"<h4>{html.escape(key)}</h4>" + _html_table(["field", *map(str, value)], rows))
@@ -559,18 +562,23 @@ def finding_reason(row: Mapping[str, str]) -> str:
     """
     reason = str(row.get(OPTIONAL_FRONT_PAGE_COLUMNS["reason"], "") or "").strip()
     if reason:
-        return reason if reason.endswith((".", "?", "!")) else reason + "."
+        return _sentence(reason)
     testable = str(row.get(OPTIONAL_FRONT_PAGE_COLUMNS["testable"], "") or "").strip()
     if testable.lower().startswith("no"):
         why = testable.split(":", 1)[1].strip() if ":" in testable else testable
-        return f"Not testable with this run: {shorten(why, REASON_LENGTH)}."
+        return _sentence(f"Not testable with this run: {shorten(why, REASON_LENGTH)}")
     evidence = str(row.get(FRONT_PAGE_COLUMNS["evidence"], "") or "").strip()
     items = [item.strip() for item in evidence.split("; ") if item.strip()]
     if not items:
         return "No evidence recorded."
     first = shorten(items[0][0].upper() + items[0][1:], REASON_LENGTH)
     more = f" (and {len(items) - 1} more like it in the scorecard)" if len(items) > 1 else ""
-    return f"{first}{more}."
+    return _sentence(f"{first}{more}")
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending as a sentence does: a full stop unless it ends with one already (or with '…')."""
+    return text if text.endswith((".", "?", "!", "…")) else text + "."
 
 
 def findings_summary_html(path: Path, details_href: str = "") -> str:
@@ -599,7 +607,8 @@ def findings_summary_html(path: Path, details_href: str = "") -> str:
             f"{html.escape(finding_reason(row))}"
             f'<span class="paper">The paper\'s own table: {html.escape(paper)}</span></li>'
         )
-    full = f"<details><summary>The whole scorecard ({len(table.columns)} columns)</summary>{scorecard_html(path)}</details>"
+    summary = f"The whole scorecard ({len(table.columns)} columns)"
+    full = f"<details><summary>{summary}</summary>{scorecard_html(path)}</details>"
     return f'<ul class="findings">{"".join(lines)}</ul>{full}'
 
 
@@ -626,8 +635,10 @@ def headline_numbers_html(tables: Path) -> str:
     import pandas as pd
 
     rows = []
-    categories, architectures = (tables / f"{name}.csv" for name in ("published_vs_reproduced_categories",
-                                                                      "published_vs_reproduced_architectures"))
+    categories, architectures = (
+        tables / f"{name}.csv"
+        for name in ("published_vs_reproduced_categories", "published_vs_reproduced_architectures")
+    )
     if categories.is_file():
         ranks = pd.read_csv(categories)
         math = ranks[(ranks["metric"] == "Attention_Entropy") & (ranks["Category"] == "mathematical_reasoning")]
@@ -637,13 +648,22 @@ def headline_numbers_html(tables: Path) -> str:
             def rank(value: Any) -> str:
                 return f"{int(value)} of {n}" if pd.notna(value) else "n/a"
 
-            rows.append(["math's rank by attention entropy <i>H</i><sub>att</sub> (1 = highest)",
-                         rank(math["published_rank"].iloc[0]), rank(math["reproduced_rank"].iloc[0])])
+            rows.append(
+                [
+                    "math's rank by attention entropy <i>H</i><sub>att</sub> (1 = highest)",
+                    rank(math["published_rank"].iloc[0]),
+                    rank(math["reproduced_rank"].iloc[0]),
+                ]
+            )
     if architectures.is_file():
-        ratios = pd.read_csv(architectures).pivot_table(index="metric", columns="source",
-                                                         values="decoder_over_encoder", dropna=False)
-        labels = {"Max_Sparsity": "<i>S</i><sub>max</sub>", "Attention_Entropy": "<i>H</i><sub>att</sub>",
-                  "Final_Activation": "<i>A</i><sub>f</sub>"}
+        ratios = pd.read_csv(architectures).pivot_table(
+            index="metric", columns="source", values="decoder_over_encoder", dropna=False
+        )
+        labels = {
+            "Max_Sparsity": "<i>S</i><sub>max</sub>",
+            "Attention_Entropy": "<i>H</i><sub>att</sub>",
+            "Final_Activation": "<i>A</i><sub>f</sub>",
+        }
         for metric, label in labels.items():
             if metric in ratios.index:
                 shown = [ratios.loc[metric].get(source, float("nan")) for source in ("published", "reproduced")]

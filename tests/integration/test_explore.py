@@ -231,7 +231,9 @@ def test_a_prompt_longer_than_every_study_prompt_is_warned_about() -> None:
     peers = peers.assign(words=4, length_band="short")
     context = explore.study_context(analysis, explore.Study(run_params(), peers), CATEGORIES[0])
     assert context.out_of_range and context.sentence.startswith("Out of range")
-    assert "128 tokens, longer than every one of the study's 6 prompts" in context.sentence and "10-77" in context.sentence
+    assert (
+        "128 tokens, longer than every one of the study's 6 prompts" in context.sentence and "10-77" in context.sentence
+    )
     assert "#fff4e5" in context.note().data  # shown as a warning
     short = explore.analyse(MODEL, "Hi there.")
     inside = explore.study_context(short, explore.Study(run_params(), peers.assign(n_tokens=short.n_tokens)), "x")

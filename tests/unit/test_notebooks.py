@@ -150,7 +150,9 @@ def test_front_page_findings_are_one_line_each_verdict_first_from_the_scorecard(
     assert "Math is first in one model of three." in notebooks.findings_summary_html(with_reason)
     assert "missing" in notebooks.findings_summary_html(tmp_path / "absent.csv")
     other = tmp_path / "other.csv"
-    pd.DataFrame({"finding": [2], "raw_reproduction": ["ratio 1.1"], "verdict": ["weakened"]}).to_csv(other, index=False)
+    pd.DataFrame({"finding": [2], "raw_reproduction": ["ratio 1.1"], "verdict": ["weakened"]}).to_csv(
+        other, index=False
+    )
     page = notebooks.findings_summary_html(other)  # another schema: the table itself
     assert "<th>raw reproduction</th>" in page and "ratio 1.1" in page and 'class="verdict-weakened"' in page
 
@@ -165,7 +167,10 @@ def test_provenance_is_tables_in_a_collapsed_details_not_json() -> None:
     provenance = {
         "params": {"models": ["a", "b"], "seed": 0, "max_length": None},
         "prompt_file_sha256": "abc123",
-        "models": {"a": {"display_name": "A", "n_layers": 2, "device": None}, "b": {"display_name": "B", "n_layers": 3}},
+        "models": {
+            "a": {"display_name": "A", "n_layers": 2, "device": None},
+            "b": {"display_name": "B", "n_layers": 3},
+        },
     }
     page = notebooks.provenance_html(provenance, "Provenance")
     assert page.startswith("<details><summary>Provenance</summary>") and "{" not in page
@@ -181,7 +186,7 @@ def test_report_tables_have_no_nan_no_bare_index_and_say_why_they_are_empty() ->
     filtered = table[table["model"] != "b"]  # index 0, 2: a leftover index, not a column
     page = notebooks.show_table(filtered).to_html()
     assert "nan" not in page.lower() and "None" not in page
-    assert '<th class="row_heading' not in page and "<th class=\"blank" not in page
+    assert '<th class="row_heading' not in page and '<th class="blank' not in page
     grouped = table.groupby("model")[["value"]].mean()  # a named index becomes a column
     assert ">model</th>" in notebooks.show_table(grouped).to_html()
     empty = notebooks.show_table(table.iloc[:0], empty="no rows: no model is one of the paper's six")
