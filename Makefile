@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 PARAMS ?= params/default.yaml
 PROFILE ?= default
 SNAKEFLAGS ?=
-# PROFILE=slurm runs every job through profiles/slurm/ (README "On a Slurm cluster"). Snakemake
+# PROFILE=slurm runs every job through profiles/slurm/ (docs/workflow.md "On a Slurm cluster"). Snakemake
 # also loads profiles/default/ by itself (the workflow profile); with another PROFILE it is switched
 # off so it cannot override that profile's keys (cores, executor).
 # helpers.workflow runs Snakemake under a lock that a killed run leaves behind safely (see its docstring).
