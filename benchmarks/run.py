@@ -553,7 +553,8 @@ def main() -> int:
         and args.lengths == DEFAULT_LENGTHS
         and not args.dtype
     )
-    if standard and not args.full_size:  # only the standard run is quoted in benchmarks/README.md and docs/benchmarks.md
+    # only the standard run is quoted in benchmarks/README.md and docs/benchmarks.md
+    if standard and not args.full_size:
         RESULTS.write_text(text)
         for readme in (ROOT / "benchmarks" / "README.md", ROOT / "docs" / "benchmarks.md"):
             quote(readme, text)
