@@ -909,6 +909,7 @@ class Explorer:
         for item in self._items(name):
             if item is not None:
                 data, metadata = formatter.format(item)
+                data = {kind: _as_text(value) for kind, value in data.items()}
                 shown.append({"output_type": "display_data", "data": data, "metadata": metadata})
         for output in [self.outputs[name], *self.followers[name]]:
             output.outputs = tuple(shown)
@@ -982,6 +983,13 @@ class Explorer:
             return
         for name in self.SELECTION_TABS:
             self._show(name)
+
+
+def _as_text(value: Any) -> Any:
+    """A display value as JSON carries it: images (bytes) in base64, as the kernel would send them."""
+    import base64
+
+    return base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
 
 
 def section(
