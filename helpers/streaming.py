@@ -371,6 +371,11 @@ def _registered(interface: type, name: str, function: Callable) -> Iterator[None
             mapping[name] = previous
 
 
+def _ask_for_attentions(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A pre-hook: call the attention module with ``output_attentions=True`` (this module only, not the model)."""
+    return args, {**kwargs, "output_attentions": True}
+
+
 def _restore(model: nn.Module, implementation: str, training: bool) -> None:
     if model.config._attn_implementation != implementation:
         model.set_attn_implementation(implementation)
@@ -442,12 +447,25 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
             handles.extend(
                 module.register_forward_hook(attention_hook(index), with_kwargs=True) for module, index in attentions
             )
+            handles.extend(  # modules that return probabilities only when asked (MPNet's own attention code)
+                module.register_forward_pre_hook(_ask_for_attentions, with_kwargs=True)
+                for module, _ in attentions
+                if "output_attentions" in inspect.signature(module.forward).parameters
+            )
         for handle in handles:
             undo.callback(handle.remove)
         yield records
 
 
 # --- input checks and batching -------------------------------------------------------------------
+
+
+def position_offset(base_model: nn.Module) -> int:
+    """The position id of a text's first token: 0, or ``padding_idx + 1`` where the position embedding reserves
+    the ids up to its padding index (RoBERTa, MPNet: positions start at 2 after padding id 1)."""
+    embeddings = getattr(base_model, "embeddings", None)
+    padding_idx = getattr(getattr(embeddings, "position_embeddings", None), "padding_idx", None)
+    return 0 if padding_idx is None else int(padding_idx) + 1
 
 
 def validate_texts(texts: Sequence[str]) -> list[str]:
@@ -619,6 +637,7 @@ def _measure(
     causal = loaded.architecture == "decoder"
     base_model = loaded.model.base_model  # no language-model head: the metrics never use it
     accepts_positions = "position_ids" in inspect.signature(base_model.forward).parameters
+    first_position = position_offset(base_model)
     with recording(loaded, path) as records, torch.inference_mode():
         for batch in tqdm(batches, desc=f"measure {loaded.name}", unit="batch", disable=not progress):
             features = tokenizer.pad(
@@ -627,7 +646,8 @@ def _measure(
             features = {key: value.to(target_device) for key, value in features.items()}
             left_padded = not bool(features["attention_mask"][:, 0].all())
             if accepts_positions and left_padded:  # positions count real tokens only: left padding shifts nothing
-                features["position_ids"] = (features["attention_mask"].cumsum(dim=-1) - 1).clamp_min(0)
+                positions = (features["attention_mask"].cumsum(dim=-1) - 1).clamp_min(0)
+                features["position_ids"] = positions + first_position
             records.append(_BatchRecord(token_mask=features["attention_mask"], causal=causal))
             output = base_model(**features, use_cache=False)
             record = records.pop()
