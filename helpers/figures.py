@@ -401,7 +401,7 @@ def finding1_length_contrasts(curves: pd.DataFrame, math: str = "mathematical_re
         return _note_figure(str(curves.iloc[0, 0]))
     models = list(dict.fromkeys(curves["model"]))
     columns = min(4, len(models))
-    rows = math.ceil(len(models) / columns)
+    rows = -(-len(models) // columns)  # ceil: the parameter `math` hides the module here
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharex=False)
     for axis, model in zip(axes.flat, models, strict=False):
         frame = curves[curves["model"] == model]
