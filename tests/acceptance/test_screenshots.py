@@ -16,7 +16,7 @@ import pytest
 
 from helpers import paths
 from helpers.notebooks import RunOutputs
-from helpers.study import load_params
+from helpers.study import ParameterError, load_params
 from tests.acceptance.conftest import SCREENSHOTS_ENVIRONMENT, jupyterlab, screenshot_folder, wait_for
 from tests.acceptance.test_lab import EXPLORER_IMAGES, _decoded, open_and_run_all, screenshot_of_the_explorer
 
@@ -24,9 +24,16 @@ pytestmark = pytest.mark.skipif(
     not os.environ.get(SCREENSHOTS_ENVIRONMENT),
     reason=f"the README's screenshots are taken by `make screenshots` ({SCREENSHOTS_ENVIRONMENT} unset)",
 )
-DEFAULT = RunOutputs(load_params(paths.PARAMS / "default.yaml"))
 NOTEBOOK = "build/lab-default/07_explore.ipynb"
 WIDTH, HEIGHT = 1400, 1000
+
+
+def default_run() -> RunOutputs:
+    """Where the default study writes (its parameters are checked only here, when a screenshot is taken)."""
+    try:
+        return RunOutputs(load_params(paths.PARAMS / "default.yaml"))
+    except ParameterError as error:
+        pytest.skip(f"the default study's parameters do not load here: {error}")
 
 
 def needs(path: Path) -> None:
@@ -35,7 +42,7 @@ def needs(path: Path) -> None:
 
 
 def test_screenshot_of_the_front_page(browser: Any) -> None:
-    index = DEFAULT.reports / "index.html"
+    index = default_run().reports / "index.html"
     needs(index)
     browser.set_window_size(WIDTH, HEIGHT)
     browser.get(index.as_uri())
@@ -44,7 +51,7 @@ def test_screenshot_of_the_front_page(browser: Any) -> None:
 
 
 def test_screenshot_of_the_explorer(browser: Any) -> None:
-    needs(DEFAULT.metrics)
+    needs(default_run().metrics)
     target = paths.ROOT / NOTEBOOK
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(paths.NOTEBOOKS / "07_explore.ipynb", target)  # a copy: Lab saves its outputs there
