@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 PARAMS ?= params/default.yaml
 PROFILE ?= default
 SNAKEFLAGS ?=
-# PROFILE=slurm runs every job through profiles/slurm/ (README "On a Slurm cluster"). Snakemake
+# PROFILE=slurm runs every job through profiles/slurm/ (docs/workflow.md "On a Slurm cluster"). Snakemake
 # also loads profiles/default/ by itself (the workflow profile); with another PROFILE it is switched
 # off so it cannot override that profile's keys (cores, executor).
 # helpers.workflow runs Snakemake under a lock that a killed run leaves behind safely (see its docstring).
@@ -47,6 +47,8 @@ $(STAMP): pyproject.toml requirements/embedded-models.txt
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (compendium)"
 	# notebook outputs never reach git: the nbstripout filter that .gitattributes names
 	$(PY) -m helpers.notebooks git-filter
+	# JupyterLab without the news pop-up (.venv/share/jupyter/lab/settings/overrides.json)
+	$(PY) -m helpers.notebooks lab-settings
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -86,11 +88,13 @@ reproduce: install
 
 # JupyterLab with the project's kernel (.venv), on 127.0.0.1 only, opened on notebooks/.
 lab: install
+	@$(PY) -m helpers.notebooks lab-settings >/dev/null
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) $(ALLOW_ROOT) notebooks/
 
-# The README's screenshots (index and explorer), from the browser tests, into figures/screenshots/.
+# The README's screenshots (front page and explorer) of the default study, into figures/screenshots/
+# (tests/acceptance/test_screenshots.py; run `make reproduce` first).
 screenshots: install
-	COMPENDIUM_SCREENSHOTS=figures/screenshots $(PY) -m pytest -q tests/acceptance
+	COMPENDIUM_SCREENSHOTS=figures/screenshots $(PY) -m pytest -q tests/acceptance/test_screenshots.py
 
 # Speed and memory of helpers.measure against a plain forward and the one-at-a-time way.
 bench: install

@@ -1,6 +1,6 @@
 # The study workflow: each rule runs one numbered notebook with papermill and renders its HTML
 # report (helpers/notebooks.py). Collection is one job per model, so each can run on its own
-# GPU or cluster node. Run it with `make reproduce` (local; profiles/default) or see the README
+# GPU or cluster node. Run it with `make reproduce` (local; profiles/default) or see docs/workflow.md
 # for Slurm (profiles/slurm).
 #
 # Every rule declares what it reads, code included: the helpers modules its notebook runs

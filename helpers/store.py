@@ -93,6 +93,33 @@ def write_text(text: str, path: Path) -> Path:
     return Path(path)
 
 
+def markdown_cell(value: Any) -> str:
+    """One Markdown table cell's text: ``|`` escaped, newlines as ``<br>``, so a cell never splits a row."""
+    text = str(value).replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\\|", "|").replace("|", "\\|").replace("\n", "<br>")
+
+
+def markdown_table(table: pd.DataFrame, floatfmt: str = "g", empty: str = "(no rows)") -> str:
+    """``table`` as a Markdown (GitHub pipe) table: the one way the compendium writes one.
+
+    Text cells and headers go through ``markdown_cell`` (pipes escaped, newlines as ``<br>``),
+    numbers through ``floatfmt``; missing values are empty cells, never ``nan``. A table without
+    rows is ``empty`` (a sentence saying why), not a header on its own.
+    """
+    if not len(table):
+        return empty
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, float | np.floating) and not np.isfinite(value) and np.isnan(value):
+            return ""
+        if value is None or value is pd.NA or value is pd.NaT:
+            return ""
+        return value if isinstance(value, int | float | np.integer | np.floating | bool) else markdown_cell(value)
+
+    shown = table.map(cell).rename(columns=lambda name: markdown_cell(name))
+    return shown.to_markdown(index=False, floatfmt=floatfmt)
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """Read a table written by ``write_table``; ``StoredTableError`` if unreadable or not what was written."""
     try:

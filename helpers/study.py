@@ -323,7 +323,7 @@ def prompt_length_table(prompts: pd.DataFrame) -> str:
                 "Share with '?'": f"{(group['n_question_marks'] > 0).mean():.0%}",
             }
         )
-    return pd.DataFrame(rows).to_markdown(index=False, floatfmt="g")
+    return store.markdown_table(pd.DataFrame(rows), floatfmt="g")
 
 
 def _evenly_spaced(available: int, wanted: int) -> list[int]:

@@ -73,6 +73,16 @@ def test_every_table_exists_in_every_format_with_no_missing_values(smoke_run: Pa
     assert consistency["agrees"].all()
 
 
+def test_every_generated_markdown_table_parses(smoke_run: Path) -> None:
+    """Every Markdown table the run wrote has rows of its header's width and no 'nan' (pipes escaped)."""
+    from tests.unit.test_markdown_tables import malformed
+
+    written = sorted((smoke_run / "paper" / "tables" / "smoke").glob("*.md"))
+    assert len(written) >= len(STUDY_TABLES)
+    problems = {path.name: malformed(path.read_text()) for path in written}
+    assert {name: found for name, found in problems.items() if found} == {}
+
+
 def test_every_figure_exists(smoke_run: Path) -> None:
     for name in (*STUDY_FIGURES, *SIGNATURE_FIGURES):
         for suffix in ("png", "svg"):
