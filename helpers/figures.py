@@ -300,7 +300,7 @@ def sparsity_variants(variants: pd.DataFrame, about: tuple[float, float]) -> plt
     measures = list(dict.fromkeys(variants["measure"]))
     comparisons = list(dict.fromkeys(variants["comparison"]))
     figure, axis = plt.subplots(figsize=(11, 0.55 * len(measures) + 2.4))
-    axis.axvspan(*about, color="crimson", alpha=0.12, label=f"'about 7x' ({about[0]:.3g}-{about[1]:.3g})")
+    axis.axvspan(*about, color="crimson", alpha=0.12, label=f"'about' band ({about[0]:.3g}-{about[1]:.3g})")
     axis.axvline(1.0, color="grey", linestyle=":", label="no difference")
     offsets = np.linspace(-0.25, 0.25, len(comparisons)) if len(comparisons) > 1 else [0.0]
     for offset, comparison in zip(offsets, comparisons, strict=True):
@@ -326,6 +326,38 @@ def sparsity_variants(variants: pd.DataFrame, about: tuple[float, float]) -> plt
     return figure
 
 
+def finding1_length_contrasts(curves: pd.DataFrame, math: str = "mathematical_reasoning") -> plt.Figure:
+    """Per model: math minus each other category across the token range every category covers (95% pointwise
+    intervals shaded), from finding 1's primary model on the summed scale.
+
+    ``curves``: the ``finding1_length_contrasts`` table (``model, category, n_tokens, difference, lower, upper``)
+    or a one-column note.
+    """
+    if "difference" not in curves:
+        return _note_figure(str(curves.iloc[0, 0]))
+    models = list(dict.fromkeys(curves["model"]))
+    columns = min(4, len(models))
+    rows = math.ceil(len(models) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharex=False)
+    for axis, model in zip(axes.flat, models, strict=False):
+        frame = curves[curves["model"] == model]
+        for category, group in frame.groupby("category", sort=False):
+            colour = CATEGORY_COLOURS.get(category, "grey")
+            axis.plot(group["n_tokens"], group["difference"], color=colour, linewidth=1, label=category)
+            axis.fill_between(group["n_tokens"], group["lower"], group["upper"], color=colour, alpha=0.08)
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_title(model, fontsize=10)
+        axis.set_xlabel("prompt length (tokens)")
+        axis.set_ylabel("math minus category, H_att (nats)")
+    for axis in list(axes.flat)[len(models) :]:
+        axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    figure.suptitle("Finding 1 by length: above 0, math has the higher entropy at that length")
+    figure.tight_layout(rect=(0, 0.12 if rows == 1 else 0.08, 1, 0.95))
+    return figure
+
+
 def sparsity_layer_profiles(layers: pd.DataFrame) -> plt.Figure:
     """Per-layer sparsity profiles: Hoyer, |h| < 0.01 and |h| < 0.01 x the layer's SD, by relative depth."""
     return layer_profiles(layers, statistics=("hoyer", "near_zero_0.01", "near_zero_relative_0.01"))
@@ -337,6 +369,7 @@ def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, abou
     layers = _drawn(layers)
     result = {
         "finding1_categories": finding1_categories(tables["finding1_categories"]),
+        "finding1_length_contrasts": finding1_length_contrasts(tables["finding1_length_contrasts"]),
         "sparsity_variants": sparsity_variants(tables["sparsity_variants"], about),
         "sparsity_layer_profiles": sparsity_layer_profiles(layers),
     }

