@@ -32,7 +32,7 @@ import torch
 
 import helpers
 from helpers import assemble, models, paths
-from helpers.streaming import PromptTooLongError
+from helpers.streaming import FusedAttentionUnsupportedError, PromptTooLongError
 from tests.conftest import PROMPTS
 from tests.integration.test_streaming_exact import TOLERANCE, brute_force
 
@@ -160,6 +160,13 @@ def test_embeddinggemma_real_model_is_an_encoder_with_gemma3s_sliding_layers() -
     assert config.model_type == "gemma3_text" and config.use_bidirectional_attention
     # config.json says 512, the whole span; transformers keeps |i - j| < 512 // 2 + 1 (256 keys on either side)
     assert config.sliding_window == 512 // 2 + 1 and config.layer_types.count("full_attention") == 4
+
+
+def test_mpnet_has_no_exact_fused_path_and_says_so() -> None:
+    # MPNet adds a relative position bias to the scores in its own attention code (no AttentionInterface)
+    with pytest.raises(FusedAttentionUnsupportedError, match="own attention code"):
+        helpers.measure("tiny-mpnet", PROMPTS[:1], attention="fused", progress=False)
+    assert helpers.measure("tiny-mpnet", PROMPTS[:1], progress=False).attrs["attention_path"] == "eager"
 
 
 def test_mpnet_positions_start_after_the_padding_index() -> None:

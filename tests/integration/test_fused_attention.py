@@ -32,14 +32,14 @@ def layer_values(name: str, attention: str, texts: list[str] = PROMPTS) -> pd.Da
     return layers[layers["statistic"].str.startswith("attention")].reset_index(drop=True)
 
 
-@pytest.mark.parametrize("name", ["tiny-gemma3", "tiny-qwen2", "tiny-bert"])
+@pytest.mark.parametrize("name", ["tiny-gemma3", "tiny-embeddinggemma", "tiny-qwen2", "tiny-bert"])
 def test_per_layer_and_per_head_statistics_equal_the_eager_reference(name: str) -> None:
     fused, eager = layer_values(name, "fused"), layer_values(name, "eager")
     pd.testing.assert_frame_equal(fused.drop(columns="value"), eager.drop(columns="value"))
     assert fused["value"].to_numpy() == pytest.approx(eager["value"].to_numpy(), rel=TOLERANCE, abs=1e-7)
 
 
-@pytest.mark.parametrize("name", ["tiny-gemma3", "tiny-llama", "tiny-bert"])
+@pytest.mark.parametrize("name", ["tiny-gemma3", "tiny-embeddinggemma", "tiny-llama", "tiny-bert"])
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_query_blocks_give_the_same_values(name: str, side: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # masks longer than a block of query rows are evaluated block by block, skipping keys no row sees

@@ -13,13 +13,15 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from helpers import assemble, registry
+from helpers import assemble, paths, registry
 from helpers.registry import ModelSpec, ModelUnavailableError, Provenance
 
 FILES = {"config.json": b'{"model_type": "planted"}\n', "weights/model.bin": bytes(range(256)) * 40}
@@ -214,3 +216,13 @@ def test_docs_models_table_is_generated_from_the_registry(tmp_path: Path) -> Non
         assert spec.provenance.files[
             "model.gguf" if "model.gguf" in spec.provenance.files else "model.safetensors"
         ] in (copy.read_text())
+
+
+def test_assembly_and_the_name_check_do_not_import_torch() -> None:
+    code = (
+        "import sys, helpers.assemble, helpers.onnx_bert, helpers.registry; "
+        "[helpers.assemble.is_installed(n) for n in helpers.registry.ASSEMBLED]; "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=paths.ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False False"
