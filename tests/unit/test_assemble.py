@@ -209,9 +209,10 @@ def test_params_name_the_assembled_models_to_install(tmp_path: Path) -> None:
 
 
 def test_docs_models_table_is_generated_from_the_registry(tmp_path: Path) -> None:
-    copy = tmp_path / "models.md"
+    copy, readme = tmp_path / "models.md", tmp_path / "README.md"
     shutil.copy(assemble.DOCS, copy)
-    assert not assemble.write_docs(copy), "docs/models.md is stale: run `python -m helpers.assemble docs`"
+    shutil.copy(assemble.README, readme)
+    assert not assemble.write_docs(copy, readme), "docs/models.md or README.md stale: python -m helpers.assemble docs"
     for spec in registry.ASSEMBLED.values():
         assert spec.provenance.files[
             "model.gguf" if "model.gguf" in spec.provenance.files else "model.safetensors"
