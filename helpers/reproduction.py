@@ -338,7 +338,7 @@ def compare_table(name: str, table: pd.DataFrame, committed: Path, context: Cont
     }
     for index, (old_row, new_row) in enumerate(zip(old[1:], new[1:], strict=True)):
         row = dict(zip(header, new_row, strict=True))
-        where = f"row {index + 1}" + "".join(f" {row[c]}" for c in header[:2] if _number(row[c]) is None)
+        where = f"row {index + 1}" + "".join(f" {row[c]}" for c in header[:3] if _number(row[c]) is None)
         items = next((_number(row[c]) for c in ("items", "prompts") if c in row), None)
         numeric = [c for c, v in row.items() if _number(v) is not None]
         about_activation = any("activation" in row.get(c, "").lower() for c in _CONTEXT_COLUMNS) or (
