@@ -158,3 +158,27 @@ def test_explorer_widget_redraws_for_a_new_prompt_and_reports_bad_input() -> Non
     explorer.prompt.value = "Back to a real prompt."
     explorer.model.value = "tiny-bert"  # a new model redraws at once
     assert explorer.analysis.model == "tiny-bert" and explorer.layer.max == explorer.analysis.n_layers
+
+
+def test_category_probes_give_a_distribution_per_layer_and_say_when_the_run_lacks_vectors() -> None:
+    import shutil
+    import uuid
+
+    from helpers import collection, paths
+
+    analysis = explore.analyse(MODEL, "What is 17 times 3?")
+    missing = explore.signature_view(analysis, run_params())
+    assert len(missing) == 1 and "No stored vectors" in str(missing[0].data)
+    params = run_params(f"test-probes-{uuid.uuid4().hex[:8]}")
+    try:
+        collection.collect_model(params, MODEL, progress=False)
+        probabilities = explore.category_probes(analysis, params)
+        assert set(probabilities["layer"]) == set(range(-1, analysis.n_layers + 1))  # -1: surface only
+        assert set(probabilities["category"]) == set(CATEGORIES)
+        np.testing.assert_allclose(probabilities.groupby("layer")["probability"].sum(), 1.0, rtol=1e-6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            figure = explore.signature_figure(analysis, probabilities)
+            assert figure._repr_png_().startswith(b"\x89PNG")
+    finally:
+        shutil.rmtree(paths.RESULTS / params.name, ignore_errors=True)
