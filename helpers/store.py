@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,7 +145,9 @@ def round_significant(values: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
 
 
 VECTOR_DTYPE = np.float16
-"""How stored hidden vectors are kept: float16 (2 bytes a value; mean-pooled states are far from its range limits)."""
+"""How stored hidden vectors are kept: float16 (2 bytes a value). Mean-pooled states stay inside its range
+(+-65504) in the models measured so far (the largest: SmolLM2's outlier dimension, about 2.8e4); a value
+beyond it is clipped, with a warning and a count in the file's metadata."""
 
 
 def vectors_sha256(ids: list[str], vectors: np.ndarray) -> str:
@@ -159,13 +162,20 @@ def write_vectors(ids: list[str], vectors: np.ndarray, path: Path, metadata: dic
 
     Read back with ``read_vectors``, which verifies the hash.
     """
-    array = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)
+    limit = float(np.finfo(VECTOR_DTYPE).max)
+    wide = np.asarray(vectors, dtype=np.float32)
+    saturated = int(np.sum(np.isfinite(wide) & (np.abs(wide) > limit)))
+    if saturated:  # beyond float16's range: kept at its largest value (counted in the metadata), never inf
+        warnings.warn(f"{path}: {saturated} value(s) beyond float16's range were clipped to +-{limit:g}", stacklevel=2)
+        wide = np.where(np.isfinite(wide), np.clip(wide, -limit, limit), wide)
+    array = np.ascontiguousarray(wide, dtype=VECTOR_DTYPE)
     if array.shape[0] != len(ids):
         raise ValueError(f"{len(ids)} ids for {array.shape[0]} rows of vectors")
     width = int(np.prod(array.shape[1:], dtype=np.int64))
     flat = pa.array(array.reshape(-1), type=pa.float16())
     arrow = pa.table({"id": pa.array(ids, pa.string()), "vector": pa.FixedSizeListArray.from_arrays(flat, width)})
-    stored = {**(metadata or {}), "shape": list(array.shape), "content_sha256": vectors_sha256(ids, array)}
+    stored = {**(metadata or {}), "shape": list(array.shape), "saturated_values": saturated}
+    stored["content_sha256"] = vectors_sha256(ids, array)
     arrow = arrow.replace_schema_metadata({METADATA_KEY: json.dumps(stored, sort_keys=True, default=str).encode()})
     with atomic_path(path) as temporary:
         pq.write_table(arrow, temporary)

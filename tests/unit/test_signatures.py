@@ -182,3 +182,12 @@ def test_stored_vectors_round_trip_and_a_changed_value_is_caught(tmp_path) -> No
     pq.write_table(table.set_column(1, "vector", column), path)
     with pytest.raises(store.StoredTableError, match="content hash"):
         store.read_vectors(path)
+
+
+def test_a_value_beyond_float16s_range_is_clipped_and_counted_never_stored_as_inf(tmp_path) -> None:
+    vectors = np.array([[[1.0, 1e6, -2e5, np.nan]]], dtype=np.float32)
+    with pytest.warns(UserWarning, match="2 value"):
+        path = store.write_vectors(["a"], vectors, tmp_path / "v.parquet")
+    _, back = store.read_vectors(path)
+    assert back[0, 0, 1] == 65504 and back[0, 0, 2] == -65504 and np.isnan(back[0, 0, 3])
+    assert store.read_metadata(path)["saturated_values"] == 2
