@@ -146,8 +146,8 @@ def round_significant(values: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
 
 VECTOR_DTYPE = np.float16
 """How stored hidden vectors are kept: float16 (2 bytes a value). Mean-pooled states stay inside its range
-(+-65504) in the models measured so far (the largest: SmolLM2's outlier dimension, about 2.8e4); a value
-beyond it is clipped, with a warning and a count in the file's metadata."""
+(+-65504) in the models measured so far (the largest: Gemma3-270M's outlier dimension, 3.9e4 on 180 study
+prompts); a value beyond it is clipped, with a warning and a count in the file's metadata."""
 
 
 def vectors_sha256(ids: list[str], vectors: np.ndarray) -> str:
