@@ -286,7 +286,8 @@ def signature_test(
 
 def layer_probes(baseline: np.ndarray, kernels: np.ndarray, labels: np.ndarray, settings: Settings) -> pd.DataFrame:
     """Per layer: accuracy of the surface design plus that layer's vectors, the surface-only accuracy, and both
-    on the control task; selectivity = (accuracy - surface) - (control accuracy - control surface accuracy).
+    on the control task; selectivity = (accuracy - surface) - (control accuracy - control surface accuracy);
+    ``over_embeddings``: accuracy minus layer 0's (the embedding output: mean-pooled, a bag of input tokens).
 
     ``kernels``: (L+1, n, n) from ``layer_kernels``.
     """
@@ -308,6 +309,7 @@ def layer_probes(baseline: np.ndarray, kernels: np.ndarray, labels: np.ndarray, 
     table["selectivity"] = (table["accuracy"] - table["surface_accuracy"]) - (
         table["control_accuracy"] - table["control_surface_accuracy"]
     )
+    table["over_embeddings"] = table["accuracy"] - table["accuracy"].iloc[0]  # beyond the bag of input tokens
     table["chance"] = float(pd.Series(labels).value_counts(normalize=True).max())
     return table
 
