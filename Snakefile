@@ -1,6 +1,6 @@
 # The study workflow: each rule runs one numbered notebook with papermill and renders its HTML
 # report (helpers/notebooks.py). Collection is one job per model, so each can run on its own
-# GPU or cluster node. Run it with `make reproduce` (local; profiles/default) or see the README
+# GPU or cluster node. Run it with `make reproduce` (local; profiles/default) or see docs/workflow.md
 # for Slurm (profiles/slurm).
 #
 # Every rule declares what it reads, code included: the helpers modules its notebook runs
@@ -16,7 +16,14 @@ sys.path.insert(0, workflow.basedir)
 
 from helpers import paths  # noqa: E402
 from helpers.notebooks import RunOutputs, numbered_notebooks  # noqa: E402
-from helpers.outputs import FINDINGS_FIGURES, FINDINGS_TABLES, STUDY_FIGURES, STUDY_TABLES  # noqa: E402
+from helpers.outputs import (  # noqa: E402
+    FINDINGS_FIGURES,
+    FINDINGS_TABLES,
+    SIGNATURE_FIGURES,
+    SIGNATURE_TABLES,
+    STUDY_FIGURES,
+    STUDY_TABLES,
+)
 from helpers.study import load_params, model_key  # noqa: E402
 from helpers.workflow import code_inputs, runner_inputs  # noqa: E402
 
@@ -68,8 +75,9 @@ rule all:
     input:
         OUT.reports / "index.html",
         # every intermediate too, so that deleting one rebuilds it and what depends on it
-        expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers")),
+        expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers", "_vectors")),
         OUT.metrics,
+        OUT.signatures,
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
 
 
@@ -80,6 +88,7 @@ rule collect:
     output:
         ACTIVATIONS / "{model}.parquet",
         ACTIVATIONS / "{model}_layers.parquet",
+        ACTIVATIONS / "{model}_vectors.parquet",
         OUT.reports / "01_collect_activations_{model}.html",
     log:
         OUT.build / "01_collect_activations_{model}.ipynb",
@@ -173,6 +182,7 @@ rule robustness:
         REFERENCE,
         OUT.metrics,
         expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),
+        OUT.signatures,  # finding 5's per-model tests, from notebook 08
     output:
         tables(OUT.tables, FINDINGS_TABLES),
         figures(FINDINGS_FIGURES),
@@ -188,6 +198,27 @@ rule robustness:
         "{RUN} 06_robustness --params {PARAMS_ARG}"
 
 
+# Notebook 08, finding 5 (activation signatures): probes and selective units from every model's stored
+# prompt table, per-layer table and mean-pooled vectors; its per-model tests feed notebook 06's scorecard.
+rule signatures:
+    input:
+        code("08_signatures"),
+        INPUTS,
+        expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers", "_vectors")),
+    output:
+        OUT.signatures,
+        tables(OUT.tables, SIGNATURE_TABLES),
+        figures(SIGNATURE_FIGURES),
+        OUT.reports / "08_signatures.html",
+    log:
+        OUT.executed("08_signatures"),
+    benchmark:
+        benchmark("signatures")
+    threads: 2
+    shell:
+        "OMP_NUM_THREADS={threads} {RUN} 08_signatures --params {PARAMS_ARG}"
+
+
 # Notebook 07, the one-prompt explorer, rendered as a static report with its default prompt and
 # the run's first model, placed among the run's prompts (metrics and that model's per-layer table).
 rule explore:
@@ -196,6 +227,8 @@ rule explore:
         INPUTS,
         OUT.metrics,
         ACTIVATIONS / f"{model_key(STUDY.models[0])}_layers.parquet",
+        ACTIVATIONS / f"{model_key(STUDY.models[0])}.parquet",  # the category probes (finding 5) fit on these
+        ACTIVATIONS / f"{model_key(STUDY.models[0])}_vectors.parquet",
     output:
         OUT.reports / "07_explore.html",
     log:

@@ -1,7 +1,8 @@
 """Collecting one model's measurements, resumably: chunks stored under content hashes, verified when read.
 
-``collect_model`` measures one model on a run's prompts and writes the prompt table and the
-per-layer table to ``results/<run>/activations/`` with provenance. The workflow runs it once
+``collect_model`` measures one model on a run's prompts and writes the prompt table, the
+per-layer table and the mean-pooled hidden vectors (per prompt and layer, float16) to
+``results/<run>/activations/`` with provenance. The workflow runs it once
 per model (notebook 01).
 """
 
@@ -13,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from helpers import paths, store
@@ -58,15 +60,20 @@ class ChunkNotTrustedWarning(UserWarning):
     """A stored chunk failed verification (unreadable, other prompts, or altered) and was measured again."""
 
 
-def _verified_chunk(prompt_path: Path, layer_path: Path, key: str, prompt_ids: list[str]) -> tuple | None:
-    """A stored chunk's (prompt table, layer table) if both verify, else None with a warning naming the file.
+def _verified_chunk(
+    prompt_path: Path, layer_path: Path, vector_path: Path, key: str, prompt_ids: list[str]
+) -> tuple | None:
+    """A stored chunk's (prompt table, layer table, vectors) if all verify, else None with a warning naming the file.
 
-    Verified: both files read with their content hash intact (``store.read_table``), carry this
-    chunk's key, and hold exactly this chunk's prompt ids, in order.
+    Verified: every file reads with its content hash intact (``store.read_table``, ``store.read_vectors``),
+    carries this chunk's key, and holds exactly this chunk's prompt ids (the prompt table and the vectors in order).
     """
-    if not (prompt_path.is_file() and layer_path.is_file()):
+    if not (prompt_path.is_file() and layer_path.is_file() and vector_path.is_file()):
         return None
     try:
+        vector_ids, vectors = store.read_vectors(vector_path)
+        if store.read_metadata(vector_path).get("chunk_key") != key or vector_ids != prompt_ids:
+            raise store.StoredTableError(f"{vector_path} belongs to another chunk")
         tables = []
         for path in (prompt_path, layer_path):
             table = store.read_table(path)
@@ -79,7 +86,7 @@ def _verified_chunk(prompt_path: Path, layer_path: Path, key: str, prompt_ids: l
     except (store.StoredTableError, KeyError) as error:
         warnings.warn(f"stored chunk not used, measuring it again: {error}", ChunkNotTrustedWarning, stacklevel=3)
         return None
-    return tables[0], tables[1]
+    return tables[0], tables[1], vectors
 
 
 def check_max_length(tokenizer: Any, max_length: int | None, model: str) -> None:
@@ -131,13 +138,14 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         "libraries": {name: versions[name] for name in ("torch", "transformers", "tokenizers", "gguf")},
         "measurement_code": measurement_code_sha256(),
     }
-    prompt_frames, layer_frames, keys, measured = [], [], [], 0
+    prompt_frames, layer_frames, vector_arrays, keys, measured = [], [], [], [], 0
     for chunk in tqdm(_chunks(prompts), desc=f"collect {loaded.name}", unit="chunk", disable=not progress):
         key = _content_key(fingerprint, chunk.drop(columns="tokens").to_dict("records"))
         keys.append(key)
         prompt_ids = chunk["prompt_id"].tolist()
         prompt_path, layer_path = chunk_folder / f"{key}.parquet", chunk_folder / f"{key}_layers.parquet"
-        stored = _verified_chunk(prompt_path, layer_path, key, prompt_ids)
+        vector_path = chunk_folder / f"{key}_vectors.parquet"
+        stored = _verified_chunk(prompt_path, layer_path, vector_path, key, prompt_ids)
         if stored is None:
             result = measure_with_layers(
                 loaded,
@@ -154,15 +162,17 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
             layer_table = result.layers.merge(identity.rename_axis("text_index").reset_index(), on="text_index")
             metadata = {"fingerprint": fingerprint, "chunk_key": key, "prompt_ids": prompt_ids}
             store.write_table(layer_table.drop(columns="text_index"), layer_path, metadata)
+            store.write_vectors(prompt_ids, result.vectors, vector_path, metadata)
             store.write_table(prompt_table, prompt_path, metadata)  # written last: the marker
-            stored = _verified_chunk(prompt_path, layer_path, key, prompt_ids)
+            stored = _verified_chunk(prompt_path, layer_path, vector_path, key, prompt_ids)
             if stored is None:
                 raise store.StoredTableError(f"chunk {prompt_path} did not verify right after it was written")
             measured += 1
         prompt_frames.append(stored[0])
         layer_frames.append(stored[1])
+        vector_arrays.append(stored[2])
     for stale in chunk_folder.glob("*.parquet"):  # chunks of earlier prompt files or parameters
-        if stale.name.removesuffix(".parquet").removesuffix("_layers") not in keys:
+        if stale.name.removesuffix(".parquet").removesuffix("_layers").removesuffix("_vectors") not in keys:
             stale.unlink()
     provenance = {
         "model": loaded.metadata(),
@@ -180,10 +190,15 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         "chunks": keys,
         "chunks_measured_now": measured,
     }
+    all_prompts = pd.concat(prompt_frames, ignore_index=True)
     return {
-        "prompts": store.write_table(
-            pd.concat(prompt_frames, ignore_index=True), params.activations_path(model), provenance
+        "vectors": store.write_vectors(
+            all_prompts["prompt_id"].tolist(),
+            np.concatenate(vector_arrays),
+            params.activations_path(model, "vectors"),
+            provenance,
         ),
+        "prompts": store.write_table(all_prompts, params.activations_path(model), provenance),
         "layers": store.write_table(
             pd.concat(layer_frames, ignore_index=True), params.activations_path(model, "layers"), provenance
         ),

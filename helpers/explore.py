@@ -29,7 +29,7 @@ from matplotlib import font_manager
 from matplotlib.figure import Figure
 from matplotlib.ft2font import FT2Font
 
-from helpers.figures import annotations
+from helpers.figures import annotations, display_name
 from helpers.models import ATTENTION_IMPLEMENTATION, LoadedModel, ModelUnavailableError, UnknownModelError, load_model
 from helpers.streaming import AttentionMissingError, PromptTooLongError, measure_with_layers
 from helpers.study import CATEGORIES, StudyParams, load_prompts
@@ -84,7 +84,9 @@ def head_grid(layers: pd.DataFrame) -> pd.DataFrame:
 
 def token_limit(loaded: LoadedModel, max_tokens: int = MAX_TOKENS) -> int:
     """The number of tokens kept: ``max_tokens``, or fewer if the model has fewer positions."""
-    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    from helpers.streaming import max_tokens as positions_of
+
+    positions = positions_of(loaded)
     return min(max_tokens, positions) if positions else max_tokens
 
 
@@ -190,6 +192,7 @@ class PromptAnalysis:
     measures: pd.Series
     layers: pd.DataFrame
     attention: np.ndarray
+    vectors: np.ndarray | None = None  # (L+1, D) float16: each hidden state averaged over the prompt's tokens
 
     @property
     def n_layers(self) -> int:
@@ -255,7 +258,53 @@ def analyse(
         measures=measured.prompts.iloc[0],
         layers=layers,
         attention=maps,
+        vectors=measured.vectors[0],
     )
+
+
+# --- category probes (finding 5) -------------------------------------------------------------------------
+
+
+def category_probes(analysis: PromptAnalysis, params: StudyParams) -> pd.DataFrame | str:
+    """The prompt's category probabilities from each layer's probe (surface + that layer's mean-pooled vector)
+    and from the surface-only probe (layer -1), fitted on the run's prompts of the same model
+    (``signatures.category_probabilities``); or why there are none (the run has no vectors for the model)."""
+    from helpers import signatures, study
+
+    path = params.activations_path(analysis.model, "vectors")
+    if analysis.vectors is None or not path.is_file():
+        return f"No stored vectors for {analysis.display_name} in run '{params.name}': run `make reproduce` first."
+    prompts, _, vectors = signatures.load_model_inputs(params, analysis.model)
+    new = pd.DataFrame(study.prompt_covariates(pd.Series([analysis.text]))).assign(
+        text=analysis.text, n_tokens=int(analysis.measures["n_tokens"])
+    )
+    return signatures.category_probabilities(prompts, vectors, new, analysis.vectors)
+
+
+def signature_figure(analysis: PromptAnalysis, probabilities: pd.DataFrame) -> Figure:
+    """Heatmap of category probabilities: the surface-only probe (top row) and each layer's probe below it."""
+    wide = probabilities.pivot(index="layer", columns="category", values="probability")
+    labels = ["surface only" if layer < 0 else f"layer {layer}" for layer in wide.index]
+    figure = ExplorerFigure(figsize=(1.0 + 0.55 * wide.shape[1], 1.2 + 0.28 * len(wide)))
+    axis = figure.subplots()
+    image = axis.imshow(wide.to_numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    axis.set_yticks(range(len(labels)), labels, fontsize=7)
+    axis.set_xticks(
+        range(wide.shape[1]), [c.replace("_", " ") for c in wide.columns], rotation=60, ha="right", fontsize=7
+    )
+    axis.axhline(0.5, color="white", linewidth=2)
+    axis.set_title(f"{_title(analysis)}: category probabilities per probe", fontsize=9)
+    figure.colorbar(image, ax=axis, fraction=0.04, label="probability")
+    figure.tight_layout()
+    return figure
+
+
+def signature_view(analysis: PromptAnalysis, params: StudyParams) -> tuple[Any, ...]:
+    """What the explorer's "Category probes" tab shows: the figure, or a note saying why there is none."""
+    probabilities = category_probes(analysis, params)
+    if isinstance(probabilities, str):
+        return (note(probabilities),)
+    return (signature_figure(analysis, probabilities),)
 
 
 # --- the study the prompt is compared with -----------------------------------------------------------
@@ -333,16 +382,22 @@ def ordinal(number: float) -> str:
 
 @dataclass(frozen=True)
 class Context:
-    """Where a prompt sits in the study: a table of percentiles and one sentence, or why not."""
+    """Where a prompt sits in the study: a table of percentiles and one sentence, or why not.
+
+    ``out_of_range`` says (else '') that the prompt is longer or shorter than every study prompt of
+    the model, so its percentiles lie outside what the study covers.
+    """
 
     table: pd.DataFrame | None
     sentence: str
     band: str
     peers: pd.DataFrame | None = None  # the study's finite prompts of the same model
+    out_of_range: str = ""
 
     def note(self) -> Any:
-        """The sentence as a visible note: information, or a warning when there is nothing to compare with."""
-        return note(self.sentence, "info" if self.table is not None else "warning")
+        """The sentence as a visible note: information, or a warning when there is nothing to compare with
+        or the prompt lies outside the study's lengths."""
+        return note(self.sentence, "info" if self.table is not None and not self.out_of_range else "warning")
 
     def styled(self) -> Any:
         """The percentile table for display (whole percents; '-' where a group is empty), or None."""
@@ -387,7 +442,24 @@ def study_context(analysis: PromptAnalysis, study: Study, category: str) -> Cont
             row[f"{label} percentile"] = percentile(group[column], float(analysis.measures[column]))
         rows.append(row)
     table = pd.DataFrame(rows)
-    return Context(table, _context_sentence(analysis, table, band, len(peers)), band, peers)
+    outside = length_out_of_range(analysis, peers)
+    sentence = _context_sentence(analysis, table, band, len(peers))
+    return Context(table, f"{outside} {sentence}" if outside else sentence, band, peers, outside)
+
+
+def length_out_of_range(analysis: PromptAnalysis, peers: pd.DataFrame) -> str:
+    """A warning when the prompt has more (or fewer) tokens than every study prompt of the model, else ''."""
+    if peers.empty or "n_tokens" not in peers:
+        return ""
+    low, high = int(peers["n_tokens"].min()), int(peers["n_tokens"].max())
+    if low <= analysis.n_tokens <= high:
+        return ""
+    side = "longer" if analysis.n_tokens > high else "shorter"
+    return (
+        f"Out of range: this prompt has {analysis.n_tokens} tokens, {side} than every one of the study's "
+        f"{len(peers)} prompts for {analysis.display_name} ({low}-{high} tokens), so its percentiles lie outside "
+        "what the study covers (raw entropy grows with length)."
+    )
 
 
 def _context_sentence(analysis: PromptAnalysis, table: pd.DataFrame, band: str, n_peers: int) -> str:
@@ -518,9 +590,15 @@ def head_heatmap(analysis: PromptAnalysis) -> Figure:
     return figure
 
 
-def attention_pattern(analysis: PromptAnalysis, layer: int, head: int) -> Figure:
-    """The attention map of one layer (1..L) and head (0..H-1): query tokens down, key tokens across."""
+def attention_pattern(analysis: PromptAnalysis, layer: int, head: int, query: int | None = None) -> Figure:
+    """The attention map of one layer (1..L) and head (0..H-1): query tokens down, key tokens across.
+
+    ``query`` (a token position) outlines that query's row in red and bolds its label: where the
+    chosen token looks.
+    """
     _check_selection(analysis, layer, head)
+    if query is not None and not 0 <= query < analysis.n_tokens:
+        raise ValueError(f"query {query} is out of range: the prompt has tokens 0..{analysis.n_tokens - 1}")
     weights = analysis.attention[layer - 1, head]
     size = min(12.0, max(4.5, 0.28 * analysis.n_tokens + 2.5))
     figure = ExplorerFigure(figsize=(size + 1.2, size), layout="constrained")
@@ -536,8 +614,21 @@ def attention_pattern(analysis: PromptAnalysis, layer: int, head: int) -> Figure
             if value >= 0.01:
                 colour = "white" if value > 0.6 * weights.max() else "black"
                 axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    if query is not None:  # the chosen query's row, outlined
+        from matplotlib.patches import Rectangle
+
+        axis.add_patch(
+            Rectangle((-0.5, query - 0.5), analysis.n_tokens, 1.0, fill=False, edgecolor=PROMPT_COLOUR, linewidth=2.2)
+        )
+        for label in axis.get_yticklabels():
+            if label.get_position()[1] == query:
+                label.set_fontweight("bold")
+                label.set_color(PROMPT_COLOUR)
     entropy = float(analysis.head_entropy().loc[layer, head])
-    axis.set_title(f"{analysis.display_name}: layer {layer}, head {head} (entropy {entropy:.3g} nats)", fontsize=10)
+    which = f", query {query} ({drawable(analysis.labels[query])}) outlined" if query is not None else ""
+    axis.set_title(
+        f"{analysis.display_name}: layer {layer}, head {head} (entropy {entropy:.3g} nats){which}", fontsize=10
+    )
     figure.colorbar(image, ax=axis, shrink=0.8, label="attention weight")
     return figure
 
@@ -750,14 +841,28 @@ EXPECTED_ERRORS = (ValueError, TypeError, PromptTooLongError, ModelUnavailableEr
 
 
 class Explorer:
-    """ipywidgets controls around one prompt: type a prompt, pick a model, a layer and a head.
+    """ipywidgets controls around one prompt: type a prompt, pick a model, a layer, a head and a query token.
 
-    Tabs: tokens and metrics; the prompt in the study; per-layer profiles; layer x head
-    entropy; the attention pattern of one head; the head view of one layer; the model view.
-    Display it (last expression of a cell) in JupyterLab.
+    Tabs (``TABS``): tokens and metrics; the prompt in the study; per-layer profiles; layer x head
+    entropy; the attention pattern of one head (the chosen query's row outlined); the head view
+    of one layer (heads toggled on and off with the head buttons); the model view. ``follow(tab)``
+    gives an output that is redrawn with the tab, so notebook 07's static sections follow the
+    widget's prompt. The model menu shows display names; a new model resets the layer to its
+    middle layer, the head to 0 and every head on. Display it (last expression of a cell) in JupyterLab.
     """
 
-    TABS = ("Tokens", "In the study", "Layer profiles", "Layer x head", "Attention pattern", "Head view", "Model view")
+    TABS = (
+        "Tokens",
+        "In the study",
+        "Layer profiles",
+        "Layer x head",
+        "Attention pattern",
+        "Head view",
+        "Model view",
+        "Category probes",
+    )
+    SELECTION_TABS = ("Attention pattern", "Head view")
+    """The tabs that depend on the layer, head, query token and shown heads (redrawn without measuring again)."""
 
     def __init__(
         self,
@@ -778,16 +883,20 @@ class Explorer:
         categories = list(dict.fromkeys([*params.categories, *CATEGORIES]))
         layout = widgets.Layout(width="auto")
         self.prompt = widgets.Textarea(value=prompt, placeholder="Type a prompt", layout=widgets.Layout(width="98%"))
-        self.model = widgets.Dropdown(options=list(dict.fromkeys([model, *params.models])), value=model)
+        names = list(dict.fromkeys([model, *params.models]))
+        self.model = widgets.Dropdown(options=[(display_name(name), name) for name in names], value=model)
         self.model.description = "model"
         self.category = widgets.Dropdown(options=categories, value=category, description="category", layout=layout)
         self.button = widgets.Button(description="Explore", button_style="primary", icon="search")
         self.layer = widgets.IntSlider(value=1, min=1, max=1, description="layer", continuous_update=False)
         self.head = widgets.IntSlider(value=0, min=0, max=0, description="head", continuous_update=False)
         self.query = widgets.Dropdown(options=[("all tokens", -1)], value=-1, description="query", layout=layout)
+        self.heads = widgets.HBox([])
+        self.heads.add_class("compendium-heads")
         self.status = widgets.HTML()
         self.status.add_class("compendium-status")
         self.outputs = {name: widgets.Output() for name in self.TABS}
+        self.followers: dict[str, list[Any]] = {name: [] for name in self.TABS}
         self.tabs = widgets.Tab(children=list(self.outputs.values()), titles=list(self.TABS))
         self.widget = widgets.VBox(
             [
@@ -796,11 +905,13 @@ class Explorer:
                 widgets.HBox([self.model, self.category, self.button]),
                 self.status,
                 widgets.HBox([self.layer, self.head, self.query]),
+                widgets.HBox([widgets.HTML("heads in the head view:"), self.heads]),
                 self.tabs,
             ]
         )
         self.widget.add_class("compendium-explorer")
         self.analysis: PromptAnalysis | None = None
+        self.context: Context | None = None
         self._initial = (layer, head)
         self._busy = False
         self.button.on_click(lambda _: self.update())
@@ -813,15 +924,64 @@ class Explorer:
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
 
-    def _show(self, name: str, *items: Any) -> None:
-        from IPython.display import display
+    @property
+    def shown_heads(self) -> list[int]:
+        """The heads the head view draws: those whose toggle is on."""
+        return [index for index, toggle in enumerate(self.heads.children) if toggle.value]
 
-        output = self.outputs[name]
-        output.clear_output(wait=True)
-        with output:
-            for item in items:
-                if item is not None:
-                    display(item)
+    def _head_toggles(self, n_heads: int) -> None:
+        """One toggle per head, all on; each redraws the head view."""
+        import ipywidgets as widgets
+
+        toggles = []
+        for h in range(n_heads):
+            toggle = widgets.ToggleButton(value=True, description=str(h), tooltip=f"head {h}")
+            toggle.layout = widgets.Layout(width="3.2em")
+            toggle.observe(lambda _: self.update_selection(), names="value")
+            toggles.append(toggle)
+        self.heads.children = toggles
+
+    def _items(self, name: str) -> list[Any]:
+        """What tab ``name`` shows for the current analysis and selection."""
+        analysis, context = self.analysis, self.context
+        if analysis is None or context is None:
+            return []
+        query = None if self.query.value == -1 else self.query.value
+        return section(
+            name,
+            analysis,
+            context,
+            self.study,
+            layer=self.layer.value,
+            head=self.head.value,
+            query=query,
+            heads=self.shown_heads,
+        )
+
+    def _show(self, name: str) -> None:
+        """Redraw tab ``name`` and every output following it: their outputs replaced at once, in a kernel or not."""
+        from IPython.core.interactiveshell import InteractiveShell
+
+        formatter = InteractiveShell.instance().display_formatter
+        shown = []
+        for item in self._items(name):
+            if item is not None:
+                data, metadata = formatter.format(item)
+                data = {kind: _as_text(value) for kind, value in data.items()}
+                shown.append({"output_type": "display_data", "data": data, "metadata": metadata})
+        for output in [self.outputs[name], *self.followers[name]]:
+            output.outputs = tuple(shown)
+
+    def follow(self, name: str) -> Any:
+        """An output showing tab ``name`` now and redrawn whenever the explorer redraws that tab."""
+        import ipywidgets as widgets
+
+        if name not in self.outputs:
+            raise ValueError(f"unknown section {name!r}; the sections are {list(self.TABS)}")
+        output = widgets.Output()
+        self.followers[name].append(output)
+        self._show(name)
+        return output
 
     def update(self) -> None:
         """Analyse the prompt in the text box with the chosen model and redraw everything."""
@@ -849,11 +1009,19 @@ class Explorer:
             self._busy = False
         self._busy = True
         try:
-            layer, head = self._initial if self.analysis is None else (self.layer.value, self.head.value)
+            new_model = self.analysis is None or self.analysis.model != analysis.model
+            if self.analysis is None:
+                layer, head = self._initial
+            elif new_model:  # another model: its own middle layer, head 0, every head shown
+                layer, head = None, 0
+            else:
+                layer, head = self.layer.value, self.head.value
             self.analysis = analysis
-            self.layer.max, self.head.max = analysis.n_layers, analysis.n_heads - 1
+            self.layer.max, self.head.max = analysis.n_layers, analysis.n_heads - 1  # the slider clamps its value
             self.layer.value = min(default_layer(analysis, layer), analysis.n_layers)
             self.head.value = min(head, analysis.n_heads - 1)
+            if new_model or len(self.heads.children) != analysis.n_heads:
+                self._head_toggles(analysis.n_heads)
             self.query.options = [("all tokens", -1)] + [
                 (f"{i}: {label}", i) for i, label in enumerate(analysis.labels)
             ]
@@ -861,19 +1029,95 @@ class Explorer:
         finally:
             self._busy = False
         self.status.value = "<i>drawing…</i>"
-        context = study_context(analysis, self.study, self.category.value)
-        self._show("Tokens", tokens_html(analysis), summary(analysis))
-        self._show("In the study", context.note(), context.styled(), context_figure(analysis, context))
-        self._show("Layer profiles", profile_figure(analysis, self.study.layers(analysis.model)))
-        self._show("Layer x head", head_heatmap(analysis))
-        self._show("Model view", model_view(analysis))
-        self.update_selection()
-        self.status.value = html.escape(context.sentence)  # last: every view is drawn
+        self.context = study_context(analysis, self.study, self.category.value)
+        for name in self.TABS:
+            self._show(name)
+        colour = "#b26a00" if self.context.out_of_range else "inherit"
+        self.status.value = f'<span style="color:{colour}">{html.escape(self.context.sentence)}</span>'  # last
 
     def update_selection(self) -> None:
-        """Redraw the views that depend on the layer, head and query token."""
+        """Redraw the views that depend on the layer, head, query token and shown heads."""
         if self._busy or self.analysis is None:
             return
-        query = None if self.query.value == -1 else self.query.value
-        self._show("Attention pattern", attention_pattern(self.analysis, self.layer.value, self.head.value))
-        self._show("Head view", head_view(self.analysis, self.layer.value, query=query))
+        for name in self.SELECTION_TABS:
+            self._show(name)
+
+
+def _as_text(value: Any) -> Any:
+    """A display value as JSON carries it: images (bytes) in base64, as the kernel would send them."""
+    import base64
+
+    return base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
+
+
+def section(
+    name: str,
+    analysis: PromptAnalysis,
+    context: Context,
+    study: Study,
+    layer: int,
+    head: int = 0,
+    query: int | None = None,
+    heads: list[int] | None = None,
+) -> list[Any]:
+    """What one section of notebook 07 (one tab of the explorer, ``Explorer.TABS``) shows, in order."""
+    if name == "Tokens":
+        return [tokens_html(analysis), summary(analysis)]
+    if name == "In the study":
+        return [context.note(), context.styled(), context_figure(analysis, context)]
+    if name == "Layer profiles":
+        return [profile_figure(analysis, study.layers(analysis.model))]
+    if name == "Layer x head":
+        return [head_heatmap(analysis)]
+    if name == "Attention pattern":
+        return [attention_pattern(analysis, layer, head, query=query)]
+    if name == "Head view":
+        shown = list(range(analysis.n_heads)) if heads is None else heads
+        if not shown:
+            return [note("Every head is switched off: switch one on with the head buttons.", "info")]
+        return [head_view(analysis, layer, heads=shown, query=query)]
+    if name == "Model view":
+        return [model_view(analysis)]
+    if name == "Category probes":
+        return list(signature_view(analysis, study.params))
+    raise ValueError(f"unknown section {name!r}; the sections are {list(Explorer.TABS)}")
+
+
+class Page:
+    """Notebook 07's sections for one prompt: live in JupyterLab, static in the report.
+
+    ``live``: an ``Explorer`` (``page.explorer``) is made, and each ``show(name)`` is an output that
+    the explorer redraws, so the sections below the widget follow its prompt, model, layer and
+    head. Otherwise (the papermill run that renders the report) each section is drawn once for the
+    ``parameters`` cell's prompt.
+    """
+
+    def __init__(
+        self,
+        params: StudyParams,
+        prompt: str,
+        model: str | None = None,
+        category: str = "mathematical_reasoning",
+        layer: int | None = None,
+        head: int = 0,
+        max_tokens: int = MAX_TOKENS,
+        live: bool = False,
+    ) -> None:
+        model = model or params.models[0]
+        self.explorer = Explorer(params, prompt, model, category, layer, head, max_tokens) if live else None
+        if self.explorer is None:
+            self.study = load_study(params)
+            self.analysis = analyse(model, prompt, dtype=params.dtype, seed=params.seed, max_tokens=max_tokens)
+            self.layer, self.head = default_layer(self.analysis, layer), head
+            self.context = study_context(self.analysis, self.study, category)
+
+    def show(self, name: str) -> None:
+        """Display section ``name`` (one of ``Explorer.TABS``)."""
+        from IPython.display import display
+
+        if self.explorer is not None:
+            display(self.explorer.follow(name))
+            return
+        for item in section(name, self.analysis, self.context, self.study, self.layer, self.head):
+            if item is not None:
+                display(item)

@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 
 from helpers import paths, reproduction, store
-from helpers.outputs import FINDINGS_FIGURES, STUDY_FIGURES
+from helpers.outputs import FINDINGS_FIGURES, SIGNATURE_FIGURES, STUDY_FIGURES
 from helpers.study import CATEGORIES
 from helpers.tables import PAPER_METRICS, finite_only
 
@@ -25,6 +25,29 @@ LABELS = {
     "attention_entropy_normalized": "row-normalised attention entropy",
     "n_tokens": "tokens",
 }
+
+
+LAYER_STATISTICS: dict[str, tuple[str, str]] = {
+    "near_zero_0.01": ("Share of hidden-state entries with |h| < 0.01", "fraction of entries (0-1)"),
+    "near_zero_relative_0.01": (
+        "Share of entries with |h| < 0.01 x the layer's SD",
+        "fraction of entries (0-1)",
+    ),
+    "hoyer": ("Hoyer sparsity of each token's hidden vector", "Hoyer sparsity (0 = even, 1 = one entry)"),
+    "attention_entropy": ("Attention entropy, mean over heads", "nats (sum over query rows)"),
+    "attention_entropy_normalized": ("Row-normalised attention entropy", "entropy / log(keys) (0-1)"),
+}
+"""Per-layer statistic -> (panel title in words, y-axis label with its unit)."""
+
+
+def display_name(model: str) -> str:
+    """A model's display name (``MiniLM-L6`` for ``minilm-l6``), or the name itself when the registry lacks it."""
+    from helpers.registry import UnknownModelError, resolve
+
+    try:
+        return resolve(model).display_name
+    except (UnknownModelError, OSError):
+        return model
 
 
 CATEGORY_COLOURS: dict[str, tuple[float, float, float]] = dict(
@@ -120,6 +143,17 @@ def _superscript(exponent: int) -> str:
     return str(exponent).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
 
 
+SCALE_RATIO = 10.0
+"""Rows of a heatmap whose largest |values| differ by more than this factor are not coloured on one scale."""
+
+
+def rows_differ_in_scale(grid: pd.DataFrame, ratio: float = SCALE_RATIO) -> bool:
+    """Whether the rows' largest |values| differ by more than ``ratio``: one colour bar would hide the small rows."""
+    scales = grid.abs().max(axis=1).to_numpy(dtype=float)
+    scales = scales[np.isfinite(scales) & (scales > 0)]
+    return bool(scales.size > 1 and scales.max() / scales.min() > ratio)
+
+
 def category_heatmap(cells: pd.DataFrame, metric: str, by_model: bool = False) -> plt.Figure:
     """Model x category heatmap of one of the paper's metrics (``cells``: the complete results table).
 
@@ -128,6 +162,9 @@ def category_heatmap(cells: pd.DataFrame, metric: str, by_model: bool = False) -
     is written in units of a power of ten named in its label.
     ``by_model``: colour by the z-score within each model (row), so differences between
     categories show even where models differ in scale; the annotations stay raw values.
+    Without ``by_model``, rows that differ in scale by more than ``SCALE_RATIO`` are each coloured on
+    their own range (0 = the row's lowest, 1 = its highest; the colour bar and the title say so), so
+    a row of 10^-3 values is not drawn as uniformly dark beside a row of values near 1.
     """
     column = PAPER_METRICS[metric]
     grid = cells.pivot_table(index="Model", columns="Category", values=column, sort=False)
@@ -144,6 +181,13 @@ def category_heatmap(cells: pd.DataFrame, metric: str, by_model: bool = False) -
         limit = max(1.0, float(np.nanmax(np.abs(colours.to_numpy()))))
         style = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}  # symmetric: white is the model mean
         label, title = "z-score within the model", f"{LABELS[metric]}: categories compared within each model"
+    elif rows_differ_in_scale(grid):
+        low, high = grid.min(axis=1), grid.max(axis=1)
+        colours = grid.sub(low, axis=0).div((high - low).replace(0, np.nan), axis=0).fillna(0.5)
+        style = {"cmap": "viridis", "vmin": 0.0, "vmax": 1.0}
+        label = "within each row: 0 = lowest, 1 = highest"
+        title = f"{LABELS[metric]}: mean per model and category"
+        title += "\n(rows differ in scale: each row is coloured on its own range)"
     else:
         colours, style = grid, {"cmap": "viridis"}
         label, title = LABELS[metric], f"{LABELS[metric]}: mean per model and category"
@@ -185,21 +229,36 @@ def architecture_comparison(metrics: pd.DataFrame) -> plt.Figure:
 
 
 def layer_profiles(
-    layers: pd.DataFrame, statistics: tuple[str, ...] = ("near_zero_0.01", "attention_entropy")
+    layers: pd.DataFrame,
+    statistics: tuple[str, ...] = ("near_zero_0.01", "attention_entropy"),
+    title: str = "Per-layer profiles: mean over the run's prompts",
+    columns: int = 2,
 ) -> plt.Figure:
-    """Mean over prompts of per-layer statistics against relative depth, one line per model."""
-    figure, axes = plt.subplots(1, len(statistics), figsize=(6 * len(statistics), 4.2), squeeze=False)
-    for axis, statistic in zip(axes[0], statistics, strict=True):
+    """Mean over prompts of per-layer statistics against relative depth, one line per model (display names).
+
+    One panel per statistic, titled in words with its unit (``LAYER_STATISTICS``), ``columns``
+    panels a row; the legend sits below the panels.
+    """
+    rows = math.ceil(len(statistics) / columns)
+    columns = min(columns, len(statistics))
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(5.2 * columns, 3.6 * rows + 0.8), squeeze=False, layout="constrained"
+    )
+    for axis, statistic in zip(axes.flat, statistics, strict=False):
         selected = layers[layers["statistic"] == statistic]
         profile = selected.groupby(["model", "layer"], sort=False)["value"].mean().reset_index()
-        for model, rows in profile.groupby("model", sort=False):
-            depth = rows["layer"] / max(rows["layer"].max(), 1)
-            axis.plot(depth, rows["value"], marker="o", markersize=3, label=model)
+        for model, rows_of in profile.groupby("model", sort=False):
+            depth = rows_of["layer"] / max(rows_of["layer"].max(), 1)
+            axis.plot(depth, rows_of["value"], marker="o", markersize=3, label=display_name(str(model)))
+        label, unit = LAYER_STATISTICS.get(statistic, (statistic.replace("_", " "), "value"))
         axis.set_xlabel("relative depth (0 = embedding output, 1 = last layer)")
-        axis.set_ylabel(statistic.replace("_", " "))
-        axis.set_title(f"{statistic.replace('_', ' ')} per layer")
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="model")
-    figure.tight_layout()
+        axis.set_ylabel(unit)
+        axis.set_title(label, fontsize=10)
+    for axis in list(axes.flat)[len(statistics) :]:
+        axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=min(4, max(1, len(labels))), frameon=False)
+    figure.suptitle(title)
     return figure
 
 
@@ -331,11 +390,15 @@ def finding1_categories(categories: pd.DataFrame, math: str = "mathematical_reas
 
 def sparsity_variants(variants: pd.DataFrame, about: tuple[float, float]) -> plt.Figure:
     """Decoder/encoder sparsity ratio under every sparsity measure: each pair (95% interval) and, where
-    testable, the architecture ratio; the paper's 'about 7x' band shaded; each variant's verdict at right."""
+    testable, the architecture ratio; the paper's 'about 7x' band shaded; each variant's verdict at right.
+
+    Markers are hollow and the interval bars drawn over them with caps, so an interval narrower than a
+    marker still shows as a bar; the legend sits right below the axis label.
+    """
     measures = list(dict.fromkeys(variants["measure"]))
     comparisons = list(dict.fromkeys(variants["comparison"]))
-    figure, axis = plt.subplots(figsize=(11, 0.55 * len(measures) + 2.4))
-    axis.axvspan(*about, color="crimson", alpha=0.12, label=f"'about 7x' ({about[0]:.3g}-{about[1]:.3g})")
+    figure, axis = plt.subplots(figsize=(11, 0.55 * len(measures) + 2.0), layout="constrained")
+    axis.axvspan(*about, color="crimson", alpha=0.12, label=f"'about' band ({about[0]:.3g}-{about[1]:.3g})")
     axis.axvline(1.0, color="grey", linestyle=":", label="no difference")
     offsets = np.linspace(-0.25, 0.25, len(comparisons)) if len(comparisons) > 1 else [0.0]
     for offset, comparison in zip(offsets, comparisons, strict=True):
@@ -346,24 +409,62 @@ def sparsity_variants(variants: pd.DataFrame, about: tuple[float, float]) -> plt
             continue
         error = [(rows["ratio"] - rows["low"]).to_numpy(float), (rows["high"] - rows["ratio"]).to_numpy(float)]
         axis.errorbar(rows["ratio"], y, xerr=error, fmt="D" if comparison.startswith("decoders") else "o",
-                      capsize=2, label=comparison)  # fmt: skip
+                      markersize=5, markerfacecolor="none", elinewidth=2.2, capsize=5, capthick=1.6,
+                      label=f"{comparison} (95% interval)", zorder=3)  # fmt: skip
     overall = variants[variants["comparison"].str.startswith("decoders")].set_index("measure").reindex(measures)
     for k, measure in enumerate(measures):
         verdict = overall.loc[measure, "verdict_sparser"] if "verdict_sparser" in overall else ""
-        axis.annotate(str(verdict), (1.0, len(measures) - 1 - k), xycoords=("axes fraction", "data"),
+        verdict = "" if pd.isna(verdict) else str(verdict)
+        axis.annotate(verdict, (1.0, len(measures) - 1 - k), xycoords=("axes fraction", "data"),
                       xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)  # fmt: skip
     axis.set_yticks(len(measures) - 1 - np.arange(len(measures)), measures)
     axis.set_xscale("log")
-    axis.set_xlabel("decoder / encoder mean sparsity (log scale)")
+    axis.set_xlabel("decoder / encoder mean sparsity (log scale); bars: 95% intervals, some narrower than a marker")
     axis.set_title("Finding 2 under every sparsity measure (verdict of 'sparser' at right)")
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, ncol=2, frameon=False)
-    figure.tight_layout()
+    figure.legend(loc="outside lower center", fontsize=8, ncol=2, frameon=False)
+    return figure
+
+
+def finding1_length_contrasts(curves: pd.DataFrame, math: str = "mathematical_reasoning") -> plt.Figure:
+    """Per model: math minus each other category across the token range every category covers (95% pointwise
+    intervals shaded), from finding 1's primary model on the summed scale.
+
+    ``curves``: the ``finding1_length_contrasts`` table (``model, category, n_tokens, difference, lower, upper``)
+    or a one-column note.
+    """
+    if "difference" not in curves:
+        return _note_figure(str(curves.iloc[0, 0]))
+    models = list(dict.fromkeys(curves["model"]))
+    columns = min(4, len(models))
+    rows = -(-len(models) // columns)  # ceil: the parameter `math` hides the module here
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharex=False)
+    for axis, model in zip(axes.flat, models, strict=False):
+        frame = curves[curves["model"] == model]
+        for category, group in frame.groupby("category", sort=False):
+            colour = CATEGORY_COLOURS.get(category, "grey")
+            axis.plot(group["n_tokens"], group["difference"], color=colour, linewidth=1, label=category)
+            axis.fill_between(group["n_tokens"], group["lower"], group["upper"], color=colour, alpha=0.08)
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_title(model, fontsize=10)
+        axis.set_xlabel("prompt length (tokens)")
+        axis.set_ylabel("math minus category, H_att (nats)")
+    for axis in list(axes.flat)[len(models) :]:
+        axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    figure.suptitle("Finding 1 by length: above 0, math has the higher entropy at that length")
+    figure.tight_layout(rect=(0, 0.12 if rows == 1 else 0.08, 1, 0.95))
     return figure
 
 
 def sparsity_layer_profiles(layers: pd.DataFrame) -> plt.Figure:
-    """Per-layer sparsity profiles: Hoyer, |h| < 0.01 and |h| < 0.01 x the layer's SD, by relative depth."""
-    return layer_profiles(layers, statistics=("hoyer", "near_zero_0.01", "near_zero_relative_0.01"))
+    """Per-layer sparsity profiles: Hoyer, |h| < 0.01 and |h| < 0.01 x the layer's SD, by relative depth
+    (a grid of two panels a row, so the figure stays readable at a report's width)."""
+    return layer_profiles(
+        layers,
+        statistics=("hoyer", "near_zero_0.01", "near_zero_relative_0.01"),
+        title="Sparsity per layer under three measures: mean over the run's prompts",
+    )
 
 
 def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, about: tuple[float, float]) -> dict:
@@ -372,8 +473,81 @@ def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, abou
     layers = _drawn(layers)
     result = {
         "finding1_categories": finding1_categories(tables["finding1_categories"]),
+        "finding1_length_contrasts": finding1_length_contrasts(tables["finding1_length_contrasts"]),
         "sparsity_variants": sparsity_variants(tables["sparsity_variants"], about),
         "sparsity_layer_profiles": sparsity_layer_profiles(layers),
     }
     assert tuple(result) == FINDINGS_FIGURES
+    return result
+
+
+# --- notebook 08: activation signatures (finding 5) ---------------------------------------------------
+
+
+def signature_probe_depth(probes: pd.DataFrame) -> plt.Figure:
+    """Per model, probe accuracy (surface features + one layer's mean-pooled vectors) by relative depth, with the
+    surface-only baseline (band), the control task (random labels of the same class sizes) and chance.
+
+    ``probes``: the ``signature_probes`` table (``helpers.signatures.layer_probes`` per model).
+    """
+    if "accuracy" not in probes:
+        return _note_figure(str(probes.iloc[0, 0]))
+    models = list(dict.fromkeys(probes["model"]))
+    columns = min(4, len(models))
+    rows = math.ceil(len(models) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    for axis, model in zip(axes.flat, models, strict=False):
+        table = probes[probes["model"] == model]
+        depth = table["relative_depth"]
+        surface = float(table["surface_accuracy"].iloc[0])
+        axis.axhspan(surface - 0.01, surface + 0.01, color="tab:orange", alpha=0.35, label="surface only")
+        axis.fill_between(
+            depth,
+            table["control_surface_accuracy"],
+            table["control_accuracy"],
+            color="tab:gray",
+            alpha=0.35,
+            label="control task",
+        )
+        axis.axhline(float(table["chance"].iloc[0]), color="black", linestyle=":", linewidth=1, label="chance")
+        axis.plot(depth, table["accuracy"], marker="o", markersize=3, color="tab:blue", label="surface + layer")
+        axis.set_title(model)
+        axis.set_xlabel("relative depth (0 = embeddings)")
+        axis.set_ylim(0, 1)
+    for axis in axes.flat[len(models) :]:
+        axis.axis("off")
+    axes[0, 0].set_ylabel("cross-validated accuracy")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
+def signature_units_depth(units: pd.DataFrame) -> plt.Figure:
+    """Per model, the share of a layer's units that are category-selective, by relative depth, with the
+    label-permutation null (mean, and its 95% quantile as the top of the band)."""
+    if "selective" not in units:
+        return _note_figure(str(units.iloc[0, 0]))
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for index, (model, table) in enumerate(units.groupby("model", sort=False)):
+        color = sns.color_palette("tab10")[index % 10]
+        axis.plot(table["relative_depth"], table["share"], marker="o", markersize=3, color=color, label=model)
+        axis.fill_between(
+            table["relative_depth"], 0, table["null_q95"] / table["units"], color=color, alpha=0.15, linewidth=0
+        )
+    axis.set_xlabel("relative depth (0 = embeddings)")
+    axis.set_ylabel("share of units selective")
+    axis.set_title("Category-selective units (|d| >= 0.8, FDR 5%); bands: permutation null up to its 95% quantile")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def signature_figures(tables: dict[str, pd.DataFrame]) -> dict[str, plt.Figure]:
+    """All of ``SIGNATURE_FIGURES`` from notebook 08's tables."""
+    tables = {name: _drawn(table) for name, table in tables.items()}
+    result = {
+        "signature_probe_depth": signature_probe_depth(tables["signature_probes"]),
+        "signature_units_depth": signature_units_depth(tables["signature_units"]),
+    }
+    assert tuple(result) == SIGNATURE_FIGURES
     return result

@@ -276,3 +276,19 @@ def sparsity(hidden: torch.Tensor, token_mask: torch.Tensor, eps: float = PAPER_
 def masked_mean(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
     """Mean over real tokens and hidden dims (the paper's final activation): (B, T, D) -> (B,)."""
     return hidden_state_statistics(hidden, token_mask, ())["mean"]
+
+
+def mean_pooled(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """Each prompt's hidden vector averaged over its real tokens: (B, T, D) -> (B, D) float32.
+
+    One batched product of the hidden states with each prompt's token weights (1/count on real tokens,
+    0 on padding), summed in float32 whatever the model's dtype; padding positions are zeroed first only
+    if they hold an inf or NaN (which a zero weight would not remove).
+    """
+    values = hidden if hidden.dtype == torch.float32 else hidden.float()
+    weights = token_mask.to(torch.float32)
+    weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1.0)  # (B, T)
+    pooled = torch.bmm(weights[:, None, :], values)[:, 0]
+    if not bool(torch.isfinite(pooled).all()):  # rare: a non-finite value, on a real token or on padding
+        pooled = torch.bmm(weights[:, None, :], torch.where(token_mask.bool()[..., None], values, 0.0))[:, 0]
+    return pooled

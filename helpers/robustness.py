@@ -32,8 +32,9 @@ MIN_PER_STRATUM = 10
 SPLINE_DF = 4
 """Degrees of freedom of the natural cubic spline in token count (per category in finding 1's model)."""
 
-PROMPT_COVARIATES = ("n_digits", "n_question_marks")
-"""Surface features of a prompt recorded as covariates (``helpers.study.prompt_covariates``)."""
+PROMPT_COVARIATES = ("n_digits", "n_question_marks", "tokens_per_word")
+"""Surface features of a prompt used as covariates: digits and question marks (``helpers.study.prompt_covariates``)
+and tokens per word (``with_surface_covariates``: the model's tokenizer splits math and code into more pieces)."""
 
 
 def single_threaded_blas(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -317,11 +318,11 @@ def length_coverage_problem(frame: pd.DataFrame, minimum_per_quarter: int = 3) -
 
 @dataclass(frozen=True)
 class MatchedLength:
-    """One model's categories compared at matched lengths (``matched_length_comparison``)."""
+    """One model's categories compared at matched lengths (``MatchedLengthDesign.fit``)."""
 
     categories: list[str]
     raw_means: np.ndarray  # (K,)
-    means: np.ndarray  # (K,) each category's mean predicted over the common lengths
+    means: np.ndarray  # (K,) each category's mean predicted over the common lengths (and covariates)
     covariance: np.ndarray  # (K, K) HC3
     df_resid: float
     residual_sd: float
@@ -330,6 +331,189 @@ class MatchedLength:
     interaction_f: float
     interaction_p: float
     counts: np.ndarray  # (K,) prompts per category
+    coefficients: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # (p,)
+    coefficient_covariance: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))  # (p, p)
+
+    def difference_arrays(self, reference: str) -> dict[str, Any]:
+        """``reference`` minus each other category (in ``categories`` order, reference left out): ``category``,
+        ``difference``, HC3 ``se`` and both one-sided p-values (t on df_resid), as arrays."""
+        index = self.categories.index(reference)
+        others = np.array([k for k in range(len(self.categories)) if k != index])
+        difference = self.means[index] - self.means[others]
+        variance = self.covariance[index, index] + np.diag(self.covariance)[others] - 2 * self.covariance[index, others]
+        se = np.sqrt(np.maximum(variance, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(se > 0, difference / se, np.sign(difference) * np.inf)
+        t = np.nan_to_num(t, nan=0.0, posinf=np.inf, neginf=-np.inf)
+        return {
+            "category": [self.categories[k] for k in others],
+            "difference": difference,
+            "se": se,
+            "p_reference_above": stats.t.sf(t, self.df_resid),
+            "p_category_above": stats.t.cdf(t, self.df_resid),
+        }
+
+    def differences(self, reference: str) -> pd.DataFrame:
+        """``difference_arrays`` as a table, one row per other category."""
+        return pd.DataFrame(self.difference_arrays(reference))
+
+
+@dataclass(frozen=True)
+class MatchedLengthDesign:
+    """The fixed part of a matched-length comparison: design matrix, averaging matrix and HC3 pieces.
+
+    Built once per model (``matched_length_design``); ``fit`` then costs a few matrix products per
+    outcome, so the same code serves the findings and their calibration by simulation.
+    """
+
+    categories: list[str]
+    design: np.ndarray  # (n, p) category x spline(n_tokens) [+ covariates]
+    averaging: np.ndarray  # (K, p): each category's prediction averaged over the common lengths
+    projector: np.ndarray  # (p, n) = pinv(X)
+    bread: np.ndarray  # (p, p) = pinv(X'X)
+    leverage: np.ndarray  # (n,)
+    interaction: np.ndarray  # indices of the category x length columns
+    rank: int
+    support: tuple[int, int]
+    prompts_in_support: int
+    counts: np.ndarray  # (K,)
+    category_codes: np.ndarray  # (n,) index into categories
+    design_info: Any = field(repr=False)
+    grid: pd.DataFrame = field(repr=False)  # the prompts within the common lengths (their covariates)
+
+    def fit(self, y: np.ndarray) -> MatchedLength:
+        """OLS with HC3 errors of ``y`` (n,) on the design; category means at matched length."""
+        y = np.asarray(y, dtype=float)
+        beta = self.projector @ y
+        residuals = y - self.design @ beta
+        df_resid = float(len(y) - self.rank)
+        scaled = self.design * (residuals / (1 - self.leverage))[:, None]
+        covariance = self.bread @ (scaled.T @ scaled) @ self.bread
+        restriction = np.eye(len(beta))[self.interaction]
+        if len(self.interaction):
+            difference = restriction @ beta
+            middle = restriction @ covariance @ restriction.T
+            f_value = float(difference @ np.linalg.lstsq(middle, difference, rcond=None)[0]) / len(self.interaction)
+            p_value = float(stats.f.sf(f_value, len(self.interaction), df_resid))
+        else:
+            f_value, p_value = np.nan, np.nan
+        raw = np.bincount(self.category_codes, weights=y, minlength=len(self.categories)) / self.counts
+        return MatchedLength(
+            categories=self.categories,
+            raw_means=raw,
+            means=self.averaging @ beta,
+            covariance=self.averaging @ covariance @ self.averaging.T,
+            df_resid=df_resid,
+            residual_sd=float(np.sqrt(residuals @ residuals / df_resid)),
+            support=self.support,
+            prompts_in_support=self.prompts_in_support,
+            interaction_f=f_value,
+            interaction_p=p_value,
+            counts=self.counts,
+            coefficients=beta,
+            coefficient_covariance=covariance,
+        )
+
+    def contrast_curve(self, result: MatchedLength, reference: str) -> pd.DataFrame:
+        """``reference`` minus each other category at every token count of the common range, with 95% pointwise
+        intervals (covariates at their mean over the common-range prompts): one row per category and length."""
+        import patsy
+
+        lengths = np.arange(self.support[0], self.support[1] + 1)
+        covariates = [c for c in self.grid.columns if c not in ("category", "n_tokens", "y")]
+        frame = pd.DataFrame(
+            {
+                "category": pd.Categorical(np.repeat(self.categories, len(lengths)), categories=self.categories),
+                "n_tokens": np.tile(lengths, len(self.categories)),
+            }
+        )
+        for column in covariates:
+            frame[column] = float(self.grid[column].mean())
+        (matrix,) = patsy.build_design_matrices([self.design_info], frame, return_type="matrix")
+        matrix = np.asarray(matrix).reshape(len(self.categories), len(lengths), -1)  # (K, T, p)
+        index = self.categories.index(reference)
+        critical = stats.t.ppf(0.975, result.df_resid)
+        rows = []
+        for k, category in enumerate(self.categories):
+            if k == index:
+                continue
+            contrast = matrix[index] - matrix[k]  # (T, p)
+            estimate = contrast @ result.coefficients
+            se = np.sqrt(np.maximum(np.einsum("tp,pq,tq->t", contrast, result.coefficient_covariance, contrast), 0))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "category": category,
+                        "n_tokens": lengths,
+                        "difference": estimate,
+                        "lower": estimate - critical * se,
+                        "upper": estimate + critical * se,
+                    }
+                )
+            )
+        return pd.concat(rows, ignore_index=True)
+
+
+def with_surface_covariates(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``tokens_per_word`` (n_tokens / n_words) added where words were counted."""
+    if "n_words" in frame and "tokens_per_word" not in frame:
+        frame = frame.assign(tokens_per_word=frame["n_tokens"] / frame["n_words"].clip(lower=1))
+    return frame
+
+
+def matched_length_design(
+    frame: pd.DataFrame, reference: str = MATH, covariates: tuple[str, ...] = ()
+) -> MatchedLengthDesign:
+    """The design of ``metric ~ category * spline(n_tokens) [+ covariates]`` for one model's prompts.
+
+    A natural cubic spline per category (length may act differently per category); each category's
+    prediction is averaged over the prompts' token counts (and covariates) within the range every
+    category covers (no extrapolation). ``frame``: one model's rows with ``category, n_tokens`` and
+    the covariates; rows must be finite (the caller drops the others).
+    """
+    import patsy
+
+    frame = frame[["category", "n_tokens", *covariates]].copy()
+    categories = [c for c in CATEGORIES if c in set(frame["category"])] + sorted(
+        set(frame["category"]) - set(CATEGORIES)
+    )
+    frame["category"] = pd.Categorical(frame["category"], categories=categories)
+    extra = "".join(f" + {c}" for c in covariates)
+    design_frame = patsy.dmatrix(
+        f"{_category_term(reference)} * {_length_term()}{extra}", frame, return_type="dataframe", NA_action="raise"
+    )
+    design = design_frame.to_numpy(float)
+    bread = np.linalg.pinv(design.T @ design)
+    leverage = np.einsum("ip,pq,iq->i", design, bread, design)
+    if leverage.max() > MAX_LEVERAGE:
+        raise LengthCoverageError(
+            f"one prompt alone fixes part of a category's length curve (leverage {leverage.max():.3f}); "
+            "the category needs more prompts across its lengths"
+        )
+    ranges = frame.groupby("category", observed=True)["n_tokens"].agg(["min", "max"])
+    low, high = int(ranges["min"].max()), int(ranges["max"].min())
+    grid = frame[(frame["n_tokens"] >= low) & (frame["n_tokens"] <= high)]
+    every = pd.concat([grid] * len(categories), ignore_index=True)  # the common lengths once per category
+    every["category"] = pd.Categorical(np.repeat(categories, len(grid)), categories=categories)
+    (matrix,) = patsy.build_design_matrices([design_frame.design_info], every, return_type="matrix")
+    averaging = np.asarray(matrix).reshape(len(categories), len(grid), -1).mean(axis=1)  # (K, p)
+    codes = frame["category"].cat.codes.to_numpy()
+    return MatchedLengthDesign(
+        categories=categories,
+        design=design,
+        averaging=averaging,
+        projector=np.linalg.pinv(design),
+        bread=bread,
+        leverage=leverage,
+        interaction=np.array([i for i, name in enumerate(design_frame.columns) if ":" in name], dtype=int),
+        rank=int(np.linalg.matrix_rank(design)),
+        support=(low, high),
+        prompts_in_support=len(grid),
+        counts=np.bincount(codes, minlength=len(categories)).astype(float),
+        category_codes=codes,
+        design_info=design_frame.design_info,
+        grid=grid,
+    )
 
 
 @single_threaded_blas
@@ -338,55 +522,12 @@ def matched_length_comparison(
 ) -> MatchedLength:
     """Category means of ``metric`` for one model, each predicted at the same token counts.
 
-    Fits ``metric ~ category * spline(n_tokens)`` (a natural cubic spline per category, so the
-    length effect may differ by category) by least squares with HC3 errors, then averages each
-    category's prediction over the prompts' token counts within the range every category covers
-    (no extrapolation). The category x length interaction is tested by a robust Wald F test.
-    ``frame``: one model's rows with ``category, n_tokens`` and ``metric``.
+    Fits ``metric ~ category * spline(n_tokens) [+ covariates]`` by least squares with HC3 errors
+    (``matched_length_design``) and tests the category x length interaction by a robust Wald F test.
+    ``frame``: one model's rows with ``category, n_tokens``, ``metric`` and the covariates.
     """
-    frame = frame[["category", "n_tokens", metric, *covariates]].rename(columns={metric: "y"})
-    frame = frame[np.isfinite(frame[["n_tokens", "y", *covariates]].to_numpy(float)).all(axis=1)]
-    categories = [c for c in CATEGORIES if c in set(frame["category"])] + sorted(
-        set(frame["category"]) - set(CATEGORIES)
-    )
-    frame = frame.assign(category=pd.Categorical(frame["category"], categories=categories))
-    extra = "".join(f" + {c}" for c in covariates)
-    formula = f"y ~ {_category_term(reference)} * {_length_term()}{extra}"
-    fit, design = _ols(frame, formula)
-    leverage = float(fit.get_influence().hat_matrix_diag.max())
-    if leverage > MAX_LEVERAGE:
-        raise LengthCoverageError(
-            f"one prompt alone fixes part of a category's length curve (leverage {leverage:.3f}); "
-            "the category needs more prompts across its lengths"
-        )
-    interaction = [i for i, name in enumerate(design.columns) if ":" in name]
-    restriction = np.eye(len(design.columns))[interaction]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        wald = fit.wald_test(restriction, use_f=True, scalar=True)
-    ranges = frame.groupby("category", observed=True)["n_tokens"].agg(["min", "max"])
-    low, high = int(ranges["min"].max()), int(ranges["max"].min())
-    grid = frame[(frame["n_tokens"] >= low) & (frame["n_tokens"] <= high)]
-    import patsy
-
-    every = pd.concat([grid] * len(categories), ignore_index=True)  # the common lengths once per category
-    every["category"] = pd.Categorical(np.repeat(categories, len(grid)), categories=categories)
-    (matrix,) = patsy.build_design_matrices([design.design_info], every, return_type="matrix")
-    averaging = np.asarray(matrix).reshape(len(categories), len(grid), -1).mean(axis=1)  # (K, p)
-    beta, covariance = fit.params.to_numpy(), fit.cov_params().to_numpy()
-    return MatchedLength(
-        categories=categories,
-        raw_means=frame.groupby("category", observed=True)["y"].mean().reindex(categories).to_numpy(),
-        means=averaging @ beta,
-        covariance=averaging @ covariance @ averaging.T,
-        df_resid=float(fit.df_resid),
-        residual_sd=float(np.sqrt(fit.mse_resid)),
-        support=(low, high),
-        prompts_in_support=len(grid),
-        interaction_f=float(np.squeeze(wald.statistic)),
-        interaction_p=float(wald.pvalue),
-        counts=frame.groupby("category", observed=True).size().reindex(categories).to_numpy(),
-    )
+    frame = frame[np.isfinite(frame[["n_tokens", metric, *covariates]].to_numpy(float)).all(axis=1)]
+    return matched_length_design(frame, reference, covariates).fit(frame[metric].to_numpy(float))
 
 
 def rank_confidence_sets(means: np.ndarray, covariance: np.ndarray, df: float, alpha: float = 0.05) -> np.ndarray:
@@ -405,6 +546,58 @@ def rank_confidence_sets(means: np.ndarray, covariance: np.ndarray, df: float, a
     above = difference - critical * se > 0  # above[j, k]: j confidently above k
     np.fill_diagonal(above, False)
     return np.column_stack([1 + above.sum(axis=0), k - above.sum(axis=1)])
+
+
+def rank_set_of(
+    means: np.ndarray, covariance: np.ndarray, df: float, index: int, alpha: float = 0.05
+) -> tuple[int, int]:
+    """The (1 - alpha) rank set (1 = highest) of one pre-named mean among K: marginal over its K - 1 comparisons.
+
+    Bonferroni-simultaneous two-sided t intervals for the K - 1 differences with ``index`` only: its rank
+    is at least 1 + (categories confidently above it) and at most K - (categories confidently below it).
+    """
+    k = len(means)
+    others = [j for j in range(k) if j != index]
+    critical = stats.t.ppf(1 - alpha / (2 * max(len(others), 1)), df)
+    difference = means[index] - means[others]
+    se = np.sqrt(np.maximum(covariance[index, index] + np.diag(covariance)[others] - 2 * covariance[index, others], 0))
+    above = int((difference + critical * se < 0).sum())
+    below = int((difference - critical * se > 0).sum())
+    return 1 + above, k - below
+
+
+def kendalls_w(grid: np.ndarray) -> float:
+    """Kendall's W (no tie correction) of the rankings of the rows of ``grid`` (items x raters) by each rater."""
+    ranks = np.apply_along_axis(stats.rankdata, 0, grid)  # (n, m)
+    n, m = ranks.shape
+    spread = ((ranks.sum(axis=1) - m * (n + 1) / 2) ** 2).sum()
+    return float(12 * spread / (m**2 * (n**3 - n)))
+
+
+def kendalls_w_from_shared_prompts(
+    data: StudyData, metric: str, per_category: int, draws: int = 500, seed: int = 0
+) -> dict[str, float] | None:
+    """Kendall's W across ``data``'s models of category rankings by means of ``per_category`` random prompts,
+    the same prompts for every model (as the paper's table had): its median and 5-95% range over ``draws``.
+
+    What W looks like when rankings share prompts; None with fewer than 2 models or no prompt-level data.
+    """
+    if data.item_kind != "prompts" or len(data.models) < 2 or metric not in data.table:
+        return None
+    grid = data.wide(metric).dropna()
+    categories = data.items.set_index("item")["category"].reindex(grid.index).to_numpy()
+    names = [c for c in pd.unique(categories) if (categories == c).sum() >= per_category]
+    if len(names) < 3:
+        return None
+    members = [np.flatnonzero(categories == c) for c in names]
+    rng = np.random.default_rng(seed)
+    values = grid.to_numpy(float)
+    ws = []
+    for _ in range(draws):
+        means = np.stack([values[rng.choice(rows, per_category, replace=False)].mean(axis=0) for rows in members])
+        ws.append(kendalls_w(means))
+    low, median, high = np.quantile(ws, [0.05, 0.5, 0.95])
+    return {"median": float(median), "low": float(low), "high": float(high), "models": grid.shape[1]}
 
 
 @single_threaded_blas
@@ -443,36 +636,103 @@ def length_models(data: StudyData, metric: str = "attention_entropy") -> pd.Data
 # --- models as replicates ----------------------------------------------------------------------------
 
 
-def architecture_ratio(data: StudyData, metric: str, level: float = 0.95) -> dict[str, Any]:
-    """Decoder / encoder ratio of a positive metric with models as replicates.
+PERMUTATION_ENUMERATION_LIMIT = 20_000
+"""Up to this many label assignments the permutation test enumerates them all (exact); above it, draws as many."""
 
-    Each model is reduced to log(mean over the items every model has); the decoder - encoder
-    difference of those is tested with a pooled two-sample t test on M - 2 degrees of freedom
-    (M models). Every model saw every item, so prompt effects cancel in the model means (the
-    crossed mixed model, ``crossed_mixed_model``, is its prompt-level cross-check, on logs of the
-    values rather than of the means); the ratio is of geometric means of model means.
-    """
+
+@dataclass(frozen=True)
+class ShiftPermutationTest:
+    """Exact two-sample permutation test of a shift in means: the first group's values minus ``shift``
+    against the second's, over every assignment of group labels (``assignments``: (A, N) booleans)."""
+
+    first: np.ndarray  # (n1,)
+    second: np.ndarray  # (n2,)
+    assignments: np.ndarray  # (A, N): True where a value is labelled "first"
+
+    @classmethod
+    def of(cls, first: np.ndarray, second: np.ndarray, seed: int = 0) -> ShiftPermutationTest:
+        n1, n = len(first), len(first) + len(second)
+        if math.comb(n, n1) <= PERMUTATION_ENUMERATION_LIMIT:
+            rows = [np.isin(np.arange(n), combo) for combo in itertools.combinations(range(n), n1)]
+        else:
+            rng = np.random.default_rng(seed)
+            rows = [np.arange(n) < n1] + [
+                np.isin(np.arange(n), rng.choice(n, n1, replace=False)) for _ in range(PERMUTATION_ENUMERATION_LIMIT)
+            ]
+        return cls(np.asarray(first, float), np.asarray(second, float), np.array(rows))
+
+    def _statistics(self, shift: float) -> tuple[float, np.ndarray]:
+        values = np.concatenate([self.first - shift, self.second])
+        labels = self.assignments
+        means_first = labels @ values / labels.sum(axis=1)
+        means_second = (~labels) @ values / (~labels).sum(axis=1)
+        observed = float((self.first - shift).mean() - self.second.mean())
+        return observed, means_first - means_second
+
+    def p_above(self, shift: float) -> float:
+        """One-sided p of 'the first group's mean exceeds the second's by more than ``shift``'."""
+        observed, permuted = self._statistics(shift)
+        return float(np.mean(permuted >= observed - 1e-12 * (1 + abs(observed))))
+
+    def p_below(self, shift: float) -> float:
+        """One-sided p of 'the first group's mean exceeds the second's by less than ``shift``'."""
+        observed, permuted = self._statistics(shift)
+        return float(np.mean(permuted <= observed + 1e-12 * (1 + abs(observed))))
+
+    def smallest_p(self) -> float:
+        """The smallest one-sided p-value this design can give: 1 / (number of assignments)."""
+        return 1 / len(self.assignments)
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        """The shifts that neither one-sided test rejects at ``alpha``: a (1 - 2 alpha) interval, found by
+        bisection (each p is monotone in the shift); infinite where the design cannot reject at ``alpha``."""
+        estimate = float(self.first.mean() - self.second.mean())
+        spread = float(np.ptp(np.concatenate([self.first, self.second]))) + 1.0
+        if self.smallest_p() > alpha:
+            return -np.inf, np.inf
+
+        def edge(rejects: Callable[[float], bool], outside: float) -> float:
+            inside = estimate
+            for _ in range(80):
+                middle = (inside + outside) / 2
+                inside, outside = (inside, middle) if rejects(middle) else (middle, outside)
+            return (inside + outside) / 2
+
+        low = edge(lambda shift: self.p_above(shift) < alpha, estimate - 10 * spread)
+        high = edge(lambda shift: self.p_below(shift) < alpha, estimate + 10 * spread)
+        return low, high
+
+
+def model_means(data: StudyData, metric: str) -> pd.DataFrame:
+    """Per model: architecture and the mean of ``metric`` over the items every model has."""
     grid = data.wide(metric).dropna()
-    means = grid.mean()
-    architecture = data.models["architecture"].reindex(means.index)
-    result: dict[str, Any] = {"metric": metric, "items": len(grid)}
-    result |= {f"n_{kind}s": int((architecture == kind).sum()) for kind in ("encoder", "decoder")}
-    if (means <= 0).any() or min(result["n_encoders"], result["n_decoders"]) < 2:
-        return result | {"ratio": np.nan, "low": np.nan, "high": np.nan, "p_value": np.nan, "df": np.nan}
-    logs = np.log(means)
-    decoder, encoder = logs[architecture == "decoder"], logs[architecture == "encoder"]
-    test = stats.ttest_ind(decoder, encoder, equal_var=True)
-    df = len(logs) - 2
-    pooled = np.sqrt(((len(decoder) - 1) * decoder.var(ddof=1) + (len(encoder) - 1) * encoder.var(ddof=1)) / df)
-    se = pooled * np.sqrt(1 / len(decoder) + 1 / len(encoder))
-    estimate = decoder.mean() - encoder.mean()
-    critical = stats.t.ppf(1 - (1 - level) / 2, df)
+    return pd.DataFrame({"architecture": data.models["architecture"].reindex(grid.columns), "mean": grid.mean()})
+
+
+def architecture_ratio(data: StudyData, metric: str, alpha: float = 0.05) -> dict[str, Any]:
+    """Decoder / encoder ratio of a positive metric with models as replicates, by exact permutation.
+
+    Each model is reduced to log(mean over the items every model has); the ratio is of the geometric
+    means of those model means. ``low``/``high``: the (1 - 2 alpha) interval of ratios that neither
+    one-sided permutation test at ``alpha`` rejects (so 'inside a band' is two one-sided tests at
+    ``alpha``); ``test``: the ``ShiftPermutationTest`` on the log scale, for tests against other ratios.
+    """
+    means = model_means(data, metric)
+    result: dict[str, Any] = {"metric": metric, "items": len(data.wide(metric).dropna())}
+    result |= {f"n_{kind}s": int((means["architecture"] == kind).sum()) for kind in ("encoder", "decoder")}
+    if (means["mean"] <= 0).any() or min(result["n_encoders"], result["n_decoders"]) < 2:
+        return result | {"ratio": np.nan, "low": np.nan, "high": np.nan, "test": None, "smallest_p": np.nan}
+    logs = np.log(means["mean"])
+    test = ShiftPermutationTest.of(
+        logs[means["architecture"] == "decoder"].to_numpy(), logs[means["architecture"] == "encoder"].to_numpy()
+    )
+    low, high = test.interval(alpha)
     return result | {
-        "ratio": float(np.exp(estimate)),
-        "low": float(np.exp(estimate - critical * se)),
-        "high": float(np.exp(estimate + critical * se)),
-        "p_value": float(test.pvalue),
-        "df": df,
+        "ratio": float(np.exp(test.first.mean() - test.second.mean())),
+        "low": float(np.exp(low)),
+        "high": float(np.exp(high)),
+        "test": test,
+        "smallest_p": test.smallest_p(),
     }
 
 
@@ -499,7 +759,7 @@ def crossed_mixed_model(data: StudyData, metric: str) -> dict[str, float]:
     return {"ratio": float(np.exp(fit.params[name])), "log_ratio_se": float(fit.bse[name])}
 
 
-def spearman_over_models(x: pd.Series, y: pd.Series, level: float = 0.95) -> dict[str, float]:
+def spearman_over_models(x: pd.Series, y: pd.Series, level: float = 0.95, p_value: bool = True) -> dict[str, float]:
     """Spearman rho between two per-model quantities, with models as the unit.
 
     Interval: Fisher z with the Bonett-Wright variance (1 + rho^2 / 2) / (n - 3); p-value: exact
@@ -511,6 +771,9 @@ def spearman_over_models(x: pd.Series, y: pd.Series, level: float = 0.95) -> dic
         return {"rho": rho, "low": np.nan, "high": np.nan, "p_value": np.nan, "n": n}
     clipped = float(np.clip(rho, -0.9999, 0.9999))
     half = stats.norm.ppf(1 - (1 - level) / 2) * math.sqrt((1 + clipped**2 / 2) / (n - 3)) if n > 3 else np.inf
+    interval = {"low": float(np.tanh(np.arctanh(clipped) - half)), "high": float(np.tanh(np.arctanh(clipped) + half))}
+    if not p_value:  # the verdict needs only the interval (the calibration's many runs skip the permutations)
+        return {"rho": rho, **interval, "p_value": np.nan, "n": n}
     x_ranks, y_ranks = stats.rankdata(x), stats.rankdata(y)
     if n <= 8:
         permuted = np.array([np.corrcoef(x_ranks, np.array(order))[0, 1] for order in itertools.permutations(y_ranks)])
@@ -520,8 +783,7 @@ def spearman_over_models(x: pd.Series, y: pd.Series, level: float = 0.95) -> dic
         permuted = np.append(permuted, rho)  # (b + 1) / (B + 1): a Monte Carlo p is never 0
     return {
         "rho": rho,
-        "low": float(np.tanh(np.arctanh(clipped) - half)),
-        "high": float(np.tanh(np.arctanh(clipped) + half)),
+        **interval,
         "p_value": float(np.mean(np.abs(permuted) >= abs(rho) - 1e-12)),
         "n": n,
     }

@@ -10,7 +10,8 @@ produces them, and the attention entropy is recorded on one of two paths:
   sdpa forward does, and each attention row's entropy from the log-sum-exp and one more
   attention call with the keys as the values (``metrics.attention_row_entropy``). No attention
   map is ever made: memory grows by O(T), not O(T^2), and any length the model has positions
-  for can be measured.
+  for can be measured. On the CPU the one-pass kernel of ``helpers.kernels`` returns the output,
+  log-sum-exp and entropies together where it is built (``attrs["attention_kernel"]`` records which).
 * ``"eager"`` (the reference, and the fallback where the fused path is not exact: BLOOM's
   own attention code with ALiBi, logit soft-capping): eager attention, whose probabilities a
   hook on each attention module reduces to row entropies as the layer returns them.
@@ -34,6 +35,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -42,7 +44,7 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
 
-from helpers import metrics, models
+from helpers import kernels, metrics, models
 from helpers.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
 
 PAPER_COLUMNS = ("final_activation", "attention_entropy", "max_sparsity")
@@ -78,12 +80,19 @@ class FusedAttentionUnsupportedError(AttentionMissingError):
 class Measurements:
     """What ``measure_with_layers`` returns: the prompt table, the long per-layer table, the path that ran.
 
-    ``attention_path`` is "fused" or "eager" (also in ``prompts.attrs`` and ``layers.attrs``).
+    ``attention_path`` is "fused" or "eager" (also in ``prompts.attrs`` and ``layers.attrs``);
+    ``attention_kernel`` how the fused path computed the entropies: ``kernels.ONE_PASS`` (the
+    one-pass CPU kernel), ``kernels.TWO_CALL`` (two flash calls on the CPU, or blocked scores on
+    another device), both joined by ", " if batches differed, or "eager" (also in both ``attrs``).
     """
 
     prompts: pd.DataFrame
     layers: pd.DataFrame
     attention_path: str
+    attention_kernel: str = "eager"
+    vectors: np.ndarray | None = None
+    """(n_texts, L+1, D) float16 in input order: each text's ``hidden_states[l]`` averaged over its real tokens
+    (``metrics.mean_pooled``), l = 0 the embedding output; None when measured without layers."""
 
 
 # --- finding the modules to hook ---------------------------------------------------------------
@@ -149,11 +158,19 @@ class _BatchRecord:
     token_mask: torch.Tensor  # (B, T)
     causal: bool
     hidden: list[dict[str, torch.Tensor]] = field(default_factory=list)  # layer 0..L-1 inputs/outputs
+    pool_vectors: bool = True
+    pooled: list[torch.Tensor] = field(default_factory=list)  # hidden_states 0..L, each (B, D) mean over real tokens
     last_block: dict[str, torch.Tensor] | None = None
     attention_heads: list[torch.Tensor] = field(default_factory=list)  # each (B, H)
     normalized_sums: list[torch.Tensor] = field(default_factory=list)  # each (B,)
     normalized_counts: list[torch.Tensor] = field(default_factory=list)  # each (B,)
+    attention_kernels: set[str] = field(default_factory=set)  # the fused routes that ran (kernels.ONE_PASS, ...)
     _per_mask: dict[tuple, tuple[Any, torch.Tensor | list]] = field(default_factory=dict)
+
+    def pool(self, hidden: torch.Tensor) -> None:
+        """Keep the mean over real tokens of one entry of ``hidden_states`` (B, T, D) -> (B, D), on the device."""
+        if self.pool_vectors:
+            self.pooled.append(metrics.mean_pooled(hidden, self.token_mask))
 
     def _cached(self, mask: torch.Tensor | None, what: tuple, make: Callable[[], Any]) -> Any:
         """``make()`` once per mask and ``what`` (layers share masks); the mask is kept, so its id stays unique."""
@@ -253,6 +270,8 @@ _UNSUPPORTED_ATTENTION_ARGUMENTS = ("softcap", "s_aux", "sinks", "position_bias"
 """Keyword arguments of an attention call that change the scores other than by a mask: the fused path refuses them."""
 
 _REGISTRATIONS = itertools.count()
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+"""Dtypes the one-pass CPU kernel takes (computed in float32); float64 keeps the two-call route."""
 
 
 def fused_attention_unsupported(loaded: LoadedModel) -> str | None:
@@ -306,6 +325,19 @@ def _fused_attention(records: list[_BatchRecord]) -> Callable[..., tuple[torch.T
         blocks = record.key_ranges(attention_mask)
         groups = query.shape[1] // key.shape[1]
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        q_len = query.shape[2]
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        causal = bool(q_len > 1 and attention_mask is None and causal)  # as sdpa decides
+        kernel = kernels.cpu_kernel() if query.device.type == "cpu" and query.dtype in _KERNEL_DTYPES else None
+        if kernel is not None:  # output, log-sum-exp and row entropies in one pass (helpers/kernels)
+            output, _, rows = kernels.entropy_attention(
+                query, key, value, scale=scale, mask=metrics.as_allowed(attention_mask), is_causal=causal,
+                key_ranges=blocks, module=kernel,
+            )  # fmt: skip
+            record.attention_kernels.add(kernels.ONE_PASS)
+            record.add_attention_rows(rows, attention_mask, causal if attention_mask is None else None)
+            return output, None
+        record.attention_kernels.add(kernels.TWO_CALL)
         if blocks is None or len(blocks) == 1:  # no mask, or a short one: exactly transformers' sdpa
             output, _ = sdpa_attention_forward(
                 module, query, key, value, attention_mask, dropout=0.0, scaling=scaling, is_causal=is_causal, **kwargs
@@ -314,9 +346,6 @@ def _fused_attention(records: list[_BatchRecord]) -> Callable[..., tuple[torch.T
             output = _blocked_sdpa(
                 query, repeat_kv(key, groups), repeat_kv(value, groups), attention_mask, blocks, scale
             )
-        q_len = query.shape[2]
-        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-        causal = bool(q_len > 1 and attention_mask is None and causal)  # as sdpa decides
         rows = metrics.attention_row_entropy(
             query, key, scale=scale, mask=attention_mask, is_causal=causal, blocks=blocks
         )
@@ -371,6 +400,11 @@ def _registered(interface: type, name: str, function: Callable) -> Iterator[None
             mapping[name] = previous
 
 
+def _ask_for_attentions(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """A pre-hook: call the attention module with ``output_attentions=True`` (this module only, not the model)."""
+    return args, {**kwargs, "output_attentions": True}
+
+
 def _restore(model: nn.Module, implementation: str, training: bool) -> None:
     if model.config._attn_implementation != implementation:
         model.set_attn_implementation(implementation)
@@ -409,6 +443,7 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
             record = records[-1]
             hidden = args[0] if args else kwargs["hidden_states"]
             record.hidden.append(metrics.hidden_state_statistics(hidden, record.token_mask))
+            record.pool(hidden)
 
         def block_hook(module: nn.Module, args: tuple, output: Any) -> None:
             record = records[-1]
@@ -418,6 +453,7 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
                 record.last_block = stats  # before the final norm; the final entry comes from the output
             else:
                 record.hidden.append(stats)
+                record.pool(hidden)
             if record.token_mask.numel() >= TRIM_TOKENS and hidden.device.type == "cpu":
                 _release_free_memory()
 
@@ -442,12 +478,31 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
             handles.extend(
                 module.register_forward_hook(attention_hook(index), with_kwargs=True) for module, index in attentions
             )
+            handles.extend(  # modules that return probabilities only when asked (MPNet's own attention code)
+                module.register_forward_pre_hook(_ask_for_attentions, with_kwargs=True)
+                for module, _ in attentions
+                if "output_attentions" in inspect.signature(module.forward).parameters
+            )
         for handle in handles:
             undo.callback(handle.remove)
         yield records
 
 
 # --- input checks and batching -------------------------------------------------------------------
+
+
+def position_offset(base_model: nn.Module) -> int:
+    """The position id of a text's first token: 0, or ``padding_idx + 1`` where the position embedding reserves
+    the ids up to its padding index (RoBERTa, MPNet: positions start at 2 after padding id 1)."""
+    embeddings = getattr(base_model, "embeddings", None)
+    padding_idx = getattr(getattr(embeddings, "position_embeddings", None), "padding_idx", None)
+    return 0 if padding_idx is None else int(padding_idx) + 1
+
+
+def max_tokens(loaded: LoadedModel) -> int | None:
+    """The most tokens a text may have: the model's positions less those reserved before the first token."""
+    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    return positions - position_offset(loaded.model.base_model) if positions else None
 
 
 def validate_texts(texts: Sequence[str]) -> list[str]:
@@ -474,7 +529,7 @@ def check_lengths(loaded: LoadedModel, lengths: Sequence[int], names: Sequence[s
 
     ``lengths``: token counts as tokenized; ``names``: how to name each text (default ``texts[i]``).
     """
-    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    limit = max_tokens(loaded)
     too_long = [i for i, n in enumerate(lengths) if limit and n > limit]
     if too_long:
         named = [names[i] if names is not None else f"texts[{i}]" for i in too_long]
@@ -615,10 +670,13 @@ def _measure(
 
     prompt_rows: dict[int, dict[str, Any]] = {}
     layer_frames: list[pd.DataFrame] = []
+    vectors: np.ndarray | None = None  # (n_texts, L+1, D) float16, allocated at the first batch
     batches = _length_sorted_batches(lengths, batch_size)
     causal = loaded.architecture == "decoder"
     base_model = loaded.model.base_model  # no language-model head: the metrics never use it
     accepts_positions = "position_ids" in inspect.signature(base_model.forward).parameters
+    first_position = position_offset(base_model)
+    kernels_used: set[str] = set()
     with recording(loaded, path) as records, torch.inference_mode():
         for batch in tqdm(batches, desc=f"measure {loaded.name}", unit="batch", disable=not progress):
             features = tokenizer.pad(
@@ -627,12 +685,20 @@ def _measure(
             features = {key: value.to(target_device) for key, value in features.items()}
             left_padded = not bool(features["attention_mask"][:, 0].all())
             if accepts_positions and left_padded:  # positions count real tokens only: left padding shifts nothing
-                features["position_ids"] = (features["attention_mask"].cumsum(dim=-1) - 1).clamp_min(0)
-            records.append(_BatchRecord(token_mask=features["attention_mask"], causal=causal))
+                positions = (features["attention_mask"].cumsum(dim=-1) - 1).clamp_min(0)
+                features["position_ids"] = positions + first_position
+            records.append(_BatchRecord(token_mask=features["attention_mask"], causal=causal, pool_vectors=layers))
             output = base_model(**features, use_cache=False)
             record = records.pop()
+            kernels_used |= record.attention_kernels
             final = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
             record.hidden.append(metrics.hidden_state_statistics(final, record.token_mask))
+            record.pool(final)
+            if record.pooled:  # (pooling is on exactly when layers are kept)
+                pooled = torch.stack(record.pooled, dim=1).cpu().to(torch.float16).numpy()  # (B, L+1, D)
+                if vectors is None:
+                    vectors = np.zeros((len(texts), *pooled.shape[1:]), dtype=np.float16)
+                vectors[batch] = pooled
             prompt_frame, layer_frame = _tables(record, loaded.n_layers, layers)
             prompt_frame.index = batch
             prompt_rows.update(prompt_frame.to_dict("index"))
@@ -650,8 +716,12 @@ def _measure(
     layer_table = layer_table[order].sort_values(["text_index", "layer", "statistic", "head"], kind="stable")
     prompts = MetricsTable(prompt_table.reset_index())
     layer_table = layer_table.reset_index(drop=True)
+    kernel = ", ".join(sorted(kernels_used)) if path == "fused" else "eager"
     prompts.attrs["attention_path"] = layer_table.attrs["attention_path"] = path
-    return Measurements(prompts=prompts, layers=layer_table, attention_path=path)
+    prompts.attrs["attention_kernel"] = layer_table.attrs["attention_kernel"] = kernel
+    return Measurements(
+        prompts=prompts, layers=layer_table, attention_path=path, attention_kernel=kernel, vectors=vectors
+    )
 
 
 def measure(
@@ -680,7 +750,8 @@ def measure(
     for eps in 0.001, 0.01, 0.1; ``max_hoyer_sparsity`` (max over the L+1 entries of the mean
     over tokens of each token vector's Hoyer sparsity, scale-free: ``metrics.hoyer_sparsity``) and
     ``max_hoyer_sparsity_no_embedding``. The table prints every column. ``attention`` picks the path
-    ("auto": fused where exact, else eager); ``.attrs["attention_path"]`` says which ran.
+    ("auto": fused where exact, else eager); ``.attrs["attention_path"]`` says which ran, and
+    ``.attrs["attention_kernel"]`` how (``Measurements.attention_kernel``).
     """
     return measure_with_layers(
         model,

@@ -95,6 +95,9 @@ class StudyParams(BaseModel):
     bootstrap_samples: int = Field(
         1000, ge=MIN_BOOTSTRAP_SAMPLES, description=f"an integer of at least {MIN_BOOTSTRAP_SAMPLES}"
     )
+    calibration_runs: int = Field(
+        100, ge=2, le=100_000, description="simulated runs per planted truth of finding 1 (notebook 06), 2 or more"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> StudyParams:
@@ -320,7 +323,7 @@ def prompt_length_table(prompts: pd.DataFrame) -> str:
                 "Share with '?'": f"{(group['n_question_marks'] > 0).mean():.0%}",
             }
         )
-    return pd.DataFrame(rows).to_markdown(index=False, floatfmt="g")
+    return store.markdown_table(pd.DataFrame(rows), floatfmt="g")
 
 
 def _evenly_spaced(available: int, wanted: int) -> list[int]:

@@ -5,8 +5,9 @@ chromium-driver``); nothing is downloaded. Every host name but 127.0.0.1 resolve
 the Chrome DevTools performance log records every request a page makes, so a test can show that
 none left the machine. Without Chromium these tests skip, saying so.
 
-Screenshots go to build/screenshots/, or to the folder named by ``COMPENDIUM_SCREENSHOTS``
-(``make screenshots`` sets figures/screenshots).
+The tests' screenshots (of the smoke run) go to build/screenshots/smoke/. The README's screenshots,
+of the default study, are taken by ``test_screenshots.py`` into the folder named by
+``COMPENDIUM_SCREENSHOTS`` (``make screenshots`` sets figures/screenshots); without it that test skips.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,6 +29,7 @@ from urllib.parse import urlparse
 import pytest
 
 from helpers import paths
+from helpers.notebooks import install_lab_settings
 
 CHROMIUM = Path(os.environ.get("COMPENDIUM_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("COMPENDIUM_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -45,9 +48,15 @@ CHROMIUM_FLAGS = (
 )
 
 
-def screenshot_folder() -> Path:
-    """build/screenshots/, or ``COMPENDIUM_SCREENSHOTS`` (relative to the repository root)."""
-    folder = Path(os.environ.get("COMPENDIUM_SCREENSHOTS", paths.BUILD / "screenshots"))
+SCREENSHOTS_ENVIRONMENT = "COMPENDIUM_SCREENSHOTS"
+"""Set (by ``make screenshots``) to the folder where the README's screenshots of the default study go."""
+
+
+def screenshot_folder(readme: bool = False) -> Path:
+    """Where a screenshot goes: the tests' own (of the smoke run) in build/screenshots/smoke/; the README's
+    (``readme``, of the default study) in ``COMPENDIUM_SCREENSHOTS`` (relative to the repository root)."""
+    folder = Path(os.environ.get(SCREENSHOTS_ENVIRONMENT, paths.BUILD / "screenshots")) if readme else None
+    folder = folder or paths.BUILD / "screenshots" / "smoke"
     folder = folder if folder.is_absolute() else paths.ROOT / folder
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -145,23 +154,22 @@ def write_kernelspec(share: Path) -> None:
     (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
 
 
-@pytest.fixture(scope="session")
-def lab(chromium: tuple[Path, Path], smoke_run: Path) -> Iterator[dict[str, Any]]:
-    """JupyterLab on 127.0.0.1 (a free port, a token) over the smoke run's copy of the repository.
+@contextmanager
+def jupyterlab(root: Path) -> Iterator[dict[str, Any]]:
+    """JupyterLab on 127.0.0.1 (a free port, a token) over ``root``, a copy of the repository or the repository.
 
     Its Jupyter folders are temporary (no user settings or workspaces leak in); the project's
-    kernel is installed there, as ``make install`` does. Yields url, token, root and the log path.
+    kernel is installed there, and the Lab defaults, as ``make install`` does. Yields url, token,
+    root and the log path.
     """
     home = Path(tempfile.mkdtemp(prefix="compendium-lab-"))
     share = home / "share"
     write_kernelspec(share)
-    news = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    news.parent.mkdir(parents=True)
-    news.write_text('{"fetchNews": "false"}')  # no news prompt, no attempt to fetch any
+    install_lab_settings()  # as make install and make lab do: no news prompt, no attempt to fetch any
     port, token = free_port(), os.urandom(16).hex()
     environment = {
         **os.environ,
-        "PYTHONPATH": str(smoke_run),
+        "PYTHONPATH": str(root),
         "HF_HUB_OFFLINE": "1",
         "JUPYTER_CONFIG_DIR": str(home / "config"),
         "JUPYTER_DATA_DIR": str(share),
@@ -179,7 +187,7 @@ def lab(chromium: tuple[Path, Path], smoke_run: Path) -> Iterator[dict[str, Any]
         "--ip=127.0.0.1",
         f"--port={port}",
         f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={smoke_run}",
+        f"--ServerApp.root_dir={root}",
         "--LabApp.expose_app_in_browser=True",
         "--LabApp.news_url=",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
@@ -203,7 +211,7 @@ def lab(chromium: tuple[Path, Path], smoke_run: Path) -> Iterator[dict[str, Any]
                 return False
 
         wait_for(answers, 90, "JupyterLab to answer on 127.0.0.1")
-        yield {"url": url, "token": token, "root": smoke_run, "log": log}
+        yield {"url": url, "token": token, "root": root, "log": log}
     finally:
         process.terminate()
         try:
@@ -211,3 +219,10 @@ def lab(chromium: tuple[Path, Path], smoke_run: Path) -> Iterator[dict[str, Any]
         except subprocess.TimeoutExpired:
             process.kill()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab(chromium: tuple[Path, Path], smoke_run: Path) -> Iterator[dict[str, Any]]:
+    """JupyterLab over the smoke run's copy of the repository (``jupyterlab``)."""
+    with jupyterlab(smoke_run) as started:
+        yield started

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ if (!root) return null;
 return [...root.querySelectorAll('img')].map(i => [i.src.length, i.naturalWidth, i.src.slice(-60)]);
 """
 
+BELOW_THE_EXPLORER = """
+return [...document.querySelectorAll('.jp-OutputArea-output')]
+    .filter(o => !o.closest('.compendium-explorer')).map(o => o.innerText).join(' ');
+"""
+
 
 def smoke_copy_of_the_explorer(root: Path) -> Path:
     """notebooks/07_explore.ipynb with the smoke parameter file, where Lab can open it."""
@@ -57,11 +63,9 @@ def stripped(path: Path) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
-def test_explorer_runs_in_jupyterlab_and_redraws_for_a_new_prompt(browser: Any, lab: dict[str, Any]) -> None:
-    notebook = smoke_copy_of_the_explorer(lab["root"])
-    committed = stripped(notebook)
-    requests_made(browser)
-    browser.get(f"{lab['url']}/lab/tree/{NOTEBOOK}?token={lab['token']}&reset")
+def open_and_run_all(browser: Any, lab: dict[str, Any], notebook: str = NOTEBOOK) -> None:
+    """Open ``notebook`` (relative to Lab's root) in JupyterLab, run all cells, and wait for the explorer."""
+    browser.get(f"{lab['url']}/lab/tree/{notebook}?token={lab['token']}&reset")
     wait_for(lambda: browser.execute_script("return !!window.jupyterapp"), 60, "JupyterLab to start")
     wait_for(
         lambda: browser.execute_script(
@@ -75,7 +79,18 @@ def test_explorer_runs_in_jupyterlab_and_redraws_for_a_new_prompt(browser: Any, 
     kernel = browser.execute_script("return window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayName")
     assert kernel == "Python (compendium)"
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    wait_for(lambda: browser.execute_script(ALL_EXECUTED), 180, "every cell to run")
+    wait_for(lambda: browser.execute_script(ALL_EXECUTED), 300, "every cell to run")
+
+
+def test_explorer_runs_in_jupyterlab_and_redraws_for_a_new_prompt(browser: Any, lab: dict[str, Any]) -> None:
+    notebook = smoke_copy_of_the_explorer(lab["root"])
+    committed = stripped(notebook)
+    requests_made(browser)
+    open_and_run_all(browser, lab)
+    news = browser.execute_script(
+        "return [...document.querySelectorAll('.Toastify__toast, .jp-Notification-Toast')].map(t => t.innerText)"
+    )
+    assert not any("news" in text.lower() for text in news), news  # no "notified about Jupyter news?" pop-up
 
     first = wait_for(lambda: _decoded(browser.execute_script(EXPLORER_IMAGES)), 60, "the explorer's figures")
     before = browser.find_element("css selector", ".compendium-explorer .compendium-status").text
@@ -100,10 +115,15 @@ def test_explorer_runs_in_jupyterlab_and_redraws_for_a_new_prompt(browser: Any, 
         60,
         "every figure of the explorer to be redrawn for the new prompt",
     )
+    wait_for(  # the static sections below the explorer follow its prompt
+        lambda: "zebra" in browser.execute_script(BELOW_THE_EXPLORER).lower(),
+        60,
+        "the sections below the explorer to show the new prompt",
+    )
     status = browser.find_element("css selector", ".compendium-explorer .compendium-status").text
     assert "percentile" in status and status != before, status
     assert browser.find_elements("css selector", STDERR) == []
-    _screenshot_of_the_explorer(browser)
+    screenshot_of_the_explorer(browser, screenshot_folder() / "explorer.png")
 
     browser.execute_script("window.jupyterapp.commands.execute('docmanager:save')")
     wait_for(
@@ -122,9 +142,11 @@ def _decoded(images: list[list[Any]] | None) -> list[str] | None:
     return [f"{length}:{tail}" for length, _, tail in images]
 
 
-def _screenshot_of_the_explorer(browser: Any) -> None:
+def screenshot_of_the_explorer(browser: Any, path: Path) -> None:
+    """The explorer on its "In the study" tab: the prompt's percentiles and where it falls against length."""
     browser.execute_script("window.jupyterapp.shell.collapseLeft()")
     browser.execute_script("document.querySelector('.compendium-explorer').scrollIntoView()")
     tabs = browser.find_elements("css selector", ".compendium-explorer .lm-TabBar-tab")
-    tabs[1].click()  # "In the study": the prompt's percentiles and where it falls against length
-    browser.save_screenshot(str(screenshot_folder() / "explorer.png"))
+    tabs[1].click()
+    time.sleep(1.0)  # the tab's figure paints
+    browser.save_screenshot(str(path))

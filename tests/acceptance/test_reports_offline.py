@@ -47,6 +47,67 @@ def test_index_and_every_report_work_offline(browser: Any, smoke_run: Path) -> N
     assert problems == {}
 
 
+READER_PROBLEMS = """
+const found = [];
+if (document.documentElement.scrollWidth > window.innerWidth + 1)
+    found.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} px wide in ${window.innerWidth}`);
+for (const img of document.images) {
+    const alt = img.getAttribute('alt') || '';
+    if (!alt || alt.startsWith('No description')) found.push(`an image without alt text: ${img.src.slice(0, 60)}`);
+}
+for (const cell of document.querySelectorAll('td, th')) {
+    const text = cell.innerText.trim();
+    if (['nan', 'NaN', '<NA>', 'None'].includes(text)) found.push(`a cell reads ${text}`);
+}
+for (const head of document.querySelectorAll('tbody th')) {
+    if (/^\\d+$/.test(head.innerText.trim())) { found.push(`a bare index column (${head.innerText})`); break; }
+}
+for (const table of document.querySelectorAll('table')) {
+    if (table.querySelectorAll('tbody tr').length === 0) found.push('a table with a header and no rows');
+    if (table.getBoundingClientRect().right > window.innerWidth + 1) found.push('a table wider than the page');
+}
+return found;
+"""
+
+
+def test_every_page_is_readable_at_800_px(browser: Any, smoke_run: Path) -> None:
+    """No sideways scrolling, no nan, no bare index column, no empty table, an alt text on every image."""
+    reports = smoke_run / "reports" / "smoke"
+    problems: dict[str, list[str]] = {}
+    browser.set_window_size(800, 1000)
+    try:
+        for page in [reports / "index.html", *sorted(reports.glob("0*.html"))]:
+            open_page(browser, page)
+            found = browser.execute_script(READER_PROBLEMS)
+            if found:
+                problems[page.name] = sorted(set(found))[:8]
+    finally:
+        browser.set_window_size(1280, 1400)
+    assert problems == {}
+
+
+def test_the_first_screen_gives_every_findings_verdict(browser: Any, smoke_run: Path) -> None:
+    """At 1400 and at 800 px wide, the first 900 px of the front page hold every finding's verdict."""
+    import pandas as pd
+
+    index = smoke_run / "reports" / "smoke" / "index.html"
+    scorecard = pd.read_csv(smoke_run / "paper" / "tables" / "smoke" / "findings_scorecard.csv")
+    try:
+        for width in (1400, 800):
+            browser.set_window_size(width, 1000)
+            open_page(browser, index)
+            verdicts = browser.execute_script(
+                "return [...document.querySelectorAll('ul.findings li .verdict')]"
+                ".map(v => [v.innerText, v.getBoundingClientRect().bottom + window.scrollY]);"
+            )
+            assert [text.lower() for text, _ in verdicts] == [v.lower() for v in scorecard["verdict"]], width
+            assert all(bottom <= 900 for _, bottom in verdicts), (width, verdicts)
+            if width == 1400:
+                browser.save_screenshot(str(screenshot_folder() / "index.png"))
+    finally:
+        browser.set_window_size(1280, 1400)
+
+
 def test_index_links_resolve_and_shows_the_scorecard(browser: Any, smoke_run: Path) -> None:
     index = smoke_run / "reports" / "smoke" / "index.html"
     open_page(browser, index)
@@ -56,8 +117,8 @@ def test_index_links_resolve_and_shows_the_scorecard(browser: Any, smoke_run: Pa
     )
     missing = [href for href in hrefs if not (index.parent / href).resolve().is_file()]
     assert len(hrefs) > 40 and missing == []
-    verdicts = browser.find_elements("css selector", ".scorecard > table tr[class^='verdict-']")
-    assert len(verdicts) == 4  # one coloured row per finding
-    details = browser.find_element("css selector", "details")
-    assert not details.get_attribute("open")  # provenance starts collapsed
-    browser.save_screenshot(str(screenshot_folder() / "index.png"))
+    lines = browser.find_elements("css selector", "ul.findings li[class*='verdict-']")
+    rows = browser.find_elements("css selector", ".scorecard > table tbody tr[class^='verdict-']")
+    assert len(lines) == len(rows) >= 4  # one line per finding of the scorecard, each coloured by its verdict
+    details = browser.find_elements("css selector", "details")
+    assert details and not any(d.get_attribute("open") for d in details)  # the long parts start collapsed

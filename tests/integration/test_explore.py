@@ -158,3 +158,124 @@ def test_explorer_widget_redraws_for_a_new_prompt_and_reports_bad_input() -> Non
     explorer.prompt.value = "Back to a real prompt."
     explorer.model.value = "tiny-bert"  # a new model redraws at once
     assert explorer.analysis.model == "tiny-bert" and explorer.layer.max == explorer.analysis.n_layers
+
+
+def test_category_probes_give_a_distribution_per_layer_and_say_when_the_run_lacks_vectors() -> None:
+    import shutil
+    import uuid
+
+    from helpers import collection, paths
+
+    analysis = explore.analyse(MODEL, "What is 17 times 3?")
+    missing = explore.signature_view(analysis, run_params())
+    assert len(missing) == 1 and "No stored vectors" in str(missing[0].data)
+    params = run_params(f"test-probes-{uuid.uuid4().hex[:8]}")
+    try:
+        collection.collect_model(params, MODEL, progress=False)
+        probabilities = explore.category_probes(analysis, params)
+        assert set(probabilities["layer"]) == set(range(-1, analysis.n_layers + 1))  # -1: surface only
+        assert set(probabilities["category"]) == set(CATEGORIES)
+        np.testing.assert_allclose(probabilities.groupby("layer")["probability"].sum(), 1.0, rtol=1e-6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            figure = explore.signature_figure(analysis, probabilities)
+            assert figure._repr_png_().startswith(b"\x89PNG")
+    finally:
+        shutil.rmtree(paths.RESULTS / params.name, ignore_errors=True)
+
+
+def _png_of(output: object) -> list[bytes]:
+    """The PNG images an ipywidgets Output holds (what a figure displayed into it became)."""
+    return [item["data"]["image/png"] for item in output.outputs if "image/png" in item.get("data", {})]
+
+
+def test_the_model_menu_shows_display_names_and_a_new_model_resets_the_layer() -> None:
+    pytest.importorskip("ipywidgets")
+    params = parse_params({"models": ["tiny-llama", "tiny-bert"], "name": "no-such-run-for-tests"})
+    explorer = explore.Explorer(params, "Hello there, model menu.", "tiny-llama", layer=2, head=1)
+    labels = dict((value, label) for label, value in explorer.model.options)
+    assert labels == {name: load_model(name).display_name for name in ("tiny-llama", "tiny-bert")}
+    assert explore.display_name("minilm-l6") == "MiniLM-L6"  # registry id -> display name, nothing loaded
+    assert explorer.layer.value == 2 and explorer.head.value == 1
+    explorer.model.value = "tiny-bert"
+    analysis = explorer.analysis
+    assert analysis.model == "tiny-bert" and explorer.layer.max == analysis.n_layers
+    assert explorer.layer.value == explore.default_layer(analysis, None)  # its own middle layer
+    assert explorer.head.value == 0 and explorer.shown_heads == list(range(analysis.n_heads))
+
+
+def test_choosing_a_query_token_outlines_its_row_in_the_attention_pattern() -> None:
+    analysis = explore.analyse(MODEL, "Which token looks where?")
+    figure = explore.attention_pattern(analysis, 1, 0, query=2)
+    outlined = [p for p in figure.axes[0].patches if p.get_edgecolor()[:3] != (0.0, 0.0, 0.0)]
+    assert len(outlined) == 1 and outlined[0].get_y() == pytest.approx(1.5) and outlined[0].get_height() == 1.0
+    assert "query 2" in figure.axes[0].get_title()
+    assert not explore.attention_pattern(analysis, 1, 0).axes[0].patches  # no query, no outline
+    with pytest.raises(ValueError, match="tokens 0"):
+        explore.attention_pattern(analysis, 1, 0, query=analysis.n_tokens)
+    pytest.importorskip("ipywidgets")
+    explorer = explore.Explorer(run_params(), "Which token looks where?", MODEL)
+    before = _png_of(explorer.outputs["Attention pattern"])
+    explorer.query.value = 2
+    after = _png_of(explorer.outputs["Attention pattern"])
+    assert before and after and before != after  # redrawn with the row outlined
+
+
+def test_head_toggles_choose_the_heads_of_the_head_view() -> None:
+    pytest.importorskip("ipywidgets")
+    explorer = explore.Explorer(run_params(), "Heads on and off.", MODEL)
+    n_heads = explorer.analysis.n_heads
+    assert len(explorer.heads.children) == n_heads and explorer.shown_heads == list(range(n_heads))
+    every = _png_of(explorer.outputs["Head view"])
+    explorer.heads.children[0].value = False
+    assert explorer.shown_heads == list(range(1, n_heads))
+    assert _png_of(explorer.outputs["Head view"]) != every
+    figure = explore.head_view(explorer.analysis, 1, heads=[1])
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["head 1"]
+    for toggle in explorer.heads.children:
+        toggle.value = False
+    assert "Every head is switched off" in str(explorer.outputs["Head view"].outputs)
+
+
+def test_a_prompt_longer_than_every_study_prompt_is_warned_about() -> None:
+    analysis = explore.analyse(MODEL, " ".join(["long"] * 200), max_tokens=128)
+    peers = pd.DataFrame(
+        {
+            "model": MODEL,
+            "prompt_id": [f"p{i}" for i in range(6)],
+            "category": CATEGORIES[0],
+            "text": "a short study prompt",
+            "n_tokens": [10, 20, 30, 40, 50, 77],
+            "attention_entropy": np.linspace(1, 50, 6),
+            "attention_entropy_normalized": 0.5,
+            "max_sparsity": 0.1,
+            "final_activation": 0.0,
+        }
+    )
+    peers = peers.assign(words=4, length_band="short")
+    context = explore.study_context(analysis, explore.Study(run_params(), peers), CATEGORIES[0])
+    assert context.out_of_range and context.sentence.startswith("Out of range")
+    assert (
+        "128 tokens, longer than every one of the study's 6 prompts" in context.sentence and "10-77" in context.sentence
+    )
+    assert "#fff4e5" in context.note().data  # shown as a warning
+    short = explore.analyse(MODEL, "Hi there.")
+    inside = explore.study_context(short, explore.Study(run_params(), peers.assign(n_tokens=short.n_tokens)), "x")
+    assert inside.out_of_range == "" and not inside.sentence.startswith("Out of range")
+
+
+def test_static_sections_follow_the_explorer() -> None:
+    pytest.importorskip("ipywidgets")
+    page = explore.Page(run_params(), "First prompt here.", MODEL, live=True)
+    followers = {name: page.explorer.follow(name) for name in explore.Explorer.TABS}
+    assert "first" in str(followers["Tokens"].outputs).lower()
+    page.explorer.prompt.value = "Zebras graze quietly."
+    page.explorer.button.click()
+    assert "zebra" in str(followers["Tokens"].outputs).lower() and "first" not in str(followers["Tokens"].outputs)
+    pattern = _png_of(followers["Attention pattern"])
+    page.explorer.head.value = 1
+    assert _png_of(followers["Attention pattern"]) != pattern  # the selection too
+    with pytest.raises(ValueError, match="unknown section"):
+        page.explorer.follow("No such tab")
+    static = explore.Page(run_params(), "First prompt here.", MODEL)  # the report's page: no widget
+    assert static.explorer is None and static.analysis.text == "First prompt here."

@@ -22,7 +22,7 @@ from transformers.masking_utils import AttentionMaskInterface
 from transformers.modeling_utils import AttentionInterface
 
 import helpers
-from helpers import metrics, streaming
+from helpers import kernels, metrics, streaming
 from tests.conftest import PROMPTS
 from tests.integration.test_streaming_exact import TOLERANCE, assert_measurements_close, assert_rows_close, brute_force
 
@@ -127,7 +127,8 @@ def test_a_failing_forward_leaves_registry_config_and_hooks_as_before(
         raise RuntimeError("boom")
 
     if where == "attention":  # inside the registered attention function itself
-        monkeypatch.setattr(metrics, "attention_row_entropy", boom)
+        monkeypatch.setattr(metrics, "attention_row_entropy", boom)  # the two-call route
+        monkeypatch.setattr(kernels, "entropy_attention", boom)  # the one-pass kernel
     else:
         monkeypatch.setattr(loaded.model.layers[1].mlp, "forward", boom)
     with pytest.raises(RuntimeError, match="boom"):

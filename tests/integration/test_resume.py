@@ -13,7 +13,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -37,6 +40,15 @@ def _params(tmp_path: Path, name: str, prompts: Path) -> Path:
     return path
 
 
+PARTS = ("_layers.parquet", "_vectors.parquet")
+"""A chunk's files besides its prompt file (written last)."""
+
+
+def _read(path: Path) -> object:
+    """A stored table, or a stored (ids, vectors) pair, verified."""
+    return store.read_vectors(path) if path.stem.endswith("_vectors") else store.read_table(path)
+
+
 def _chunk_times(params: study.StudyParams) -> dict[str, float]:
     folder = params.activations_path(MODEL).with_suffix(".chunks")
     return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet")}
@@ -52,7 +64,7 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
         [sys.executable, "-c", code], cwd=paths.ROOT, env={**os.environ, "PYTHONPATH": str(paths.ROOT)}
     )
     deadline = time.monotonic() + 300
-    while len([n for n in _chunk_times(killed) if not n.endswith("_layers.parquet")]) < 3:
+    while len([n for n in _chunk_times(killed) if not n.endswith(PARTS)]) < 3:
         assert process.poll() is None, "the collection ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -63,10 +75,10 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
 
     collection.collect_model(killed, MODEL, progress=False)  # resume: a half-written chunk is a *.tmp, never read
     after = _chunk_times(killed)
-    complete = [n for n in before if not n.endswith("_layers.parquet")]  # a chunk's prompt file is written last
-    kept = [*complete, *(n.replace(".parquet", "_layers.parquet") for n in complete)]
+    complete = [n for n in before if not n.endswith(PARTS)]  # a chunk's prompt file is written last
+    kept = [*complete, *(n.replace(".parquet", part) for n in complete for part in PARTS)]
     assert all(after[name] == before[name] for name in kept), "complete chunks were recomputed"
-    assert len(after) == 2 * len(study.CATEGORIES)
+    assert len(after) == 3 * len(study.CATEGORIES)
     assert not list(killed.activations_path(MODEL).with_suffix(".chunks").glob(".*.tmp")), "half-written files left"
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == len(study.CATEGORIES) - len(
         complete
@@ -79,6 +91,9 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
             store.read_table(killed.activations_path(MODEL, kind)),
             store.read_table(uninterrupted.activations_path(MODEL, kind)),
         )
+    resumed_ids, resumed = store.read_vectors(killed.activations_path(MODEL, "vectors"))
+    whole_ids, whole = store.read_vectors(uninterrupted.activations_path(MODEL, "vectors"))
+    assert resumed_ids == whole_ids and np.array_equal(resumed, whole)
 
     # a changed prompt invalidates exactly its own chunk
     table = pd.read_csv(prompts)
@@ -88,15 +103,15 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     collection.collect_model(killed, MODEL, progress=False)
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
     after = _chunk_times(killed)
-    assert len(set(before) & set(after)) == len(before) - 2  # one chunk (prompts + layers) replaced
+    assert len(set(before) & set(after)) == len(before) - 3  # one chunk (prompts, layers, vectors) replaced
 
     # killed between a chunk's two writes: its layers file alone is not a chunk; a temporary file is junk
     folder = killed.activations_path(MODEL).with_suffix(".chunks")
-    next(name for name in sorted(folder.glob("*.parquet")) if not name.stem.endswith("_layers")).unlink()
+    next(name for name in sorted(folder.glob("*.parquet")) if not name.name.endswith(PARTS)).unlink()
     (folder / ".0123.parquet.abcd.tmp").write_bytes(b"half a parquet file")
     collection.collect_model(killed, MODEL, progress=False)
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
-    assert not list(folder.glob(".*.tmp")) and len(list(folder.glob("*.parquet"))) == 2 * len(study.CATEGORIES)
+    assert not list(folder.glob(".*.tmp")) and len(list(folder.glob("*.parquet"))) == 3 * len(study.CATEGORIES)
 
 
 def test_unwritable_output_folder_is_named_before_model_work(tmp_path: Path) -> None:
@@ -132,9 +147,9 @@ def test_a_stored_chunk_that_fails_verification_is_measured_again_never_used(tmp
     params = study.load_params(tmp_path / "params.yaml")
     try:
         written = collection.collect_model(params, "tiny-bert", progress=False)
-        expected = {kind: store.read_table(path) for kind, path in written.items()}
+        expected = {kind: _read(path) for kind, path in written.items()}
         folder = params.activations_path("tiny-bert").with_suffix(".chunks")
-        first, second, third = sorted(p for p in folder.glob("*.parquet") if not p.stem.endswith("_layers"))[:3]
+        first, second, third = sorted(p for p in folder.glob("*.parquet") if not p.name.endswith(PARTS))[:3]
         shutil.copy(second, first)  # another valid chunk in its place: other prompts, valid file
         third.write_bytes(third.read_bytes()[:300])  # truncated
         with pytest.warns(collection.ChunkNotTrustedWarning) as caught:
@@ -143,6 +158,18 @@ def test_a_stored_chunk_that_fails_verification_is_measured_again_never_used(tmp
         assert first.name in messages and third.name in messages
         assert store.read_metadata(written["prompts"])["chunks_measured_now"] == 2
         for kind, path in written.items():
-            pd.testing.assert_frame_equal(store.read_table(path), expected[kind])
+            if kind == "vectors":
+                assert _read(path)[0] == expected[kind][0] and np.array_equal(_read(path)[1], expected[kind][1])
+            else:
+                pd.testing.assert_frame_equal(_read(path), expected[kind])
+        vector_chunk = next(folder.glob("*_vectors.parquet"))  # an altered vector file is caught too
+        table = pq.read_table(vector_chunk)
+        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).copy()
+        flat[0] += np.float16(1)
+        width = table.column("vector").type.list_size
+        changed = table.set_column(1, "vector", pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float16()), width))
+        pq.write_table(changed, vector_chunk)  # same metadata (the old hash), one value changed
+        with pytest.warns(collection.ChunkNotTrustedWarning, match=vector_chunk.name):
+            collection.collect_model(params, "tiny-bert", progress=False)
     finally:
         shutil.rmtree(paths.RESULTS / name, ignore_errors=True)

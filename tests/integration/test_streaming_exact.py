@@ -41,6 +41,9 @@ from helpers import models
 from tests.conftest import EMBEDDED_MODELS, PROMPTS, TINY_MODELS
 
 TOLERANCE = 1e-5
+EAGER_ONLY = {"tiny-bloom", "tiny-mpnet", "mpnet-base-v2"}
+"""Models whose attention scores are more than q.k plus a mask (BLOOM's ALiBi, MPNet's relative position bias, both
+in their own attention code): ``measure`` runs the eager path for them and says so."""
 HIDDEN_RTOL = 1e-5
 """How far an entry near a threshold may move between two exact paths, relative to its token's RMS."""
 THRESHOLDS: dict[str, tuple[float, bool, bool]] = {
@@ -98,12 +101,15 @@ def brute_force(name: str, text: str) -> Truth:
         probs = attention[0].double()  # (H, T, T)
         row_entropies = -(probs * torch.log(probs.clamp_min(1e-300))).sum(-1)  # (H, T)
         total_entropy += row_entropies.sum().item()
+        window = getattr(model.config, "sliding_window", None)
+        layer_types = getattr(model.config, "layer_types", None)
+        sliding = bool(window and layer_types and layer_types[layer_index] == "sliding_attention")
+        n_keys = probs.shape[2]
         for i in range(probs.shape[1]):
-            allowed = i + 1 if loaded.architecture == "decoder" else probs.shape[2]
-            window = getattr(model.config, "sliding_window", None)
-            layer_types = getattr(model.config, "layer_types", None)
-            if window and layer_types and layer_types[layer_index] == "sliding_attention":
-                allowed = min(allowed, window)
+            if loaded.architecture == "decoder":  # keys i - window < j <= i
+                allowed = min(i + 1, window) if sliding else i + 1
+            else:  # a bidirectional window is symmetric: keys |i - j| < window (EmbeddingGemma)
+                allowed = min(n_keys, i + window) - max(0, i - window + 1) if sliding else n_keys
             if allowed > 1:
                 normalized += (row_entropies[:, i] / math.log(allowed)).sum().item()
                 rows += probs.shape[0]
@@ -172,7 +178,7 @@ def assert_measurements_close(first: pd.DataFrame, second: pd.DataFrame, truths:
 @pytest.mark.parametrize("name", TINY_MODELS + EMBEDDED_MODELS)
 def test_streaming_equals_brute_force(name: str) -> None:
     measured = helpers.measure(name, PROMPTS, batch_size=len(PROMPTS), progress=False)
-    assert measured.attrs["attention_path"] == ("eager" if name == "tiny-bloom" else "fused")
+    assert measured.attrs["attention_path"] == ("eager" if name in EAGER_ONLY else "fused")
     assert list(measured["text_index"]) == list(range(len(PROMPTS)))
     truths = [brute_force(name, text) for text in PROMPTS]
     assert_rows_close(measured, truths)
@@ -367,3 +373,19 @@ def test_dequantized_cache_holds_exactly_the_gguf_weights() -> None:
     cached = helpers.load_model("smollm2-135m").model.state_dict()
     assert direct.keys() == cached.keys()
     assert all(torch.equal(direct[key], cached[key]) for key in direct)
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-llama", "tiny-gpt2"])
+def test_mean_pooled_vectors_equal_each_hidden_state_averaged_over_real_tokens(name: str) -> None:
+    """``Measurements.vectors`` in a padded batch: each prompt's ``hidden_states[l]`` averaged over its tokens alone."""
+    loaded = helpers.load_model(name)
+    measured = helpers.measure_with_layers(loaded, PROMPTS, batch_size=len(PROMPTS), progress=False)
+    assert measured.vectors.shape == (len(PROMPTS), loaded.n_layers + 1, loaded.hidden_size)
+    assert measured.vectors.dtype == "float16"
+    for index, text in enumerate(PROMPTS):
+        encoded = loaded.tokenizer([text], return_tensors="pt")
+        with torch.no_grad():
+            hidden_states = loaded.model(**encoded, output_hidden_states=True).hidden_states
+        expected = torch.stack([h[0].double().mean(dim=0) for h in hidden_states]).to(torch.float16).float()
+        torch.testing.assert_close(torch.from_numpy(measured.vectors[index]).float(), expected, rtol=2e-3, atol=2e-3)
+    assert helpers.measure_with_layers(loaded, PROMPTS[:1], layers=False, progress=False).vectors is None

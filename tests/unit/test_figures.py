@@ -104,3 +104,56 @@ def test_entropy_vs_tokens_has_a_category_legend_off_the_panels() -> None:
     legend, *panels = _extents(figure, [figure.legends[0], *figure.axes])
     assert not [panel for panel in panels if legend.overlaps(panel)]
     plt.close(figure)
+
+
+def test_a_heatmap_of_rows_at_different_scales_colours_each_row_on_its_own_range_and_says_so() -> None:
+    figure = figures.category_heatmap(cells(), "final_activation")  # rows from 1e-3 to 1e-1
+    colours = figure.axes[0].collections[0].get_array().reshape(len(SCALES), len(CATEGORIES))
+    assert np.allclose(colours.min(axis=1), 0) and np.allclose(colours.max(axis=1), 1)
+    assert "own range" in figure.axes[0].get_title() and "0 = lowest" in figure.axes[1].get_ylabel()
+    plt.close(figure)
+    same_scale = figures.category_heatmap(cells(), "attention_entropy")  # one colour bar is honest here
+    assert "own range" not in same_scale.axes[0].get_title()
+    plt.close(same_scale)
+
+
+def _layers() -> pd.DataFrame:
+    rows = []
+    for model, n_layers in (("minilm-l6", 6), ("smollm2-135m", 30)):
+        for layer in range(n_layers + 1):
+            for statistic in ("near_zero_0.01", "attention_entropy", "hoyer", "near_zero_relative_0.01"):
+                rows.append({"model": model, "layer": layer, "statistic": statistic, "value": layer / n_layers})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("draw", [figures.layer_profiles, figures.sparsity_layer_profiles])
+def test_layer_profiles_speak_words_units_and_display_names_in_a_readable_grid(draw: object) -> None:
+    figure = draw(_layers())
+    shown = [axis for axis in figure.axes if axis.get_visible()]
+    for axis in shown:
+        assert "_" not in axis.get_title() and axis.get_title()[0].isupper()  # words, not statistic names
+        assert axis.get_ylabel() and "_" not in axis.get_ylabel()  # a unit
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["MiniLM-L6", "SmolLM2-135M"]
+    assert figure.get_size_inches()[0] <= 11  # at 150 dpi at most 1650 px wide: two panels a row
+    plt.close(figure)
+
+
+def test_sparsity_variant_intervals_are_drawn_and_the_legend_sits_below_the_label() -> None:
+    variants = pd.DataFrame(
+        {
+            "measure": ["Hoyer", "Hoyer", "fixed", "fixed"],
+            "comparison": ["B / A", "decoders / encoders (models as replicates)"] * 2,
+            "ratio": [1.525, np.nan, 20.0, np.nan],
+            "low": [1.517, np.nan, 15.0, np.nan],
+            "high": [1.533, np.nan, 26.0, np.nan],
+            "verdict_sparser": [np.nan, "not testable here", np.nan, "not testable here"],
+        }
+    )
+    figure = figures.sparsity_variants(variants, (3.54, 14.2))
+    axis = figure.axes[0]
+    bars = [c for c in axis.collections if type(c).__name__ == "LineCollection"]
+    assert bars and all(c.get_linewidth()[0] >= 2 for c in bars)  # interval bars thicker than the default
+    assert "nan" not in [t.get_text() for t in axis.texts]
+    label, legend = _extents(figure, [axis.xaxis.label, figure.legends[0]])
+    assert 0 <= label.y0 - legend.y1 < 40  # no blank gap between the axis label and the legend
+    plt.close(figure)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
@@ -118,36 +119,96 @@ def test_report_leaves_out_tagged_cells_and_loads_nothing(tmp_path: Path) -> Non
     assert "<title>09 Demo (run x)</title>" in page and 'href="index.html"' in page
 
 
-def test_scorecard_renders_any_columns_and_prefers_the_readers_subset(tmp_path: Path) -> None:
-    new = tmp_path / "new.csv"
-    columns = ["finding", "claim", "unit", "testable here", "evidence in this run", "evidence in the paper's table"]
-    columns += ["test and statistic", "interval", "verdict"]
-    pd.DataFrame(
-        [[1, "math is highest", "prompt", "yes", "ranks 3", "ranks 1", "t", "[1, 2]", "does not hold"]],
-        columns=columns,
-    ).to_csv(new, index=False)
-    page = notebooks.scorecard_html(new)
-    shown = page.split("<details>")[0]
-    assert "<th>evidence in this run</th>" in shown and "<th>unit</th>" not in shown
-    assert "<th>unit</th>" in page.split("<details>")[1]  # every column one click away
-    assert 'class="verdict-does-not-hold"' in shown
-    old = tmp_path / "old.csv"
-    pd.DataFrame({"finding": [2], "raw_reproduction": ["ratio 1.1"], "verdict": ["weakened"]}).to_csv(old, index=False)
-    page = notebooks.scorecard_html(old)
+def _scorecard(path: Path, **extra: list[str]) -> Path:
+    rows = {
+        "finding": [1, 2, 5],
+        "claim": ["Math prompts have the highest H_att", "Decoders are sparser", "A fifth finding"],
+        "unit": ["prompts within each model", "models", "models"],
+        "testable_here": ["yes", "no: 1 encoder and 2 decoders; needs at least 2 of each", "yes"],
+        "evidence_this_run": ["MiniLM-L6: math ranks 8; SmolLM2-135M: math ranks 1", "facts: |h| < 0.01 1.92", "x"],
+        "evidence_paper_table": ["Kendall's W 0.907", "decoder/encoder ratio of mean S_max: 7.08", "y"],
+        "test_and_statistic": ["t", "none", "z"],
+        "verdict": ["inconclusive", "not testable here", "holds"],
+        **extra,
+    }
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_front_page_findings_are_one_line_each_verdict_first_from_the_scorecard(tmp_path: Path) -> None:
+    page = notebooks.findings_summary_html(_scorecard(tmp_path / "scorecard.csv"))
+    lines = page.split("<details>")[0].split("<li ")[1:]
+    assert len(lines) == 3  # every scorecard row, a fifth finding too
+    for line, verdict in zip(lines, ["inconclusive", "not testable here", "holds"], strict=True):
+        assert line.index(f'<span class="verdict">{verdict}</span>') < line.index("<b>Finding")  # verdict first
+        assert f'class="finding {notebooks._verdict_class(verdict)}"' in line
+    assert "MiniLM-L6: math ranks 8 (and 1 more like it in the scorecard)." in lines[0]
+    assert "Not testable with this run: 1 encoder and 2 decoders; needs at least 2 of each." in lines[1]
+    assert "The paper's own table: decoder/encoder ratio of mean S_max: 7.08" in lines[1]
+    assert "<th>test and statistic</th>" in page.split("<details>")[1]  # every column one click away
+    with_reason = _scorecard(tmp_path / "reasoned.csv", reason=["Math is first in one model of three", "", "z"])
+    assert "Math is first in one model of three." in notebooks.findings_summary_html(with_reason)
+    assert "missing" in notebooks.findings_summary_html(tmp_path / "absent.csv")
+    other = tmp_path / "other.csv"
+    pd.DataFrame({"finding": [2], "raw_reproduction": ["ratio 1.1"], "verdict": ["weakened"]}).to_csv(
+        other, index=False
+    )
+    page = notebooks.findings_summary_html(other)  # another schema: the table itself
     assert "<th>raw reproduction</th>" in page and "ratio 1.1" in page and 'class="verdict-weakened"' in page
-    assert "missing" in notebooks.scorecard_html(tmp_path / "absent.csv")
+
+
+def test_a_reason_is_shortened_at_a_clause_boundary() -> None:
+    text = "first clause, " + "word " * 60
+    short = notebooks.shorten(text, 60)
+    assert len(short) <= 60 and short.endswith("…") and notebooks.shorten("short", 60) == "short"
 
 
 def test_provenance_is_tables_in_a_collapsed_details_not_json() -> None:
     provenance = {
-        "params": {"models": ["a", "b"], "seed": 0},
+        "params": {"models": ["a", "b"], "seed": 0, "max_length": None},
         "prompt_file_sha256": "abc123",
-        "models": {"a": {"display_name": "A", "n_layers": 2}, "b": {"display_name": "B", "n_layers": 3}},
+        "models": {
+            "a": {"display_name": "A", "n_layers": 2, "device": None},
+            "b": {"display_name": "B", "n_layers": 3},
+        },
     }
     page = notebooks.provenance_html(provenance, "Provenance")
     assert page.startswith("<details><summary>Provenance</summary>") and "{" not in page
     assert "<td>prompt_file_sha256</td><td>abc123</td>" in page and "<td>models</td><td>a, b</td>" in page
-    assert "<th>display_name</th>" in page and "<td>B</td><td>3</td>" in page  # one row per model
+    assert "<td>max_length</td><td>none</td>" in page
+    assert "<th>field</th><th>a</th><th>b</th>" in page  # models across, fields down: stays narrow
+    assert "<td>n_layers</td><td>2</td><td>3</td>" in page and "<td>device</td><td>none</td><td>n/a</td>" in page
+    assert "<td></td>" not in page  # no blank cell
+
+
+def test_report_tables_have_no_nan_no_bare_index_and_say_why_they_are_empty() -> None:
+    table = pd.DataFrame({"model": ["a", "b", "c"], "verdict": ["holds", np.nan, None], "value": [1.5, np.nan, 2.0]})
+    filtered = table[table["model"] != "b"]  # index 0, 2: a leftover index, not a column
+    page = notebooks.show_table(filtered).to_html()
+    assert "nan" not in page.lower() and "None" not in page
+    assert '<th class="row_heading' not in page and '<th class="blank' not in page
+    grouped = table.groupby("model")[["value"]].mean()  # a named index becomes a column
+    assert ">model</th>" in notebooks.show_table(grouped).to_html()
+    empty = notebooks.show_table(table.iloc[:0], empty="no rows: no model is one of the paper's six")
+    assert "no rows: no model is one of the paper" in empty.data
+
+
+def test_every_report_image_gets_a_name_and_caption_as_alt_text() -> None:
+    node = new_notebook(
+        cells=[
+            new_markdown_cell("## Per-layer profiles\n\nSparsity per layer, by depth. More text."),
+            new_code_cell('study_figures["layer_profiles"]'),
+            new_markdown_cell("The prompt, in the study."),
+            new_code_cell('page.show("In the study")'),
+        ]
+    )
+    png = {"output_type": "display_data", "data": {"image/png": "iVBORw0KGgo="}, "metadata": {}}
+    node.cells[1].outputs = [nbformat.from_dict(png)]
+    node.cells[3].outputs = [nbformat.from_dict(png)]
+    assert notebooks.describe_figures(node) == 2
+    alt = node.cells[1].outputs[0].metadata["image/png"]["alt"]
+    assert alt == "Figure layer profiles: Per-layer profiles. Sparsity per layer, by depth."
+    assert node.cells[3].outputs[0].metadata["image/png"]["alt"] == "Figure In the study: The prompt, in the study."
 
 
 def test_make_lab_binds_to_this_machine_and_allows_root_only_for_root() -> None:

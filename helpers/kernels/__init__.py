@@ -1,0 +1,168 @@
+"""Attention kernels that return each row's entropy with the output, in one pass.
+
+``cpu_kernel()`` builds (once per machine, torch version and CPU capability, into
+``.cache/kernels/``) and loads the C++ kernel ``entropy_attention.cpp`` with
+``torch.utils.cpp_extension``; ``python -m helpers.kernels build`` does it ahead of time (``make
+install``). If it cannot be built or loaded (no compiler, another platform), ``cpu_kernel()``
+returns None, ``unavailable()`` says why, and the fused path keeps its exact two-call route.
+``COMPENDIUM_KERNEL=off`` switches the kernel off (for comparisons and benchmarks).
+
+``entropy_attention(query, key, value, ...)`` runs it: query (B, H, Q, D), key/value
+(B, H_kv, K, D|Dv) on the CPU, any float dtype (computed in float32); returns the output
+(B, Q, H, Dv) in the query's dtype (transformers' layout after attention), the log-sum-exp and the
+row entropies (B, H, Q) in float32. The GPU counterpart, in Triton, is ``helpers.kernels.triton_entropy``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from helpers import paths
+
+SOURCE: Path = Path(__file__).with_name("entropy_attention.cpp")
+BUILD_ROOT: Path = paths.CACHE / "kernels"
+SWITCH = "COMPENDIUM_KERNEL"
+"""Environment variable: "off" keeps the fused path on its two-call route (the kernel is not built)."""
+
+ONE_PASS = "one-pass kernel"
+TWO_CALL = "two flash calls"
+"""The names a run records (``attrs["attention_kernel"]``) for the two fused routes."""
+
+_CAPABILITY_FLAGS: dict[str, list[str]] = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mavx2"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def capability() -> str:
+    """The CPU capability torch dispatches its own kernels to here ("AVX512", "AVX2", "DEFAULT", ...)."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return "DEFAULT"
+
+
+def build_name() -> str:
+    """Extension and folder name: one build per torch version and CPU capability (a shared .cache stays valid)."""
+    version = torch.__version__.split("+")[0].replace(".", "_")
+    return f"entropy_attention_torch{version}_{capability().lower()}"
+
+
+def _compile_flags() -> list[str]:
+    """-O3, OpenMP (at::parallel_for) and at::vec at the capability torch itself uses here; never -march=native."""
+    level = capability()
+    flags = ["-O3", "-fopenmp", "-fno-math-errno"]
+    if level in _CAPABILITY_FLAGS and sys.platform.startswith("linux"):
+        return [*flags, *_CAPABILITY_FLAGS[level], f"-DCPU_CAPABILITY={level}", f"-DCPU_CAPABILITY_{level}"]
+    return [*flags, "-DCPU_CAPABILITY=DEFAULT"]
+
+
+def _ninja_on_path() -> None:
+    """Put the ninja of the ``ninja`` package (a pinned dependency) on PATH for cpp_extension, if it is installed."""
+    try:
+        import ninja  # noqa: PLC0415 (optional: a system ninja works too)
+    except ImportError:
+        return
+    directory = getattr(ninja, "BIN_DIR", None)
+    if directory and directory not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([directory, os.environ.get("PATH", "")])
+
+
+def build(verbose: bool = False) -> ModuleType:
+    """Compile (if the cached build is missing or stale) and import the CPU kernel; raises on failure."""
+    from torch.utils import cpp_extension  # noqa: PLC0415 (slow import, only when building)
+
+    _ninja_on_path()
+    directory = BUILD_ROOT / build_name()
+    directory.mkdir(parents=True, exist_ok=True)
+    return cpp_extension.load(
+        name=build_name(),
+        sources=[str(SOURCE)],
+        extra_cflags=_compile_flags(),
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(directory),
+        verbose=verbose,
+    )
+
+
+def cpu_kernel() -> ModuleType | None:
+    """The built CPU kernel, or None (switched off with COMPENDIUM_KERNEL=off, or it could not be built)."""
+    if os.environ.get(SWITCH, "").lower() in ("off", "0", "false", "no"):
+        return None
+    with _lock:
+        if "module" not in _state:
+            try:
+                _state["module"] = build()
+                _state["reason"] = None
+            except Exception as error:  # any failure to compile or load: the two-call route runs
+                _state["module"] = None
+                _state["reason"] = f"{type(error).__name__}: {str(error).strip().splitlines()[-1:]}"
+        return _state["module"]  # type: ignore[return-value]
+
+
+def unavailable() -> str | None:
+    """Why ``cpu_kernel()`` is None (None while it is available or not yet tried)."""
+    if os.environ.get(SWITCH, "").lower() in ("off", "0", "false", "no"):
+        return f"switched off ({SWITCH}={os.environ[SWITCH]})"
+    return _state.get("reason")  # type: ignore[return-value]
+
+
+def entropy_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    scale: float,
+    mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    key_ranges: list[tuple[int, int, int, int]] | None = None,
+    range_block: int = 512,
+    module: ModuleType | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attention output (B, Q, H, Dv) in the query's dtype, log-sum-exp and row entropy (B, H, Q) float32, one pass.
+
+    query (B, H, Q, D), key/value (B, H_kv, K, D|Dv) on the CPU, H a multiple of H_kv; scores
+    scale * <q_i, k_j> where ``mask`` (bool (B|1, 1|H, Q, K), True = may attend) allows, or key
+    j <= query i if ``is_causal`` (no mask), else every key. ``key_ranges``: (first row, end row,
+    first key, end key) per block of ``range_block`` query rows (``metrics.mask_key_ranges``):
+    keys outside a block's range are skipped. A row with no allowed key: output 0, lse 0 (as torch's
+    flash kernel), entropy 0.
+    """
+    module = module if module is not None else cpu_kernel()
+    if module is None:
+        raise RuntimeError(f"the one-pass CPU kernel is not available: {unavailable()}")
+    if mask is not None and mask.dtype != torch.bool:
+        raise TypeError(f"mask must be bool (True = may attend), got {mask.dtype}")
+
+    def as_float(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(torch.float32)
+        return tensor if tensor.stride(-1) == 1 else tensor.contiguous()
+
+    ranges = torch.empty(0, 2, dtype=torch.int64)
+    if key_ranges is not None and mask is not None:
+        ranges = torch.tensor([[first_key, end_key] for _, _, first_key, end_key in key_ranges], dtype=torch.int64)
+        range_block = key_ranges[0][1] - key_ranges[0][0] if len(key_ranges) > 1 else max(1, query.shape[2])
+    if mask is None:
+        mask_arg = torch.empty(0, dtype=torch.bool)
+    else:
+        mask_arg = mask if mask.dim() == 4 else mask[:, None]
+        mask_arg = mask_arg if mask_arg.stride(-1) == 1 else mask_arg.contiguous()
+    output, lse, entropy = module.entropy_attention(
+        as_float(query),
+        as_float(key),
+        as_float(value),
+        mask_arg,
+        bool(is_causal and mask is None),
+        float(scale),
+        ranges,
+        int(range_block),
+    )
+    return output.to(query.dtype), lse, entropy

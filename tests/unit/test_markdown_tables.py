@@ -1,0 +1,104 @@
+"""Every Markdown table the compendium writes parses to rows of the header's width: text with ``|`` or
+newlines (finding 2's evidence reads ``|h| < 0.01``) is escaped where Markdown is written
+(``helpers.store.markdown_table``), and no cell reads ``nan``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import findings, paths, store, tables
+
+UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
+DELIMITER = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?$")
+
+
+def cells(line: str) -> list[str]:
+    """A table row's cells, split at unescaped pipes (GitHub's rule), outer pipes dropped."""
+    inner = line.strip()
+    inner = inner[1:] if inner.startswith("|") else inner
+    inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
+    return [cell.strip() for cell in UNESCAPED_PIPE.split(inner)]
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every pipe table in ``text``: a header line, a delimiter line, then the rows up to a line without a pipe."""
+    lines = text.splitlines()
+    found = []
+    for number, line in enumerate(lines[:-1]):
+        if "|" in line and DELIMITER.match(lines[number + 1].strip()):
+            rows = [cells(line)]
+            for following in lines[number + 2 :]:
+                if "|" not in following or not following.strip():
+                    break
+                rows.append(cells(following))
+            found.append(rows)
+    return found
+
+
+def malformed(text: str) -> list[str]:
+    """Rows whose cell count differs from their header's, and cells that read 'nan'."""
+    problems = []
+    for table in markdown_tables(text):
+        header = table[0]
+        for row in table[1:]:
+            if len(row) != len(header):
+                problems.append(f"{len(row)} cells under a {len(header)}-cell header {header[:3]}: {row[:4]}")
+            if any(cell.lower() == "nan" for cell in row):
+                problems.append(f"a cell reads nan: {row[:4]}")
+    return problems
+
+
+def test_the_parser_sees_an_unescaped_pipe_split_a_row() -> None:
+    broken = "| a | b |\n|---|---|\n| x | |h| < 0.01 |\n"
+    assert malformed(broken) and not malformed(broken.replace("|h|", "\\|h\\|"))
+
+
+def test_pipes_newlines_and_missing_values_stay_inside_their_cells() -> None:
+    table = pd.DataFrame(
+        {
+            "finding": [1, 2],
+            "evidence | here": ["|h| < 0.01 1.92 [1.89, 1.94]", "two\nlines"],
+            "value": [np.nan, 0.123456],
+            "count": pd.array([pd.NA, 3], dtype="Int64"),
+        }
+    )
+    text = store.markdown_table(table, floatfmt=".4g")
+    assert malformed(text) == [] and len(markdown_tables(text)[0]) == 3
+    assert "\\|h\\| < 0.01" in text and "two<br>lines" in text and "nan" not in text.lower()
+    assert store.markdown_cell("already \\| escaped") == "already \\| escaped"  # never doubled
+    assert store.markdown_table(table.iloc[:0], empty="no rows: nothing to show") == "no rows: nothing to show"
+
+
+def test_exported_tables_and_the_readme_scorecard_parse(tmp_path: Path) -> None:
+    scorecard = pd.DataFrame(
+        {column: ["x | y", "multi\nline"] for column in findings.README_COLUMNS} | {"finding": [1, 2]}
+    )
+    written = tables.export_tables({"findings_scorecard": scorecard}, tmp_path, "notebooks/test.ipynb")
+    markdown = next(path for path in written if path.suffix == ".md").read_text()
+    assert malformed(markdown) == [] and len(markdown_tables(markdown)[0]) == 3
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# R\n\n{findings.README_START}\n{findings.README_END}\n")
+    assert findings.quote_in_readme(scorecard, "What follows.", readme, "nb06")
+    quoted = readme.read_text()
+    assert malformed(quoted) == [] and len(markdown_tables(quoted)[0]) == 3
+
+
+def committed_markdown() -> list[Path]:
+    """The repository's Markdown with tables: README, docs/, data/README and the default run's paper/tables/."""
+    return [
+        paths.ROOT / "README.md",
+        *sorted((paths.ROOT / "docs").glob("*.md")),
+        paths.DATA / "README.md",
+        *sorted(paths.TABLES.glob("*.md")),
+    ]
+
+
+@pytest.mark.parametrize("path", committed_markdown(), ids=lambda p: str(p.relative_to(paths.ROOT)))
+def test_every_committed_markdown_table_parses(path: Path) -> None:
+    """Generated tables (the default run's paper/tables/ and the README scorecard) and hand-written ones."""
+    assert malformed(path.read_text(encoding="utf-8")) == []
