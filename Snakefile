@@ -205,10 +205,12 @@ rule signatures:
         code("08_signatures"),
         INPUTS,
         expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers", "_vectors")),
+        OUT.metrics,  # the entry counts behind the threshold tolerance of the reproduction check
     output:
         OUT.signatures,
         tables(OUT.tables, SIGNATURE_TABLES),
         figures(SIGNATURE_FIGURES),
+        OUT.reproduction("08_signatures"),
         OUT.reports / "08_signatures.html",
     log:
         OUT.executed("08_signatures"),
@@ -242,7 +244,7 @@ rule explore:
 rule index:
     input:
         OUT.all_reports(),
-        [OUT.reproduction(n) for n in ("04_plot", "05_export_tables", "06_robustness")],  # the front page's summary
+        [OUT.reproduction(n) for n in ("04_plot", "05_export_tables", "06_robustness", "08_signatures")],  # the front page's summary
         list(NOTEBOOKS.values()),  # each report's one-line description comes from its notebook
         runner_inputs(),
         INPUTS,

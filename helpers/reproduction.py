@@ -395,6 +395,9 @@ FIGURE_DATA: dict[str, tuple[str, ...]] = {
     "entropy_vs_tokens": ("complete_results_extended",),
     "category_ranking_attention_entropy": ("published_vs_reproduced_categories",),
     "finding1_categories": ("finding1_categories",),
+    "finding1_length_contrasts": ("finding1_length_contrasts",),
+    "signature_probe_depth": ("signature_probes",),
+    "signature_units_depth": ("signature_units",),
     "sparsity_variants": ("sparsity_variants",),
     "sparsity_layer_profiles": ("sparsity_variants",),
 }  # fmt: skip

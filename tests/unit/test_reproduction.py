@@ -184,12 +184,12 @@ def test_a_figure_is_kept_only_when_its_tables_reproduced_and_this_code_drew_it(
 
 
 def test_every_figure_names_the_tables_behind_it() -> None:
-    from helpers.outputs import FINDINGS_FIGURES, FINDINGS_TABLES, STUDY_FIGURES, STUDY_TABLES
+    from helpers import outputs
 
-    assert set(reproduction.FIGURE_DATA) == set(STUDY_FIGURES) | set(FINDINGS_FIGURES)
-    assert {t for sources in reproduction.FIGURE_DATA.values() for t in sources} <= set(STUDY_TABLES) | set(
-        FINDINGS_TABLES
-    )
+    figures_ = {*outputs.STUDY_FIGURES, *outputs.FINDINGS_FIGURES, *outputs.SIGNATURE_FIGURES}
+    tables_ = {*outputs.STUDY_TABLES, *outputs.FINDINGS_TABLES, *outputs.SIGNATURE_TABLES}
+    assert set(reproduction.FIGURE_DATA) == figures_
+    assert {t for sources in reproduction.FIGURE_DATA.values() for t in sources} <= tables_
 
 
 def test_the_threshold_allowance_comes_from_the_runs_entry_counts() -> None:
