@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import paths, store
-from helpers.study import StudyParams, ensure_writable, load_params, model_key, run_provenance
+from helpers.study import MAIN_RUN, StudyParams, ensure_writable, load_params, model_key, run_provenance
 
 
 def numbered_notebooks() -> dict[str, Path]:
@@ -47,7 +47,7 @@ class RunOutputs:
     params: StudyParams
 
     def _folder(self, base: Path) -> Path:
-        return base if self.params.name == "default" else base / self.params.name
+        return base if self.params.name == MAIN_RUN else base / self.params.name
 
     @property
     def figures(self) -> Path:
@@ -395,13 +395,14 @@ SCORECARD_COLUMNS = ("finding", "claim", "evidence in this run", "test and stati
 """The scorecard columns the front page shows first when the table has them all (all columns are a click away)."""
 
 KEY_FIGURES: dict[str, str] = {
-    "robustness_category_ranks": "Does math keep the highest attention entropy once prompt length is controlled?",
+    "finding1_categories": "Does math keep the highest attention entropy once prompt length is controlled?",
     "entropy_vs_tokens": "Raw attention entropy sums over query rows: it grows with prompt length.",
     "heatmap_attention_entropy_by_model": "Attention entropy per category, z-scored within each model "
     "(raw values annotated).",
-    "robustness_sparsity_ratio": "Decoder / encoder sparsity ratio with 95% intervals, against the paper's 7x.",
+    "sparsity_variants": "Sparsity of each model by measure (|h| thresholds and Hoyer), against the paper's 7x.",
 }
-"""Figures shown on the front page (when the run made them), with what each answers."""
+"""Figures shown on the front page (when the run made them), with what each answers; each is one of
+``outputs.STUDY_FIGURES`` or ``outputs.FINDINGS_FIGURES`` (a test checks it)."""
 
 
 def _column_key(name: str) -> str:
@@ -552,6 +553,27 @@ rule is stated in <a href="{html.escape(outputs.report("06_robustness").name)}">
 </div></body></html>
 """
     return store.write_text(body, folder / "index.html")
+
+
+def write_failed_index(params: StudyParams, log: str | Path | None = None) -> Path:
+    """Replace a run's front page with one that says the run failed (the workflow's ``onerror``).
+
+    The earlier page would show the earlier run's scorecard with links to outputs the failed jobs
+    removed. The page is dated 1970 so that the next run rewrites it.
+    """
+    outputs = RunOutputs(params)
+    target = outputs.reports / "index.html"
+    where = f" Snakemake's log: <code>{html.escape(str(log))}</code>." if log else ""
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(params.name)} failed</title>"
+        f"</head><body><h1>Run {html.escape(params.name)} failed</h1><p>The last run of this study failed; "
+        "its results, tables and figures may be missing or out of date. Each failed job's executed notebook is in "
+        f"<code>{html.escape(_relative(outputs.build))}/</code>.{where} Fix the cause and run it again; this page "
+        "is then replaced by the study's front page.</p></body></html>\n"
+    )
+    store.write_text(page, target)
+    os.utime(target, (0, 0))
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,15 +44,21 @@ class NonFiniteMeasurementWarning(UserWarning):
     """Some prompts' activations held inf or NaN; they were left out of the aggregate tables."""
 
 
-def finite_only(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a per-prompt metrics table without inf/NaN anywhere, warning with the others' names.
-
-    A row is left out when ``nonfinite_layers`` (from ``measure``) is above 0 or one of the
-    paper's metrics is inf or NaN, so a non-finite value is never averaged into a table.
-    """
+def nonfinite_rows(metrics: pd.DataFrame) -> np.ndarray:
+    """Which rows of a per-prompt table hold inf or NaN: ``nonfinite_layers`` above 0 or a paper metric not finite."""
     flagged = ~np.isfinite(metrics[list(PAPER_METRICS)].to_numpy(dtype=float)).all(axis=1)
     if "nonfinite_layers" in metrics:
         flagged |= metrics["nonfinite_layers"].to_numpy() > 0
+    return flagged
+
+
+def finite_only(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-prompt metrics table without inf/NaN anywhere, warning with the others' names.
+
+    A row is left out when ``nonfinite_rows`` flags it, so a non-finite value is never averaged
+    into a table. (A model with no finite row fails its collection: ``helpers.collection``.)
+    """
+    flagged = nonfinite_rows(metrics)
     if flagged.any():
         names = [f"{row.get('model', '?')}/{row.get('prompt_id', index)}" for index, row in metrics[flagged].iterrows()]
         shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
@@ -186,12 +192,17 @@ def published_tables() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
 
 
 def compare_categories(cells: pd.DataFrame, published_cells: pd.DataFrame) -> pd.DataFrame:
-    """Per metric and category: the paper's mean over its models and ours over ours, with ranks (1 = highest)."""
+    """Per metric and category: the paper's mean over its models and ours over ours, with ranks (1 = highest).
+
+    Rows: the paper's 12 categories, then the run's own (custom) ones; each rank is among the categories
+    that source has, so a run's own categories rank with its paper categories.
+    """
     rows = []
+    order = list(dict.fromkeys([*CATEGORIES, *cells["Category"].astype(str)]))
     for metric in METRIC_COLUMNS:
         published = published_cells.groupby("Category")[metric].mean()
         reproduced = cells.groupby("Category")[metric].mean()
-        table = pd.DataFrame({"published": published, "reproduced": reproduced}).reindex(list(CATEGORIES))
+        table = pd.DataFrame({"published": published, "reproduced": reproduced}).reindex(order)
         table["published_rank"] = table["published"].rank(ascending=False, method="min").astype("Int64")
         table["reproduced_rank"] = table["reproduced"].rank(ascending=False, method="min").astype("Int64")
         rows.append(table.rename_axis("Category").reset_index().assign(metric=metric))
