@@ -44,21 +44,15 @@ class NonFiniteMeasurementWarning(UserWarning):
     """Some prompts' activations held inf or NaN; they were left out of the aggregate tables."""
 
 
-def nonfinite_rows(metrics: pd.DataFrame) -> np.ndarray:
-    """Which rows of a per-prompt table hold inf or NaN: ``nonfinite_layers`` above 0 or a paper metric not finite."""
-    flagged = ~np.isfinite(metrics[list(PAPER_METRICS)].to_numpy(dtype=float)).all(axis=1)
-    if "nonfinite_layers" in metrics:
-        flagged |= metrics["nonfinite_layers"].to_numpy() > 0
-    return flagged
-
-
 def finite_only(metrics: pd.DataFrame) -> pd.DataFrame:
     """The rows of a per-prompt metrics table without inf/NaN anywhere, warning with the others' names.
 
-    A row is left out when ``nonfinite_rows`` flags it, so a non-finite value is never averaged
-    into a table. (A model with no finite row fails its collection: ``helpers.collection``.)
+    A row is left out when ``nonfinite_layers`` (from ``measure``) is above 0 or one of the
+    paper's metrics is inf or NaN, so a non-finite value is never averaged into a table.
     """
-    flagged = nonfinite_rows(metrics)
+    flagged = ~np.isfinite(metrics[list(PAPER_METRICS)].to_numpy(dtype=float)).all(axis=1)
+    if "nonfinite_layers" in metrics:
+        flagged |= metrics["nonfinite_layers"].to_numpy() > 0
     if flagged.any():
         names = [f"{row.get('model', '?')}/{row.get('prompt_id', index)}" for index, row in metrics[flagged].iterrows()]
         shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
