@@ -555,15 +555,17 @@ rule is stated in <a href="{html.escape(outputs.report("06_robustness").name)}">
     return store.write_text(body, folder / "index.html")
 
 
-def write_failed_index(params: StudyParams, log: str | Path | None = None) -> Path:
+def write_failed_index(params: StudyParams, log: str | Path | list[str] | None = None) -> Path:
     """Replace a run's front page with one that says the run failed (the workflow's ``onerror``).
 
     The earlier page would show the earlier run's scorecard with links to outputs the failed jobs
-    removed. The page is dated 1970 so that the next run rewrites it.
+    removed. The page is dated 2 January 1970, older than any input, so that the next run rewrites it
+    (Snakemake reads a time of 0 as unknown).
     """
     outputs = RunOutputs(params)
     target = outputs.reports / "index.html"
-    where = f" Snakemake's log: <code>{html.escape(str(log))}</code>." if log else ""
+    logs = [str(log)] if isinstance(log, str | Path) else [str(item) for item in log or []]
+    where = f" Snakemake's log: <code>{html.escape(', '.join(logs))}</code>." if logs else ""
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(params.name)} failed</title>"
         f"</head><body><h1>Run {html.escape(params.name)} failed</h1><p>The last run of this study failed; "
@@ -572,7 +574,7 @@ def write_failed_index(params: StudyParams, log: str | Path | None = None) -> Pa
         "is then replaced by the study's front page.</p></body></html>\n"
     )
     store.write_text(page, target)
-    os.utime(target, (0, 0))
+    os.utime(target, (86400, 86400))
     return target
 
 
