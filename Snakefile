@@ -14,13 +14,13 @@ import json
 import re
 import shlex
 import sys
-from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
 from helpers import paths  # noqa: E402
 from helpers.notebooks import RunOutputs, numbered_notebooks  # noqa: E402
 from helpers.outputs import FINDINGS_FIGURES, FINDINGS_TABLES, STUDY_FIGURES, STUDY_TABLES  # noqa: E402
+from helpers.registry import resolve  # noqa: E402
 from helpers.study import MAIN_RUN, canonical_params, load_params, model_key  # noqa: E402
 from helpers.workflow import code_inputs, content_stamp, runner_inputs, text_stamp  # noqa: E402
 
@@ -44,7 +44,7 @@ def stamped(files):
 # the parameters as checked (a comment, a key order or the file's name changes nothing), the prompts by content
 INPUTS = [text_stamp("parameters", json.dumps(STUDY.as_dict(), sort_keys=True), STAMPS), *stamped([STUDY.prompts_path])]
 REFERENCE = stamped([*sorted(paths.REFERENCE.glob("*.csv")), *sorted((paths.REFERENCE / "raw").glob("*.txt"))])
-FOLDERS = {key: stamped([name]) for key, name in MODELS.items() if Path(name).expanduser().is_dir()}
+FOLDERS = {key: stamped([name]) for key, name in MODELS.items() if resolve(name).source == "folder"}
 ACTIVATIONS = STUDY.results / "activations"
 TABLE_FORMATS, FIGURE_FORMATS = ("csv", "md", "tex"), ("png", "svg")
 
