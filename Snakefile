@@ -4,10 +4,13 @@
 # for Slurm (profiles/slurm).
 #
 # Every rule declares what it reads, code included: the helpers modules its notebook runs
-# (helpers.workflow.code_inputs, read off the imports), the parameter and prompt files and the
-# paper's tables. So editing a module reruns exactly the rules that use it, and deleting any
-# intermediate file rebuilds it and what depends on it. Every output is declared, in every
+# (helpers.workflow.code_inputs, read off the imports), the parameter and prompt files, the
+# paper's tables and a local model folder's files. So editing a module reruns exactly the rules
+# that use it, and deleting any intermediate file rebuilds it and what depends on it. Source
+# inputs are declared by content (helpers.workflow.content_stamp): an edit reruns even when it
+# kept an older timestamp, a touch without a change reruns nothing. Every output is declared, in every
 # format; the executed notebook is the rule's log, kept when it fails.
+import json
 import re
 import shlex
 import sys
@@ -24,10 +27,12 @@ from helpers.outputs import (  # noqa: E402
     STUDY_FIGURES,
     STUDY_TABLES,
 )
-from helpers.study import load_params, model_key  # noqa: E402
-from helpers.workflow import code_inputs, runner_inputs  # noqa: E402
+from helpers.registry import resolve  # noqa: E402
+from helpers.study import MAIN_RUN, canonical_params, load_params, model_key  # noqa: E402
+from helpers.workflow import code_inputs, content_stamp, runner_inputs, text_stamp  # noqa: E402
 
-PARAMS = config.get("params", "params/default.yaml")
+# one spelling of the path: params/x.yaml, ./params/x.yaml and /abs/params/x.yaml are one command
+PARAMS = canonical_params(config.get("params", "params/default.yaml"))
 STUDY = load_params(PARAMS)  # checks every parameter before any job starts
 OUT = RunOutputs(STUDY)
 MODELS = {model_key(name): name for name in STUDY.models}
@@ -35,15 +40,25 @@ NOTEBOOKS = numbered_notebooks()
 PY = shlex.quote(sys.executable)
 RUN = f"{PY} -m helpers.notebooks run"
 PARAMS_ARG = shlex.quote(PARAMS)
-INPUTS = [PARAMS, STUDY.prompts_path]
-REFERENCE = [*sorted(paths.REFERENCE.glob("*.csv")), *sorted((paths.REFERENCE / "raw").glob("*.txt"))]
+STAMPS = OUT.build / "inputs"
+
+
+def stamped(files):
+    """Each file (or model folder) as its content stamp, the rules' input in its place."""
+    return [content_stamp(path, STAMPS) for path in files]
+
+
+# the parameters as checked (a comment, a key order or the file's name changes nothing), the prompts by content
+INPUTS = [text_stamp("parameters", json.dumps(STUDY.as_dict(), sort_keys=True), STAMPS), *stamped([STUDY.prompts_path])]
+REFERENCE = stamped([*sorted(paths.REFERENCE.glob("*.csv")), *sorted((paths.REFERENCE / "raw").glob("*.txt"))])
+FOLDERS = {key: stamped([name]) for key, name in MODELS.items() if resolve(name).source == "folder"}
 ACTIVATIONS = STUDY.results / "activations"
 TABLE_FORMATS, FIGURE_FORMATS = ("csv", "md", "tex"), ("png", "svg")
 
 
 def code(stem):
-    """The notebook and every helpers module it runs."""
-    return [NOTEBOOKS[stem], *code_inputs(NOTEBOOKS[stem])]
+    """The notebook and every helpers module it runs (by content)."""
+    return stamped([NOTEBOOKS[stem], *code_inputs(NOTEBOOKS[stem])])
 
 
 # Committed outputs are update(): Snakemake does not delete them before the job, which compares what it
@@ -74,17 +89,22 @@ localrules:
 rule all:
     input:
         OUT.reports / "index.html",
-        # every intermediate too, so that deleting one rebuilds it and what depends on it
+        # every intermediate and every output too, so that deleting one (or a failed job's removing
+        # its outputs) rebuilds it and what depends on it: Snakemake rebuilds only what is asked for
         expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers", "_vectors")),
         OUT.metrics,
         OUT.signatures,
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
+        OUT.all_reports(),
+        tables(OUT.tables, [*STUDY_TABLES, *FINDINGS_TABLES]),
+        figures([*STUDY_FIGURES, *FINDINGS_FIGURES]),
 
 
 rule collect:
     input:
         code("01_collect_activations"),
         INPUTS,
+        lambda wildcards: FOLDERS.get(wildcards.model, []),  # a local model folder's files, by content
     output:
         ACTIVATIONS / "{model}.parquet",
         ACTIVATIONS / "{model}_layers.parquet",
@@ -189,7 +209,7 @@ rule robustness:
         OUT.reproduction("06_robustness"),
         OUT.reports / "06_robustness.html",
         # the default run quotes its scorecard in the README, rewriting only the marked section
-        [update(paths.ROOT / "README.md")] if STUDY.name == "default" else [],
+        [update(paths.ROOT / "README.md")] if STUDY.name == MAIN_RUN else [],
     log:
         OUT.executed("06_robustness"),
     benchmark:
@@ -245,10 +265,17 @@ rule index:
     input:
         OUT.all_reports(),
         [OUT.reproduction(n) for n in ("04_plot", "05_export_tables", "06_robustness", "08_signatures")],  # the front page's summary
-        list(NOTEBOOKS.values()),  # each report's one-line description comes from its notebook
-        runner_inputs(),
+        stamped(NOTEBOOKS.values()),  # each report's one-line description comes from its notebook
+        stamped(runner_inputs()),
         INPUTS,
     output:
         OUT.reports / "index.html",
     shell:
         "{PY} -m helpers.notebooks index --params {PARAMS_ARG}"
+
+
+# A failed run leaves no front page that shows the earlier run's results as if current.
+onerror:
+    from helpers.notebooks import write_failed_index
+
+    write_failed_index(STUDY, log)

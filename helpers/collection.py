@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ import pandas as pd
 
 from helpers import paths, store
 from helpers.study import (
-    ParameterError,
     StudyParams,
     ensure_writable,
     library_versions,
@@ -28,6 +28,10 @@ from helpers.study import (
 
 CHUNK_SIZE = 32
 """Prompts per stored chunk (within one category): the unit that an interrupted run keeps."""
+CHUNK_CACHE_BYTES = 256 * 2**20
+"""Most bytes of chunks kept per model from other configurations (256 MiB; a configuration of the default
+study takes a few MiB): returning to one reuses its chunks. Beyond it the least recently used go first;
+the chunks of the configuration just collected are always kept."""
 
 
 def _chunks(prompts: pd.DataFrame) -> list[pd.DataFrame]:
@@ -51,9 +55,57 @@ def measurement_code_sha256() -> str:
     return digest.hexdigest()
 
 
-def _folder_files(folder: str) -> list[tuple[str, int, int]]:
-    """Name, size and modification time of each file of a local model folder: its revision."""
-    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir() if p.is_file())
+def folder_files(folder: str | Path) -> dict[str, str]:
+    """Content hash of each file of a local model folder, by path inside it: its revision (timestamps ignored)."""
+    folder = Path(folder).expanduser()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.relative_to(folder).parts[0].startswith("."))
+    return {path.relative_to(folder).as_posix(): store.file_sha256(path) for path in files}
+
+
+LAST_USED = "last_used.json"
+"""In a model's chunk folder: when each chunk key was last used (seconds since the epoch), for ``prune_chunks``."""
+
+
+def prune_chunks(folder: Path, keep: list[str], limit: int = CHUNK_CACHE_BYTES) -> list[Path]:
+    """Record ``keep`` as used now; remove the least recently used other chunks until they take at most ``limit`` bytes.
+
+    A chunk is its prompt, layer and vector files (``<key>.parquet``, ``<key>_layers.parquet``,
+    ``<key>_vectors.parquet``); when it was
+    last used is in ``LAST_USED`` (else its files' modification time). Returns what was removed.
+    """
+    record = folder / LAST_USED
+    try:
+        last_used = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+    except (OSError, ValueError):
+        last_used = {}
+    now = time.time()
+    last_used |= dict.fromkeys(keep, now)
+    chunks: dict[str, list[Path]] = {}
+    for path in folder.glob("*.parquet"):
+        key = path.name.removesuffix(".parquet").removesuffix("_layers").removesuffix("_vectors")
+        if key not in keep:
+            chunks.setdefault(key, []).append(path)
+
+    def used(key: str) -> float:
+        return float(last_used.get(key, max(f.stat().st_mtime for f in chunks[key])))
+
+    total = sum(f.stat().st_size for files in chunks.values() for f in files)
+    removed = []
+    for key in sorted(chunks, key=used):
+        if total <= limit:
+            break
+        for path in chunks[key]:
+            total -= path.stat().st_size
+            path.unlink()
+            removed.append(path)
+        last_used.pop(key, None)
+    present = {p.name.removesuffix(".parquet").removesuffix("_layers") for p in folder.glob("*.parquet")}
+    store.write_text(json.dumps({k: v for k, v in last_used.items() if k in present}, indent=0), record)
+    return removed
+
+
+class ModelFailedError(RuntimeError):
+    """A model gave no usable measurement (inf or NaN on every prompt): the run fails rather than drop it."""
 
 
 class ChunkNotTrustedWarning(UserWarning):
@@ -89,32 +141,23 @@ def _verified_chunk(
     return tables[0], tables[1], vectors
 
 
-def check_max_length(tokenizer: Any, max_length: int | None, model: str) -> None:
-    """``max_length`` must leave room for text: above the special tokens the tokenizer adds to every prompt."""
-    if max_length is None:
-        return
-    special = len(tokenizer("")["input_ids"])
-    if max_length <= special:
-        raise ParameterError(
-            f"max_length={max_length} leaves no room for text with {model!r}, whose tokenizer adds {special} special "
-            f"token(s) to every prompt; use max_length of at least {special + 1}, or null"
-        )
-
-
 def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> dict[str, Path]:
     """Measure ``model`` on the run's prompts; write its prompt and per-layer tables with provenance.
 
     Resumable: prompts are measured in chunks (per category, ``CHUNK_SIZE`` at most), each stored
-    atomically under a hash of what it depends on (model, revision, dtype, max_length, library
-    versions, the measurement code, and the chunk's prompt ids, categories and texts), with that
+    atomically under a hash of what it depends on (model, revision or a local folder's file hashes,
+    dtype, max_length, device, library versions, the measurement code, and the chunk's prompt ids,
+    categories and texts; not batch_size, which changes nothing beyond float rounding), with that
     key, its prompt ids and a content hash in its metadata. A rerun measures only chunks that are
     missing or fail verification (``ChunkNotTrustedWarning`` names them); a changed prompt, model
-    revision or parameter changes the hash of exactly the chunks that depend on it.
+    revision or parameter changes the hash of exactly the chunks that depend on it. Chunks of
+    other configurations are kept up to ``CHUNK_CACHE_BYTES`` (``prune_chunks``), so returning to
+    a configuration reuses them. A model with inf or NaN on every prompt is ``ModelFailedError``.
     """
     from tqdm.auto import tqdm
 
     from helpers.models import load_model
-    from helpers.streaming import check_lengths, measure_with_layers
+    from helpers.streaming import check_lengths, check_max_length, measure_with_layers
 
     prompts = load_prompts(params.prompts_path, params.categories, params.prompts_per_category)
     chunk_folder = ensure_writable(params.activations_path(model).with_suffix(".chunks"))
@@ -132,13 +175,16 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         "revision": loaded.revision,
         "dtype": params.dtype,
         "max_length": params.max_length,
-        "batch_size": params.batch_size,  # padding changes float rounding, so it is part of the result
+        # batch_size is left out: padding changes a value by float rounding only (within 1e-5 relative, 1e-7
+        # absolute, on every architecture: test_metrics_are_the_same_alone_or_in_a_padded_batch), so another
+        # batch size reuses the stored chunks
         "device": params.device,
-        "folder_files": _folder_files(loaded.name) if loaded.source == "folder" else None,
+        "folder_files": folder_files(loaded.name) if loaded.source == "folder" else None,
         "libraries": {name: versions[name] for name in ("torch", "transformers", "tokenizers", "gguf")},
         "measurement_code": measurement_code_sha256(),
     }
     prompt_frames, layer_frames, vector_arrays, keys, measured = [], [], [], [], 0
+    attention_paths: set[str] = set()
     for chunk in tqdm(_chunks(prompts), desc=f"collect {loaded.name}", unit="chunk", disable=not progress):
         key = _content_key(fingerprint, chunk.drop(columns="tokens").to_dict("records"))
         keys.append(key)
@@ -160,7 +206,12 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
             described = chunk[["text", "tokens", "n_words", "n_digits", "n_question_marks"]].reset_index(drop=True)
             prompt_table = pd.concat([identity, result.prompts.drop(columns="text_index"), described], axis=1)
             layer_table = result.layers.merge(identity.rename_axis("text_index").reset_index(), on="text_index")
-            metadata = {"fingerprint": fingerprint, "chunk_key": key, "prompt_ids": prompt_ids}
+            metadata = {
+                "fingerprint": fingerprint,
+                "chunk_key": key,
+                "prompt_ids": prompt_ids,
+                "attention_path": result.attention_path,
+            }
             store.write_table(layer_table.drop(columns="text_index"), layer_path, metadata)
             store.write_vectors(prompt_ids, result.vectors, vector_path, metadata)
             store.write_table(prompt_table, prompt_path, metadata)  # written last: the marker
@@ -171,11 +222,18 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         prompt_frames.append(stored[0])
         layer_frames.append(stored[1])
         vector_arrays.append(stored[2])
-    for stale in chunk_folder.glob("*.parquet"):  # chunks of earlier prompt files or parameters
-        if stale.name.removesuffix(".parquet").removesuffix("_layers").removesuffix("_vectors") not in keys:
-            stale.unlink()
+        attention_paths.add(store.read_metadata(prompt_path).get("attention_path", "unknown"))
+    prune_chunks(chunk_folder, keys)
+    prompt_table = pd.concat(prompt_frames, ignore_index=True)
+    if (prompt_table["nonfinite_layers"] > 0).all():  # notebooks 02-06 would leave every row out
+        raise ModelFailedError(
+            f"{model!r} gave inf or NaN activations on every one of its {len(prompt_table)} prompts with dtype "
+            f"{params.dtype!r}: it would be missing from every table. Use dtype float32 (or bfloat16), or leave the "
+            "model out of the parameter file"
+        )
     provenance = {
-        "model": loaded.metadata(),
+        # attn_implementation is what the loader set; attention_path is what computed the entropies
+        "model": {**loaded.metadata(), "attention_path": ", ".join(sorted(attention_paths))},
         "params": params.as_dict(),
         "prompt_file": str(
             params.prompts_path.relative_to(paths.ROOT)
@@ -190,15 +248,14 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         "chunks": keys,
         "chunks_measured_now": measured,
     }
-    all_prompts = pd.concat(prompt_frames, ignore_index=True)
     return {
         "vectors": store.write_vectors(
-            all_prompts["prompt_id"].tolist(),
+            prompt_table["prompt_id"].tolist(),
             np.concatenate(vector_arrays),
             params.activations_path(model, "vectors"),
             provenance,
         ),
-        "prompts": store.write_table(all_prompts, params.activations_path(model), provenance),
+        "prompts": store.write_table(prompt_table, params.activations_path(model), provenance),
         "layers": store.write_table(
             pd.concat(layer_frames, ignore_index=True), params.activations_path(model, "layers"), provenance
         ),

@@ -32,7 +32,7 @@ from matplotlib.ft2font import FT2Font
 from helpers.figures import annotations, display_name
 from helpers.models import ATTENTION_IMPLEMENTATION, LoadedModel, ModelUnavailableError, UnknownModelError, load_model
 from helpers.streaming import AttentionMissingError, PromptTooLongError, measure_with_layers
-from helpers.study import CATEGORIES, StudyParams, load_prompts
+from helpers.study import StudyParams, load_prompts
 
 HEAD_STATISTIC = "attention_entropy_head"
 """Per-head rows of the per-layer table: this statistic, with the head in the integer ``head`` column."""
@@ -88,6 +88,25 @@ def token_limit(loaded: LoadedModel, max_tokens: int = MAX_TOKENS) -> int:
 
     positions = positions_of(loaded)
     return min(max_tokens, positions) if positions else max_tokens
+
+
+def study_max_tokens(params: StudyParams, max_tokens: int = MAX_TOKENS) -> int:
+    """The explorer's token limit for a run: ``max_tokens``, or the run's ``max_length`` if that is smaller.
+
+    A run with ``max_length`` measured every prompt cut to it, so an explored prompt is cut the same
+    way before it is placed among them.
+    """
+    return max_tokens if params.max_length is None else min(max_tokens, params.max_length)
+
+
+def study_category(params: StudyParams, category: str | None = None) -> str:
+    """``category`` if the run has it (an error naming the run's categories otherwise); None: math if the run has it,
+    else the run's first category."""
+    if category is None:
+        return "mathematical_reasoning" if "mathematical_reasoning" in params.categories else params.categories[0]
+    if category not in params.categories:
+        raise ValueError(f"category {category!r} is not one of run '{params.name}''s categories: {params.categories}")
+    return category
 
 
 def token_label(text: str) -> str:
@@ -413,6 +432,7 @@ def study_context(analysis: PromptAnalysis, study: Study, category: str) -> Cont
     Rows: all of them, its length band, its ``category``, and band and category together;
     columns: the number of prompts and the percentile of each of ``CONTEXT_METRICS``.
     """
+    category = study_category(study.params, category)
     words = word_count(analysis.text)
     band = length_band(words)
     if study.metrics is None:
@@ -869,7 +889,7 @@ class Explorer:
         params: StudyParams,
         prompt: str,
         model: str | None = None,
-        category: str = "mathematical_reasoning",
+        category: str | None = None,
         layer: int | None = None,
         head: int = 0,
         max_tokens: int = MAX_TOKENS,
@@ -877,10 +897,11 @@ class Explorer:
         import ipywidgets as widgets
 
         self.params = params
-        self.max_tokens = max_tokens
+        self.max_tokens = study_max_tokens(params, max_tokens)
         self.study = load_study(params)
         model = model or params.models[0]
-        categories = list(dict.fromkeys([*params.categories, *CATEGORIES]))
+        category = study_category(params, category)
+        categories = list(params.categories)
         layout = widgets.Layout(width="auto")
         self.prompt = widgets.Textarea(value=prompt, placeholder="Type a prompt", layout=widgets.Layout(width="98%"))
         names = list(dict.fromkeys([model, *params.models]))

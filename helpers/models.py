@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from helpers import paths
+from helpers import paths, store
 from helpers.registry import (  # noqa: F401  (re-exported: helpers.models is the loading API)
     _TINY_COMMON,
     ASSEMBLED,
@@ -364,6 +364,7 @@ def dequantized_cache(spec: ModelSpec, revision: str, gguf: Path | None = None, 
         config.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
         (temporary / "source.txt").write_text(revision)
+        os.chmod(temporary, store.folder_permissions())  # mkdtemp creates 0700 whatever the umask
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(temporary, folder)
     finally:
@@ -391,8 +392,36 @@ def _load_pretrained(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[An
                 f"model folder {spec.name!r} could not be loaded: {str(error).splitlines()[0][:300]}"
             ) from None
         raise _unavailable(spec, str(error).splitlines()[0][:300]) from None
+    check_tokenizer(model, tokenizer, spec.name)
     revision = getattr(model.config, "_commit_hash", None) or "unknown"
     return model, _ensure_pad_token(tokenizer), revision
+
+
+TOKENIZER_COVERAGE = 0.5
+"""Least share of a model's embedding rows its tokenizer must fill: real ones fill 97-100% (padded
+tables); an empty stand-in (a folder without tokenizer files) fills a handful."""
+
+
+def check_tokenizer(model: Any, tokenizer: Any, name: str) -> None:
+    """Raise ``ModelUnavailableError`` unless ``tokenizer``'s vocabulary fits ``model``'s embedding table.
+
+    More tokens than embedding rows would index past the table; far fewer means transformers built
+    an empty stand-in (a folder without its tokenizer files), which turns every word into [UNK].
+    """
+    embedding = model.get_input_embeddings()
+    rows = getattr(embedding, "num_embeddings", None) or getattr(model.config, "vocab_size", None)
+    size = len(tokenizer)
+    if rows and size > rows:
+        raise ModelUnavailableError(
+            f"model {name!r}: its tokenizer has {size} tokens but the model embeds only {rows}; the tokenizer files "
+            "belong to another model"
+        )
+    if rows and size < TOKENIZER_COVERAGE * rows:
+        raise ModelUnavailableError(
+            f"model {name!r}: its tokenizer has only {size} tokens for a model that embeds {rows}, so nearly every "
+            "word would be unknown; the folder lacks its tokenizer files (tokenizer.json, vocab.txt, ...): save them "
+            "with tokenizer.save_pretrained(folder)"
+        )
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerBase:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import paths, store
-from helpers.study import StudyParams, ensure_writable, load_params, model_key, run_provenance
+from helpers.study import MAIN_RUN, StudyParams, ensure_writable, load_params, model_key, run_provenance
 
 
 def numbered_notebooks() -> dict[str, Path]:
@@ -47,7 +47,7 @@ class RunOutputs:
     params: StudyParams
 
     def _folder(self, base: Path) -> Path:
-        return base if self.params.name == "default" else base / self.params.name
+        return base if self.params.name == MAIN_RUN else base / self.params.name
 
     @property
     def figures(self) -> Path:
@@ -545,7 +545,8 @@ KEY_FIGURES: dict[str, str] = {
     "signature_probe_depth": "Finding 5: can a layer's activations tell the category better than the prompt's "
     "surface (band) and better than a control task of random labels (gray)?",
 }
-"""Figures shown on the front page (when the run made them), with what each answers."""
+"""Figures shown on the front page (when the run made them), with what each answers; each is one of
+``outputs.STUDY_FIGURES`` or ``outputs.FINDINGS_FIGURES`` (a test checks it)."""
 
 
 def _column_key(name: str) -> str:
@@ -853,6 +854,29 @@ computed, under the tolerance of each kind of number (<code>helpers/reproduction
 </div></body></html>
 """
     return store.write_text(body, folder / "index.html")
+
+
+def write_failed_index(params: StudyParams, log: str | Path | list[str] | None = None) -> Path:
+    """Replace a run's front page with one that says the run failed (the workflow's ``onerror``).
+
+    The earlier page would show the earlier run's scorecard with links to outputs the failed jobs
+    removed. The page is dated 2 January 1970, older than any input, so that the next run rewrites it
+    (Snakemake reads a time of 0 as unknown).
+    """
+    outputs = RunOutputs(params)
+    target = outputs.reports / "index.html"
+    logs = [str(log)] if isinstance(log, str | Path) else [str(item) for item in log or []]
+    where = f" Snakemake's log: <code>{html.escape(', '.join(logs))}</code>." if logs else ""
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(params.name)} failed</title>"
+        f"</head><body><h1>Run {html.escape(params.name)} failed</h1><p>The last run of this study failed; "
+        "its results, tables and figures may be missing or out of date. Each failed job's executed notebook is in "
+        f"<code>{html.escape(_relative(outputs.build))}/</code>.{where} Fix the cause and run it again; this page "
+        "is then replaced by the study's front page.</p></body></html>\n"
+    )
+    store.write_text(page, target)
+    os.utime(target, (86400, 86400))
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

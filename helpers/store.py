@@ -47,6 +47,13 @@ def _permissions() -> int:
     return 0o666 & ~mask
 
 
+def folder_permissions() -> int:
+    """What a newly created folder gets under the current umask (0755 under 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is given the umask's permissions and renamed

@@ -46,6 +46,7 @@ from transformers.modeling_utils import AttentionInterface
 
 from helpers import kernels, metrics, models
 from helpers.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
+from helpers.study import ParameterError, is_blank
 
 PAPER_COLUMNS = ("final_activation", "attention_entropy", "max_sparsity")
 ENTROPY_CHUNK_ELEMENTS = 1 << 22
@@ -515,8 +516,11 @@ def validate_texts(texts: Sequence[str]) -> list[str]:
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{index}] is {type(text).__name__}, not str: every text must be a string")
-        if not text.strip():
-            raise ValueError(f"texts[{index}] is empty or whitespace only: every text must contain some characters")
+        if is_blank(text):
+            raise ValueError(
+                f"texts[{index}] is empty, or only whitespace or invisible characters ({text!r}): every text must "
+                "contain some visible characters"
+            )
     return texts
 
 
@@ -539,6 +543,18 @@ def check_lengths(loaded: LoadedModel, lengths: Sequence[int], names: Sequence[s
             f"{shown}{more}: longer than {loaded.name}'s {limit} positions; set max_length={limit} "
             "(the measure argument, or max_length in the parameter file) to truncate them, flagged in "
             "the 'truncated' column, or shorten them"
+        )
+
+
+def check_max_length(tokenizer: Any, max_length: int | None, model: str) -> None:
+    """``max_length`` must leave room for text: above the special tokens the tokenizer adds to every prompt."""
+    if max_length is None:
+        return
+    special = len(tokenizer("")["input_ids"])
+    if max_length <= special:
+        raise ParameterError(
+            f"max_length={max_length} leaves no room for text with {model!r}, whose tokenizer adds {special} special "
+            f"token(s) to every prompt; use max_length of at least {special + 1}, or null"
         )
 
 
@@ -637,6 +653,7 @@ def measure_with_layers(
             f"model must be a model name (str) or what load_model returns, got {model!r} ({type(model).__name__})"
         )
 
+    check_max_length(loaded.tokenizer, max_length, loaded.name)
     unsupported = fused_attention_unsupported(loaded)
     if attention == "fused" and unsupported:
         raise FusedAttentionUnsupportedError(f"{loaded.name}: no exact fused path: {unsupported}; use 'eager'")

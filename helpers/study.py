@@ -44,6 +44,10 @@ MIN_BOOTSTRAP_SAMPLES = 1000
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
 RUN_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+MAIN_RUN = "default"
+"""The main study's run name: its outputs go to figures/, paper/tables/, reports/ and the README."""
+MAIN_PARAMS = paths.PARAMS / "default.yaml"
+"""The only parameter file that may run the main study (``load_params`` refuses the name elsewhere)."""
 LIBRARIES = ("torch", "transformers", "tokenizers", "gguf", "pandas", "numpy", "pyarrow", "matplotlib", "seaborn")
 
 
@@ -125,6 +129,9 @@ class StudyParams(BaseModel):
                     "rename one (for a local folder, use another path to it)"
                 )
             keys[key] = model
+        _check_display_names(self.models)
+        if self.device.startswith("cuda"):
+            _check_cuda(self.device)
         if not self.prompts_path.is_file():
             raise ValueError(f"prompt file {self.prompts_path} does not exist (key 'prompts')")
         return self
@@ -150,6 +157,34 @@ class StudyParams(BaseModel):
     def as_dict(self) -> dict[str, Any]:
         """The parameters as plain values (for provenance)."""
         return self.model_dump()
+
+
+def _check_display_names(models: list[str]) -> None:
+    """Two models whose tables would share a display name (two folders both called ``model``) are an error."""
+    from helpers.registry import resolve
+
+    seen: dict[str, str] = {}
+    for model in models:
+        shown = resolve(model).display_name
+        if shown.casefold() in seen:
+            raise ValueError(
+                f"models {seen[shown.casefold()]!r} and {model!r} would both be shown as {shown!r}, so their rows "
+                "would merge in every table; rename one of the folders (its last component is the display name)"
+            )
+        seen[shown.casefold()] = model
+
+
+def _check_cuda(device: str) -> None:
+    """A CUDA device the machine lacks is an error before any work (imports torch only for a CUDA device)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise ValueError(
+            f"device {device!r}: this machine has {count} CUDA device(s); use auto, cpu"
+            + (f" or cuda:0..cuda:{count - 1}" if count else "")
+        )
 
 
 def model_key(name: str) -> str:
@@ -199,22 +234,54 @@ def parse_params(raw: Any, source: str = "parameters") -> StudyParams:
         raise ParameterError(f"{source}: " + "; ".join(problems)) from None
 
 
+def params_path(path: str | Path) -> Path:
+    """Where a parameter file is: as given, else relative to the repository root (the file need not exist)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() or path.exists() else paths.ROOT / path
+
+
+def canonical_params(path: str | Path) -> str:
+    """One spelling of a parameter file's path (relative to the repository when inside it, else absolute), so the
+    workflow sees ``params/smoke.yaml``, ``./params/smoke.yaml`` and its absolute path as one command."""
+    resolved = params_path(path).resolve()
+    return resolved.relative_to(paths.ROOT).as_posix() if resolved.is_relative_to(paths.ROOT) else str(resolved)
+
+
 def load_params(path: str | Path) -> StudyParams:
     """Read and check a parameter file; the run name defaults to the file's stem."""
-    path = Path(path)
-    if not path.is_absolute() and not path.exists():
-        path = paths.ROOT / path
+    path = params_path(path)
     if not path.is_file():
         raise ParameterError(f"parameter file {path} does not exist; the shipped ones are in {paths.PARAMS}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as error:
         raise ParameterError(f"{path}: not valid YAML ({error})") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ParameterError(f"parameter file {path} could not be read as UTF-8 text: {error}") from None
     if isinstance(raw, dict):
         raw.setdefault("name", path.stem)
+        if raw["name"] == MAIN_RUN and path.resolve() != MAIN_PARAMS.resolve():
+            raise ParameterError(
+                f"{path}: the run name {MAIN_RUN!r} (from the file name or the 'name' key) is reserved for the main "
+                f"study, {MAIN_PARAMS}, whose outputs are committed; give this run another name (rename the file or "
+                "set `name:`)"
+            )
     return parse_params(raw, str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a mapping with a key given twice (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice; give each key once", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_prompts(
@@ -242,8 +309,13 @@ def load_prompts(
         raise PromptFileError(f"prompt file {path}: empty prompt_id on {lines(blank)}; each prompt needs one")
     if (duplicated := prompts["prompt_id"].duplicated(keep=False)).any():
         raise PromptFileError(f"prompt file {path}: duplicate prompt_id(s) on {lines(duplicated)}")
-    if (empty := prompts["text"].str.strip() == "").any():
-        raise PromptFileError(f"prompt file {path}: empty or whitespace-only text on {lines(empty)}")
+    if (empty := prompts["text"].map(is_blank)).any():
+        raise PromptFileError(
+            f"prompt file {path}: empty text, or only whitespace or invisible characters, on {lines(empty)}"
+        )
+    # a subset of the paper's categories selects from a file that has them all; any other category is an error
+    unselected = prompts["category"].isin([c for c in CATEGORIES if c not in categories])
+    prompts, where = prompts[~unselected], where[~unselected]
     if (unknown := ~prompts["category"].isin(list(categories))).any():
         names = sorted(set(prompts.loc[unknown, "category"]))
         raise PromptFileError(
@@ -270,6 +342,14 @@ def _read_prompt_csv(path: Path) -> pd.DataFrame:
             header = next(reader, None)
             if header is None:
                 raise PromptFileError(f"prompt file {path} is empty; expected a header {','.join(PROMPT_COLUMNS)}")
+            if header and header[0].startswith("\ufeff"):
+                header[0] = header[0].removeprefix("\ufeff")  # a byte-order mark (Excel's "CSV UTF-8") is no text
+            repeated = sorted({column for column in header if header.count(column) > 1})
+            if repeated:
+                raise PromptFileError(
+                    f"prompt file {path}, line 1: column(s) {repeated} appear more than once in the header "
+                    f"{','.join(header)}; give each of {list(PROMPT_COLUMNS)} once"
+                )
             missing = [column for column in PROMPT_COLUMNS if column not in header]
             if missing:
                 raise PromptFileError(
@@ -295,6 +375,18 @@ def _read_prompt_csv(path: Path) -> pd.DataFrame:
     if not rows:
         raise PromptFileError(f"prompt file {path} has a header but no prompts")
     return pd.DataFrame(rows, columns=header, dtype=str).assign(line=starts)
+
+
+INVISIBLE = re.compile(
+    r"[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    r"\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]+"
+)
+"""Whitespace and characters that show nothing (zero-width spaces and joiners, direction marks, BOM, ...)."""
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` is empty or shows nothing: only whitespace or invisible characters (``INVISIBLE``)."""
+    return not INVISIBLE.sub("", text)
 
 
 def prompt_covariates(texts: pd.Series) -> dict[str, pd.Series]:

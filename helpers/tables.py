@@ -186,12 +186,17 @@ def published_tables() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
 
 
 def compare_categories(cells: pd.DataFrame, published_cells: pd.DataFrame) -> pd.DataFrame:
-    """Per metric and category: the paper's mean over its models and ours over ours, with ranks (1 = highest)."""
+    """Per metric and category: the paper's mean over its models and ours over ours, with ranks (1 = highest).
+
+    Rows: the paper's 12 categories, then the run's own (custom) ones; each rank is among the categories
+    that source has, so a run's own categories rank with its paper categories.
+    """
     rows = []
+    order = list(dict.fromkeys([*CATEGORIES, *cells["Category"].astype(str)]))
     for metric in METRIC_COLUMNS:
         published = published_cells.groupby("Category")[metric].mean()
         reproduced = cells.groupby("Category")[metric].mean()
-        table = pd.DataFrame({"published": published, "reproduced": reproduced}).reindex(list(CATEGORIES))
+        table = pd.DataFrame({"published": published, "reproduced": reproduced}).reindex(order)
         table["published_rank"] = table["published"].rank(ascending=False, method="min").astype("Int64")
         table["reproduced_rank"] = table["reproduced"].rank(ascending=False, method="min").astype("Int64")
         rows.append(table.rename_axis("Category").reset_index().assign(metric=metric))

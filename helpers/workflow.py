@@ -20,8 +20,10 @@ import argparse
 import ast
 import ctypes
 import fcntl
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +87,47 @@ def code_inputs(notebook: Path) -> list[Path]:
 def runner_inputs() -> list[Path]:
     """The helpers module files the runner itself executes (the index rule runs only these)."""
     return sorted(paths.ROOT / "helpers" / name for name in module_closure(set(RUNNER)))
+
+
+def _label(path: Path) -> str:
+    """A file-name-safe label for ``path``: relative to the repository when inside it."""
+    path = Path(path).expanduser().resolve()
+    shown = path.relative_to(paths.ROOT).as_posix() if path.is_relative_to(paths.ROOT) else path.as_posix()
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", shown).strip("_")
+
+
+def content_stamp(path: Path, folder: Path) -> Path:
+    """A stamp file in ``folder`` that stands for ``path``'s content: the rules' input instead of ``path`` itself.
+
+    Its name carries the content hash (of the file, or of every file of a model folder), and it is
+    written only when no stamp of that content exists. So Snakemake decides on content, not on
+    modification times: an edit shows as another input file (its ``input`` rerun trigger) even when
+    the edit kept an older timestamp (``touch -d``, ``cp -p``, ``tar x``, ``rsync -a``); a touch
+    without a change, or a change undone, reruns nothing.
+    """
+    from helpers import store
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        from helpers.collection import folder_files
+
+        return text_stamp(_label(path), json.dumps(folder_files(path), sort_keys=True, indent=0), folder)
+    digest = store.file_sha256(path)
+    return _stamp(folder / f"{_label(path)}.{digest[:20]}.sha256", digest)
+
+
+def text_stamp(label: str, text: str, folder: Path) -> Path:
+    """A stamp file in ``folder`` for ``text`` (``content_stamp``'s for what is not one file: checked parameters)."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return _stamp(Path(folder) / f"{label}.{digest[:20]}.sha256", text)
+
+
+def _stamp(stamp: Path, text: str) -> Path:
+    from helpers import store
+
+    if not stamp.is_file():
+        store.write_text(text + "\n", stamp)
+    return stamp
 
 
 def _die_with_parent() -> None:

@@ -138,7 +138,9 @@ def test_missing_study_results_are_said_plainly() -> None:
     context = explore.study_context(explore.analyse(MODEL, "Hello there."), study, CATEGORIES[0])
     assert context.table is None and context.sentence == study.missing and context.styled() is None
     other = pd.DataFrame({"model": ["tiny-bert"], "category": [CATEGORIES[0]], "length_band": ["short"]})
-    context = explore.study_context(explore.analyse(MODEL, "Hello there."), explore.Study(run_params(), other), "x")
+    context = explore.study_context(
+        explore.analyse(MODEL, "Hello there."), explore.Study(run_params(), other), CATEGORIES[0]
+    )
     assert "tiny-gpt2 is not one of run" in context.sentence and "tiny-bert" in context.sentence
 
 

@@ -51,7 +51,7 @@ def _read(path: Path) -> object:
 
 def _chunk_times(params: study.StudyParams) -> dict[str, float]:
     folder = params.activations_path(MODEL).with_suffix(".chunks")
-    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet")}
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet") if not p.name.startswith(".")}  # no *.tmp
 
 
 def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Path, run_names: tuple[str, str]) -> None:
@@ -103,7 +103,8 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     collection.collect_model(killed, MODEL, progress=False)
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
     after = _chunk_times(killed)
-    assert len(set(before) & set(after)) == len(before) - 3  # one chunk (prompts, layers, vectors) replaced
+    assert len(set(after) - set(before)) == 3  # one chunk (prompts, layers, vectors) added
+    assert all(after[name] == time for name, time in before.items())  # the old one kept (the configuration cache)
 
     # killed between a chunk's two writes: its layers file alone is not a chunk; a temporary file is junk
     folder = killed.activations_path(MODEL).with_suffix(".chunks")
@@ -111,7 +112,9 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     (folder / ".0123.parquet.abcd.tmp").write_bytes(b"half a parquet file")
     collection.collect_model(killed, MODEL, progress=False)
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
-    assert not list(folder.glob(".*.tmp")) and len(list(folder.glob("*.parquet"))) == 3 * len(study.CATEGORIES)
+    keys = store.read_metadata(killed.activations_path(MODEL))["chunks"]
+    assert not list(folder.glob(".*.tmp")) and len(keys) == len(study.CATEGORIES)
+    assert all((folder / f"{key}{kind}.parquet").is_file() for key in keys for kind in ("", "_layers", "_vectors"))
 
 
 def test_unwritable_output_folder_is_named_before_model_work(tmp_path: Path) -> None:

@@ -99,12 +99,12 @@ def test_own_categories_are_allowed_when_declared() -> None:
 
 
 def test_max_length_must_leave_room_for_text() -> None:
-    from helpers import collection, models
+    from helpers import models, streaming
 
     tokenizer = models.tiny_tokenizer()  # [CLS] ... [SEP]: two special tokens
     with pytest.raises(study.ParameterError, match=r"max_length=2 leaves no room.*at least 3"):
-        collection.check_max_length(tokenizer, 2, "tiny-bert")
-    collection.check_max_length(tokenizer, 3, "tiny-bert")
+        streaming.check_max_length(tokenizer, 2, "tiny-bert")
+    streaming.check_max_length(tokenizer, 3, "tiny-bert")
 
 
 def test_importing_the_light_modules_does_not_import_torch() -> None:
@@ -130,7 +130,7 @@ def _write(tmp_path: Path, text: str) -> Path:
             "prompt_id,category,text\na,language_tasks,hi\na,language_tasks,ho\n",
             r"duplicate prompt_id.*line 2 \('a'\), line 3",
         ),
-        ('prompt_id,category,text\na,language_tasks,"  "\n', r"empty or whitespace-only text on line 2 \('a'\)"),
+        ('prompt_id,category,text\na,language_tasks,"  "\n', r"empty text, or only whitespace.*on line 2 \('a'\)"),
         ("prompt_id,category,text\na,poetry,hi\n", r"unknown categor.*poetry.*line 2.*allowed: \['factual_questions'"),
         ("", "is empty; expected a header"),
         ("prompt_id,category,text\n", "has a header but no prompts"),
