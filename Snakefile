@@ -65,12 +65,17 @@ def code(stem):
 # computed with them and rewrites only those that differ beyond tolerance (helpers/reproduction.py); the
 # others keep their bytes and get a new modification time. Each such job records its check in
 # build/<run>/reproduction/<notebook>.json, which the front page and `make reproduce` summarise.
-def tables(folder, names):
-    return [update(folder / f"{name}.{suffix}") for name in names for suffix in TABLE_FORMATS]
+def tables(folder, names, flag=update):
+    return [flag(folder / f"{name}.{suffix}") for name in names for suffix in TABLE_FORMATS]
 
 
-def figures(names):
-    return [update(OUT.figures / f"{name}.{suffix}") for name in names for suffix in FIGURE_FORMATS]
+def figures(names, flag=update):
+    return [flag(OUT.figures / f"{name}.{suffix}") for name in names for suffix in FIGURE_FORMATS]
+
+
+def plain(path):
+    """A path without a flag: what rule all asks for (flags such as update() belong to outputs)."""
+    return path
 
 
 def benchmark(name):
@@ -96,8 +101,8 @@ rule all:
         OUT.signatures,
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
         OUT.all_reports(),
-        tables(OUT.tables, [*STUDY_TABLES, *FINDINGS_TABLES]),
-        figures([*STUDY_FIGURES, *FINDINGS_FIGURES]),
+        tables(OUT.tables, [*STUDY_TABLES, *FINDINGS_TABLES, *SIGNATURE_TABLES], plain),
+        figures([*STUDY_FIGURES, *FINDINGS_FIGURES, *SIGNATURE_FIGURES], plain),
 
 
 rule collect:
