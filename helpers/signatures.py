@@ -618,7 +618,7 @@ class ActivationSignatures(Finding):
             + " (descriptive: too few prompts or models for the rule)"
         )
 
-    def paper_evidence(self, published: StudyData) -> dict[str, str]:
+    def paper_evidence(self, published: StudyData, run: StudyData | None = None) -> dict[str, str]:
         return {
             "statistic": "none",
             "value": "the paper published no prompt-level activations",
