@@ -57,7 +57,7 @@ def test_length_sorted_batches_cover_every_index_once_longest_first() -> None:
     ("texts", "error", "message"),
     [
         ([], ValueError, "texts is empty"),
-        (["fine", "   "], ValueError, r"texts\[1\] is empty or whitespace"),
+        (["fine", "   "], ValueError, r"texts\[1\] is empty, or only whitespace"),
         (["fine", ""], ValueError, r"texts\[1\]"),
         (["fine", 3], TypeError, r"texts\[1\] is int"),
         ("a single string", TypeError, "list of strings"),
