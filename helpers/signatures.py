@@ -672,8 +672,8 @@ def analyse_run(params: Any, settings: Settings = Settings()) -> RunSignatures: 
                 "prompts": vectors.shape[0],
                 "layers": vectors.shape[1],
                 "hidden_size": vectors.shape[2],
+                # the stored array's size; the compressed file's size depends on the values' last bits
                 "bytes": int(np.prod(vectors.shape)) * np.dtype(store.VECTOR_DTYPE).itemsize,
-                "file_bytes": params.activations_path(model, "vectors").stat().st_size,
             }
         )
 

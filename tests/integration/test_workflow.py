@@ -253,7 +253,7 @@ def test_another_machine_reproduces_the_study_and_leaves_every_committed_file_un
     # The tiny models' final activation A_f is zero up to rounding (LayerNorms without bias): which of them
     # ranks in a top 10 is float noise, so only rows about it may change (here: the top-10 stability shares).
     noise = [d for c in summary.changed for d in c.differences]
-    assert all(d.where.endswith("final_activation") for d in noise), noise
+    assert all("final activation" in d.where.replace("_", " ").lower() for d in noise), noise
     assert summary.reproduced == summary.numbers - len(noise) and len(noise) <= 30
     rewritten = {name for name in before if before[name] != _committed(smoke_run)[name]}
     assert rewritten <= {f"paper/tables/smoke/{c.output}.{s}" for c in summary.changed for s in ("csv", "md", "tex")}
@@ -270,6 +270,10 @@ def test_another_machine_reproduces_the_study_and_leaves_every_committed_file_un
 
 
 def test_a_metric_shifted_beyond_tolerance_is_reported_and_rewritten(smoke_run: Path) -> None:
+    # settle first: a test before this one may have left an input changed and back (a parameter file restored),
+    # and the run that notices it measures again, which would overwrite the shifted metrics below
+    settled = snakemake(smoke_run)
+    assert settled.returncode == 0, settled.stdout[-3000:] + settled.stderr[-6000:]
     before = _committed(smoke_run)
     path = smoke_run / "results" / "smoke" / "metrics.parquet"
     original, metadata = store.read_table(path), store.read_metadata(path)
