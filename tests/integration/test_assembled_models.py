@@ -129,7 +129,7 @@ def test_measure_equals_the_brute_force_on_a_padded_batch(name: str) -> None:
     assert len({len(helpers.load_model(name).tokenizer(t).input_ids) for t in texts}) > 1, "the batch is padded"
     for row, text in zip(measured.to_dict("records"), texts, strict=True):
         truth = brute_force(name, text)
-        for column, value in truth.items():
+        for column, value in truth.values.items():
             if column in THRESHOLDS:
                 allowance = threshold_allowance(name, text, column)
                 assert abs(row[column] - value) <= allowance + 1e-12, (column, row[column], value, allowance)

@@ -262,7 +262,9 @@ def test_a_prompt_longer_than_every_study_prompt_is_warned_about() -> None:
     )
     assert "#fff4e5" in context.note().data  # shown as a warning
     short = explore.analyse(MODEL, "Hi there.")
-    inside = explore.study_context(short, explore.Study(run_params(), peers.assign(n_tokens=short.n_tokens)), "x")
+    inside = explore.study_context(
+        short, explore.Study(run_params(), peers.assign(n_tokens=short.n_tokens)), CATEGORIES[0]
+    )
     assert inside.out_of_range == "" and not inside.sentence.startswith("Out of range")
 
 

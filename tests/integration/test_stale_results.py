@@ -17,7 +17,16 @@ from helpers import collection, models, paths, store, study
 from tests.conftest import environment, snakemake
 from tests.integration.test_workflow import planned_jobs
 
-COLLECT_ONWARDS = {"collect", "compute_metrics", "aggregate", "plot", "export_tables", "robustness", "explore"}
+COLLECT_ONWARDS = {
+    "collect",
+    "compute_metrics",
+    "aggregate",
+    "plot",
+    "export_tables",
+    "robustness",
+    "explore",
+    "signatures",
+}
 
 
 def _run(root: Path, params: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -202,7 +202,7 @@ def test_deleting_an_intermediate_rebuilds_it_and_what_depends_on_it(smoke_run: 
         planned = planned_jobs(smoke_run)
     finally:
         os.replace(saved, metrics)
-    rebuilt = {"compute_metrics", "aggregate", "plot", "export_tables", "robustness", "explore"}
+    rebuilt = {"compute_metrics", "aggregate", "plot", "export_tables", "robustness", "explore", "signatures"}
     assert set(planned) - {"all", "index"} == rebuilt
 
 
