@@ -97,8 +97,10 @@ screenshots: install
 	COMPENDIUM_SCREENSHOTS=figures/screenshots $(PY) -m pytest -q tests/acceptance/test_screenshots.py
 
 # Speed and memory of helpers.measure against a plain forward and the one-at-a-time way.
+# The standard run (no BENCHFLAGS) also profiles where measure's time goes beyond plain sdpa (profile_gap.py).
 bench: install
 	$(PY) benchmarks/run.py $(BENCHFLAGS)
+	$(if $(strip $(BENCHFLAGS)),,$(PY) benchmarks/profile_gap.py)
 
 clean:
 	rm -rf build results reports .snakemake

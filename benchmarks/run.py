@@ -43,6 +43,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -576,6 +577,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--lengths", nargs="*", type=int, default=DEFAULT_LENGTHS)
+    parser.add_argument(
+        "--summary", action="store_true", help="only rewrite README.md's summary from benchmarks/results.md"
+    )
     parser.add_argument("--quick", action="store_true", help="2 prompts per category instead of all")
     parser.add_argument(
         "--extended",
@@ -593,6 +597,9 @@ def main() -> int:
     parser.add_argument("--peak", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--throughput", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.summary:
+        quote_summary(ROOT / "README.md", summary(RESULTS.read_text()))
+        return 0
     global DTYPE
     DTYPE = args.dtype or ("bfloat16" if args.full_size and torch.cuda.is_available() else "float32")
     torch.manual_seed(0)
@@ -634,11 +641,12 @@ def main() -> int:
         and args.lengths == DEFAULT_LENGTHS
         and not args.dtype
     )
-    # only the standard run is quoted in benchmarks/README.md and docs/benchmarks.md
+    # only the standard run is quoted in benchmarks/README.md and docs/benchmarks.md, and summarised in README.md
     if standard and not args.full_size:
         RESULTS.write_text(text)
         for readme in (ROOT / "benchmarks" / "README.md", ROOT / "docs" / "benchmarks.md"):
             quote(readme, text)
+        quote_summary(ROOT / "README.md", summary(text))
     else:
         (ROOT / "benchmarks" / f"results_{'full_size' if args.full_size else 'custom'}.md").write_text(text)
     print(text)
@@ -657,6 +665,50 @@ def quote(readme: Path, text: str) -> None:
     tail = rest.split(END, 1)[1]
     note = "<!-- written by benchmarks/run.py (make bench) from benchmarks/results.md; do not edit by hand -->"
     readme.write_text(f"{head}{START}\n{note}\n\n{text}\n{END}{tail}")
+
+
+SUMMARY_START, SUMMARY_END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
+
+
+def targets(results: str) -> list[dict[str, str]]:
+    """The rows of the targets table of a results text (``report``'s output), by column name."""
+    lines = results.split("### Targets", 1)[1].splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True)) for line in table[2:]]
+
+
+def summary(results: str) -> str:
+    """A few lines for the README: the standard run's machine, its ratios to plain sdpa and the targets missed."""
+    rows = [row for row in targets(results) if row["met"] in ("yes", "NO")]
+    speed = [row for row in rows if row["target"] == "speed vs plain sdpa (default workload)"]
+    missed = [row for row in rows if row["met"] == "NO"]
+    machine_line = results.splitlines()[0].removeprefix("Machine: ").split(", torch")[0]
+    text = (
+        f"Last standard `make bench` ({machine_line}): `measure` runs at "
+        + ", ".join(f"{row['ratio']} ({row['model']})" for row in speed)
+        + f" of a plain sdpa forward's tokens/s on the default workload; {len(rows) - len(missed)} of {len(rows)} "
+        + "targets met"
+        + ("; missed: " + ", ".join(map(_missed, missed)) if missed else "")
+        + ". Every row, the reasons, a profile: [docs/benchmarks.md](docs/benchmarks.md)."
+    )
+    return textwrap.fill(text, width=100, break_on_hyphens=False)
+
+
+def _missed(row: dict[str, str]) -> str:
+    """``model[ T=n]: ratio (wanted >= x)``, "memory" added for a memory target."""
+    memory = " memory" if row["target"].startswith("peak") else ""
+    return f"{row['model']}{memory}: {row['ratio']} (wanted {row['wanted']})"
+
+
+def quote_summary(readme: Path, text: str) -> None:
+    """Put ``text`` between the summary markers of ``readme`` (left alone if it has none)."""
+    content = readme.read_text()
+    if SUMMARY_START not in content or SUMMARY_END not in content:
+        return
+    head, rest = content.split(SUMMARY_START, 1)
+    note = "<!-- written by benchmarks/run.py (make bench) from benchmarks/results.md; do not edit by hand -->"
+    readme.write_text(f"{head}{SUMMARY_START}\n{note}\n{text}\n{SUMMARY_END}{rest.split(SUMMARY_END, 1)[1]}")
 
 
 if __name__ == "__main__":
