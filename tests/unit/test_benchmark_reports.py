@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks import profile_gap, run
 
-RESULTS = """Machine: Some CPU (x86_64), 2 CPU cores, 24 GiB memory, torch 2.13.0+cpu, CPU; batch size 16; weights in float32.
+RESULTS = """Machine: Some CPU (x86_64), 2 CPU cores, 24 GiB memory, torch 2.13.0+cpu, CPU; batch size 16.
 
 ### Targets (issue 25)
 
