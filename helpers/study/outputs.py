@@ -1,10 +1,18 @@
-"""What each notebook makes, by name: the one list of every table and figure of a run.
+"""What each notebook makes, by name, and where a run writes it: the one list of every table and figure of
+a run, and ``RunOutputs``, a run's folders and files.
 
-Light on purpose (no imports): the Snakefile reads it to declare every output, and the modules
-that make the outputs (``tables``, ``figures``, ``findings``) take their names from here.
+Light on purpose (no torch, nothing beyond the study's parameters): the Snakefile reads it to declare
+every output, and the modules that make the outputs (``tables``, ``figures``, ``findings``) take their
+names from here.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.base import paths
+from helpers.study import MAIN_RUN, StudyParams, model_key
 
 PUBLISHED_SUMMARIES: dict[str, str] = {
     "model_summary": "model_summary",
@@ -83,3 +91,71 @@ SIGNATURE_TABLES: tuple[str, ...] = (
 
 SIGNATURE_FIGURES: tuple[str, ...] = ("signature_probe_depth", "signature_units_depth")
 """Every figure notebook 08 makes (PNG and SVG in figures/)."""
+
+
+def numbered_notebooks() -> dict[str, Path]:
+    """The study's notebooks, found by glob: stem -> path, in order."""
+    return {path.stem: path for path in sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))}
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """Where a run writes: the default run to figures/, paper/tables/, reports/; others to a subfolder."""
+
+    params: StudyParams
+
+    def _folder(self, base: Path) -> Path:
+        return base if self.params.name == MAIN_RUN else base / self.params.name
+
+    @property
+    def figures(self) -> Path:
+        return self._folder(paths.FIGURES)
+
+    @property
+    def tables(self) -> Path:
+        return self._folder(paths.TABLES)
+
+    @property
+    def reports(self) -> Path:
+        return self._folder(paths.REPORTS)
+
+    @property
+    def build(self) -> Path:
+        return paths.BUILD / self.params.name
+
+    @property
+    def metrics(self) -> Path:
+        return self.params.results / "metrics.parquet"
+
+    @property
+    def signatures(self) -> Path:
+        """Finding 5's per-model tests (notebook 08), which notebook 06 puts in the scorecard."""
+        return self.params.results / "signatures.parquet"
+
+    @property
+    def aggregated(self) -> Path:
+        return self.params.results / "tables"
+
+    @property
+    def reproduction_records(self) -> Path:
+        return self.build / "reproduction"
+
+    def reproduction(self, notebook: str) -> Path:
+        """Where ``notebook`` records its reproduction check (``helpers.study.reproduction``)."""
+        return self.reproduction_records / f"{notebook}.json"
+
+    def job_name(self, notebook: str, model: str | None = None) -> str:
+        return notebook if model is None else f"{notebook}_{model_key(model)}"
+
+    def executed(self, notebook: str, model: str | None = None) -> Path:
+        return self.build / f"{self.job_name(notebook, model)}.ipynb"
+
+    def report(self, notebook: str, model: str | None = None) -> Path:
+        return self.reports / f"{self.job_name(notebook, model)}.html"
+
+    def all_reports(self) -> list[Path]:
+        reports = []
+        for notebook in numbered_notebooks():
+            models = self.params.models if notebook.startswith("01_") else [None]
+            reports.extend(self.report(notebook, model) for model in models)
+        return reports

@@ -20,7 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from helpers import collection, paths, store, study
+from helpers import study
+from helpers.base import paths, store
+from helpers.study import collection
 
 MODEL = "smollm2-135m"
 
