@@ -1,4 +1,6 @@
-"""Thin helpers shared by the notebooks: model zoo, streaming measurement, metrics, paths.
+"""Thin helpers shared by the notebooks, one subpackage per layer (docs/architecture.md): ``base`` (paths,
+storage), ``core`` (the model zoo, streaming measurement, metrics), ``study``, ``stats``, ``report``, and
+the ``workflow`` module.
 
 The public names below load on first use, so ``import helpers.base.store`` or ``helpers.study``
 (what every Snakemake parse and job does) never imports torch.

@@ -133,6 +133,14 @@ def test_the_public_names_come_from_the_core_on_first_use() -> None:
     assert {LAYERS[layer_of(target)][0] for target in public.values()} == {"core"}
 
 
+def test_the_explorers_measurements_draw_nothing() -> None:
+    tree = ast.parse(module_file("helpers.report.explore_measure").read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    drawing = ("matplotlib", "ipywidgets", "IPython", "helpers.report.explore", "helpers.report.figures")
+    assert [name for name in imported if name.startswith(drawing) and name != "helpers.report.explore_measure"] == []
+
+
 def _defined(path: Path) -> set[str]:
     """The names a module defines or imports at its top level."""
     names = set()
