@@ -162,7 +162,8 @@ def _stale(name: str) -> bool:
     for length in range(len(parts), 0, -1):
         path = module_file(".".join(parts[:length]))
         if path is not None:
-            return length < len(parts) and parts[length] not in _defined(path) | {"_PUBLIC"} | _public()
+            known = _defined(path) | (_public() if length == 1 else set())
+            return length < len(parts) and parts[length] not in known
     return True
 
 
