@@ -53,7 +53,7 @@ def upward_imports(module: str, source: str) -> list[str]:
         layer = layer_of(target)
         if own is not None and layer is not None and layer > own:
             problems.append(
-                f"{module} (layer {LAYERS[own][0]}), line {line}: imports {target} from the layer above, "
+                f"{module} (layer {LAYERS[own][0]}), line {line}: imports {target} from a layer above it, "
                 f"{LAYERS[layer][0]}"
             )
     return problems
@@ -92,7 +92,7 @@ def test_no_module_imports_from_a_layer_above_it() -> None:
 )
 def test_the_check_flags_a_planted_upward_import(module: str, source: str) -> None:
     problems = upward_imports(module, source)
-    assert len(problems) == 1 and "from the layer above" in problems[0] and module in problems[0]
+    assert len(problems) == 1 and "from a layer above" in problems[0] and module in problems[0]
 
 
 def test_the_check_lets_a_module_import_its_own_layer_and_those_below() -> None:
