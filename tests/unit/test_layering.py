@@ -7,6 +7,7 @@ count: they run too); the subpackages import one another without cycles; every m
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -131,6 +132,65 @@ def test_the_public_names_come_from_the_core_on_first_use() -> None:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_PUBLIC"
     )
     assert {LAYERS[layer_of(target)][0] for target in public.values()} == {"core"}
+
+
+def dangling_imports(source: str, package: str = "") -> list[str]:
+    """Each helpers import in ``source`` that names no module of the package (nor a public name of ``helpers``):
+    an import left behind by a move (an installed copy of the package elsewhere could still answer it)."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([base] if base else [])])
+            if base.split(".")[0] != "helpers":
+                continue
+            if module_file(base) is None:
+                problems.append(f"line {node.lineno}: from {base} import ...")
+            elif base == FRONT:
+                known = _public() | {name for name in _defined(module_file(FRONT))}
+                problems += [
+                    f"line {node.lineno}: from helpers import {alias.name}"
+                    for alias in node.names
+                    if alias.name not in known and module_file(f"helpers.{alias.name}") is None
+                ]
+        elif isinstance(node, ast.Import):
+            problems += [
+                f"line {node.lineno}: import {alias.name}"
+                for alias in node.names
+                if alias.name.split(".")[0] == "helpers" and module_file(alias.name) is None
+            ]
+    return problems
+
+
+def _code(path: Path) -> str:
+    """A Python file's text, or a notebook's code cells (IPython magics and shell lines left out)."""
+    if path.suffix != ".ipynb":
+        return path.read_text(encoding="utf-8")
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    lines = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code").splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith(("%", "!")))
+
+
+def test_every_helpers_import_names_a_module_that_exists() -> None:
+    files = [
+        *modules().values(),
+        *sorted(paths.ROOT.glob("tests/**/*.py")),
+        *sorted(paths.ROOT.glob("benchmarks/*.py")),
+    ]
+    files += sorted(paths.NOTEBOOKS.glob("*.ipynb"))
+    problems = []
+    for path in files:
+        module = next((name for name, file in modules().items() if file == path), "")
+        found = dangling_imports(_code(path), module_package(module) if module else "")
+        problems += [f"{path.relative_to(paths.ROOT)} {problem}" for problem in found]
+    assert problems == []
+
+
+def test_the_check_flags_an_import_left_behind() -> None:
+    source = "from helpers import collection, measure, study\nimport helpers.findings\nfrom helpers.tables import x\n"
+    assert len(dangling_imports(source)) == 3
 
 
 def test_the_explorers_measurements_draw_nothing() -> None:
