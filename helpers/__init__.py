@@ -1,6 +1,8 @@
-"""Thin helpers shared by the notebooks: model zoo, streaming measurement, metrics, paths.
+"""Thin helpers shared by the notebooks, one subpackage per layer (docs/architecture.md): ``base`` (paths,
+storage), ``core`` (the model zoo, streaming measurement, metrics), ``study``, ``stats``, ``report``, and
+the ``workflow`` module.
 
-The public names below load on first use, so ``import helpers.store`` or ``helpers.study``
+The public names below load on first use, so ``import helpers.base.store`` or ``helpers.study``
 (what every Snakemake parse and job does) never imports torch.
 """
 
@@ -10,15 +12,15 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
-    "AttentionMissingError": "helpers.streaming",
-    "LoadedModel": "helpers.models",
-    "Measurements": "helpers.streaming",
-    "ModelUnavailableError": "helpers.models",
-    "UnknownModelError": "helpers.models",
-    "known_models": "helpers.models",
-    "load_model": "helpers.models",
-    "measure": "helpers.streaming",
-    "measure_with_layers": "helpers.streaming",
+    "AttentionMissingError": "helpers.core.streaming",
+    "LoadedModel": "helpers.core.models",
+    "Measurements": "helpers.core.streaming",
+    "ModelUnavailableError": "helpers.core.models",
+    "UnknownModelError": "helpers.core.models",
+    "known_models": "helpers.core.models",
+    "load_model": "helpers.core.models",
+    "measure": "helpers.core.streaming",
+    "measure_with_layers": "helpers.core.streaming",
 }
 __all__ = sorted(_PUBLIC)
 

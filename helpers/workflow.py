@@ -2,7 +2,8 @@
 
 ``code_inputs(notebook)`` lists every ``helpers`` module a numbered notebook runs, found by
 reading the imports of its code cells and, transitively, of the modules (imports inside
-functions included), so that editing a module reruns exactly the rules whose code uses it.
+functions included, and the ``__init__.py`` of every package on the way), so that editing a
+module reruns exactly the rules whose code uses it.
 
 ``python -m helpers.workflow run [snakemake arguments]`` runs Snakemake under an exclusive
 lock on ``.snakemake/compendium.lock`` (``fcntl.flock``: the kernel releases it when the
@@ -31,37 +32,65 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import paths
+from helpers.base import paths
 
 LOCK = paths.ROOT / ".snakemake" / "compendium.lock"
-RUNNER = ("notebooks.py", "study.py", "paths.py", "store.py", "__init__.py")
+RUNNER = ("helpers.report.notebooks", "helpers.study", "helpers.base.paths", "helpers.base.store")
 """Modules every notebook rule runs: the papermill runner and what it imports (closed over below)."""
 
 
-def _imported_helpers(tree: ast.AST) -> set[str]:
-    """File names of the ``helpers`` modules imported anywhere in ``tree``."""
-    found = set()
+def module_file(module: str) -> Path | None:
+    """The file of a helpers module or package (``helpers.study`` -> helpers/study/__init__.py); None if none."""
+    relative = Path(*module.split("."))
+    for candidate in (paths.ROOT / relative.with_suffix(".py"), paths.ROOT / relative / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_package(module: str) -> str:
+    """The package a module's relative imports start from: the module itself for a package, else its parent."""
+    path = module_file(module)
+    return module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
+
+
+def imported_modules(tree: ast.AST, package: str = "") -> dict[str, int]:
+    """The helpers modules imported anywhere in ``tree`` (imports inside functions too), each with the line of its
+    first import. ``from X import name`` imports module ``X.name`` where there is one, else ``X`` (a package's
+    ``__init__.py`` for a name it defines); ``package``: where relative imports start (``module_package``)."""
+    found: dict[str, int] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "helpers":
-                found |= {f"{alias.name}.py" for alias in node.names}
-            elif node.module.startswith("helpers."):
-                found.add(node.module.split(".")[1] + ".py")
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([base] if base else [])])
+            targets = [f"{base}.{a.name}" if module_file(f"{base}.{a.name}") else base for a in node.names]
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] + ".py" for a in node.names if a.name.startswith("helpers.")}
-    return {name for name in found if (paths.ROOT / "helpers" / name).is_file()}
+            targets = [alias.name for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target.split(".")[0] == "helpers" and module_file(target) is not None:
+                found[target] = min(found.get(target, node.lineno), node.lineno)
+    return found
 
 
 def module_closure(modules: set[str]) -> set[str]:
-    """``modules`` and every helpers module they import, transitively (``helpers/__init__.py`` included)."""
-    closure, todo = {"__init__.py"}, set(modules)
+    """``modules`` and every helpers module they import, transitively, with every package above each one (Python
+    runs ``helpers/__init__.py``, then ``helpers/study/__init__.py``, before ``helpers.study.tables``)."""
+    closure: set[str] = set()
+    todo = set(modules)
     while todo:
-        name = todo.pop()
-        if name in closure and name != "__init__.py":
+        module = todo.pop()
+        if module in closure:
             continue
-        closure.add(name)
-        source = (paths.ROOT / "helpers" / name).read_text(encoding="utf-8")
-        todo |= _imported_helpers(ast.parse(source)) - closure
+        closure.add(module)
+        parent = module.rpartition(".")[0]
+        if parent:
+            todo.add(parent)
+        source = module_file(module).read_text(encoding="utf-8")
+        todo |= set(imported_modules(ast.parse(source), module_package(module))) - closure
     return closure
 
 
@@ -74,19 +103,19 @@ def notebook_imports(notebook: Path) -> set[str]:
             continue
         source = "".join(cell["source"])
         lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
-        modules |= _imported_helpers(ast.parse("\n".join(lines)))
+        modules |= set(imported_modules(ast.parse("\n".join(lines))))
     return modules
 
 
 def code_inputs(notebook: Path) -> list[Path]:
     """Every helpers module file that running ``notebook`` through the runner executes, sorted."""
     closure = module_closure(notebook_imports(notebook) | set(RUNNER))
-    return sorted(paths.ROOT / "helpers" / name for name in closure)
+    return sorted(module_file(module) for module in closure)
 
 
 def runner_inputs() -> list[Path]:
     """The helpers module files the runner itself executes (the index rule runs only these)."""
-    return sorted(paths.ROOT / "helpers" / name for name in module_closure(set(RUNNER)))
+    return sorted(module_file(module) for module in module_closure(set(RUNNER)))
 
 
 def _label(path: Path) -> str:
@@ -105,11 +134,11 @@ def content_stamp(path: Path, folder: Path) -> Path:
     the edit kept an older timestamp (``touch -d``, ``cp -p``, ``tar x``, ``rsync -a``); a touch
     without a change, or a change undone, reruns nothing.
     """
-    from helpers import store
+    from helpers.base import store
 
     path = Path(path).expanduser()
     if path.is_dir():
-        from helpers.collection import folder_files
+        from helpers.study.collection import folder_files
 
         return text_stamp(_label(path), json.dumps(folder_files(path), sort_keys=True, indent=0), folder)
     digest = store.file_sha256(path)
@@ -123,7 +152,7 @@ def text_stamp(label: str, text: str, folder: Path) -> Path:
 
 
 def _stamp(stamp: Path, text: str) -> Path:
-    from helpers import store
+    from helpers.base import store
 
     if not stamp.is_file():
         store.write_text(text + "\n", stamp)
@@ -209,7 +238,7 @@ def run_times(benchmarks: Path) -> str:
     as a Markdown table with a total; "" when the run has none."""
     import pandas as pd
 
-    from helpers import store
+    from helpers.base import store
 
     rows = []
     for path in sorted(benchmarks.glob("*.tsv")):
@@ -234,7 +263,7 @@ def run_times(benchmarks: Path) -> str:
 
 def write_run_times(readme: Path, table: str, source: str) -> bool:
     """Put ``table`` between the README's run-times markers; False if they are missing."""
-    from helpers import store
+    from helpers.base import store
 
     text = readme.read_text(encoding="utf-8")
     if TIMES_START not in text or TIMES_END not in text:
@@ -259,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     times.add_argument("--readme", action="store_true", help="also write the table into README.md's run-times section")
     args, rest = parser.parse_known_args(argv)
     if args.command == "times":
-        from helpers.notebooks import RunOutputs
         from helpers.study import load_params
+        from helpers.study.outputs import RunOutputs
 
         table = run_times(RunOutputs(load_params(args.params)).build / "benchmarks")
         if not table:
@@ -272,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.command == "where":
-        from helpers.notebooks import RunOutputs
         from helpers.study import load_params
+        from helpers.study.outputs import RunOutputs
 
         outputs = RunOutputs(load_params(args.params))
         print(f"Reports: {outputs.reports / 'index.html'}\nTables:  {outputs.tables}/\nFigures: {outputs.figures}/")

@@ -14,7 +14,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from helpers import models, paths  # noqa: E402
+from helpers.base import paths  # noqa: E402
+from helpers.core import models  # noqa: E402
 
 TINY_MODELS = sorted(models.TINY)
 EMBEDDED_MODELS = sorted(models.EMBEDDED)

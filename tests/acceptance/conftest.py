@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from helpers import paths
-from helpers.notebooks import install_lab_settings
+from helpers.base import paths
+from helpers.report.notebooks import install_lab_settings
 
 CHROMIUM = Path(os.environ.get("COMPENDIUM_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("COMPENDIUM_CHROMEDRIVER", "/usr/bin/chromedriver"))

@@ -15,7 +15,7 @@ from typing import Any
 
 import nbformat
 
-from helpers.notebooks import NBSTRIPOUT_ARGUMENTS
+from helpers.report.notebooks import NBSTRIPOUT_ARGUMENTS
 from tests.acceptance.conftest import leaving_the_machine, requests_made, screenshot_folder, wait_for
 
 NOTEBOOK = "build/lab/07_explore.ipynb"

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from helpers import paths
-from helpers.notebooks import RunOutputs
+from helpers.base import paths
 from helpers.study import ParameterError, load_params
+from helpers.study.outputs import RunOutputs
 from tests.acceptance.conftest import SCREENSHOTS_ENVIRONMENT, jupyterlab, screenshot_folder, wait_for
 from tests.acceptance.test_lab import EXPLORER_IMAGES, _decoded, open_and_run_all, screenshot_of_the_explorer
 

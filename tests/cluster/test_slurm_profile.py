@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import paths, store
+from helpers.base import paths, store
 from helpers.study import CATEGORIES, load_params, model_key
 from tests.cluster.harness import SlurmCluster
 

@@ -1,4 +1,4 @@
-"""The assembled models (``helpers.assemble``): identified, exact, functional, and refused when corrupted.
+"""The assembled models (``helpers.core.assemble``): identified, exact, functional, and refused when corrupted.
 
 * **identified by their contents**: the loaded model's layers, heads, width and parameter count
   are those of the public checkpoint it repackages (the numbers of its model card);
@@ -31,8 +31,9 @@ import pytest
 import torch
 
 import helpers
-from helpers import assemble, models, paths
-from helpers.streaming import FusedAttentionUnsupportedError, PromptTooLongError
+from helpers.base import paths
+from helpers.core import assemble, models
+from helpers.core.streaming import FusedAttentionUnsupportedError, PromptTooLongError
 from tests.conftest import PROMPTS
 from tests.integration.test_streaming_exact import TOLERANCE, brute_force
 

@@ -1,4 +1,4 @@
-"""The fused path on its two routes: the one-pass kernel (helpers.kernels) and two flash calls.
+"""The fused path on its two routes: the one-pass kernel (helpers.core.kernels) and two flash calls.
 
 Both give the same statistics (1e-5 relative) on every tiny model with an attention interface,
 padding left and right, query blocks (masks longer than a block: the kernel's key ranges), bf16;
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import helpers
-from helpers import kernels, metrics
+from helpers.core import kernels, metrics
 from tests.conftest import PROMPTS
 from tests.integration.test_streaming_exact import TOLERANCE
 

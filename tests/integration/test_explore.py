@@ -1,4 +1,4 @@
-"""The one-prompt explorer (helpers/explore.py) on tiny models: the same numbers as the study, the
+"""The one-prompt explorer (helpers/report/explore.py) on tiny models: the same numbers as the study, the
 maps of the right prompt, shared models left as they were, and clear words where data is missing."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import explore, load_model  # noqa: E402
+from helpers import load_model  # noqa: E402
+from helpers.report import explore, explore_measure  # noqa: E402
 from helpers.study import CATEGORIES, parse_params  # noqa: E402
 
 MODEL = "tiny-gpt2"
@@ -32,7 +33,7 @@ def test_old_head_strings_become_an_integer_head_column_in_numeric_order() -> No
             "value": [10.0, 2.0, 5.0, 0.1],
         }
     )
-    new = explore.with_head_column(old)
+    new = explore_measure.with_head_column(old)
     assert new["statistic"].tolist() == [
         "attention_entropy_head",
         "attention_entropy_head",
@@ -40,17 +41,17 @@ def test_old_head_strings_become_an_integer_head_column_in_numeric_order() -> No
         "mean",
     ]
     assert new["head"].tolist()[:2] == [10, 2] and new["head"].isna().tolist() == [False, False, True, True]
-    assert explore.head_grid(new).columns.tolist() == [2, 10]
-    assert explore.with_head_column(new) is new  # the new schema passes through
+    assert explore_measure.head_grid(new).columns.tolist() == [2, 10]
+    assert explore_measure.with_head_column(new) is new  # the new schema passes through
 
 
 def test_analysis_agrees_with_the_study_measurement_and_its_own_maps() -> None:
-    analysis = explore.analyse(MODEL, "If all bloops are razzies, are some razzies bloops?")
+    analysis = explore_measure.analyse(MODEL, "If all bloops are razzies, are some razzies bloops?")
     loaded = load_model(MODEL)
     assert analysis.attention.shape == (loaded.n_layers, loaded.n_heads, analysis.n_tokens, analysis.n_tokens)
     assert np.allclose(analysis.attention.sum(axis=-1), 1.0, atol=1e-5)  # every row a distribution
     assert np.allclose(np.triu(analysis.attention, k=1), 0.0)  # a decoder attends only backwards
-    from_maps = explore.row_entropy(analysis.attention).sum(axis=-1)  # (L, H): the study's per-head statistic
+    from_maps = explore_measure.row_entropy(analysis.attention).sum(axis=-1)  # (L, H): the study's per-head statistic
     assert np.allclose(from_maps, analysis.head_entropy().to_numpy(), rtol=1e-4)
     assert analysis.tokens["token"].iloc[0] == "[CLS]" and analysis.tokens["special"].iloc[0]
     assert analysis.measures["attention_entropy"] == pytest.approx(from_maps.mean(), rel=1e-4)
@@ -60,7 +61,7 @@ def test_attention_maps_leave_a_shared_model_as_it_was_even_on_failure(monkeypat
     loaded = load_model(MODEL)
     loaded.model.set_attn_implementation("sdpa")
     try:
-        maps = explore.attention_maps(loaded, "A short prompt.")
+        maps = explore_measure.attention_maps(loaded, "A short prompt.")
         assert maps.shape[0] == loaded.n_layers
         assert loaded.model.config._attn_implementation == "sdpa"
 
@@ -69,7 +70,7 @@ def test_attention_maps_leave_a_shared_model_as_it_was_even_on_failure(monkeypat
 
         monkeypatch.setattr(loaded.model.base_model, "forward", broken)
         with pytest.raises(RuntimeError, match="forward failed"):
-            explore.attention_maps(loaded, "A short prompt.")
+            explore_measure.attention_maps(loaded, "A short prompt.")
         assert loaded.model.config._attn_implementation == "sdpa" and not loaded.model.training
     finally:
         loaded.model.set_attn_implementation("eager")
@@ -77,7 +78,7 @@ def test_attention_maps_leave_a_shared_model_as_it_was_even_on_failure(monkeypat
 
 @pytest.mark.parametrize("prompt", ODD_PROMPTS, ids=["one-word", "non-ascii", "very-long"])
 def test_every_view_draws_an_odd_prompt_without_warnings(prompt: str) -> None:
-    analysis = explore.analyse(MODEL, prompt, max_tokens=64)
+    analysis = explore_measure.analyse(MODEL, prompt, max_tokens=64)
     assert analysis.n_tokens <= 64 and analysis.truncated == (analysis.n_tokens == 64 and len(prompt) > 1000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a missing glyph or a layout warning would show in Lab and reports
@@ -92,7 +93,7 @@ def test_every_view_draws_an_odd_prompt_without_warnings(prompt: str) -> None:
 
 
 def test_layer_and_head_out_of_range_say_what_exists() -> None:
-    analysis = explore.analyse(MODEL, "Hello there.")
+    analysis = explore_measure.analyse(MODEL, "Hello there.")
     with pytest.raises(ValueError, match=r"layers 1\.\.2"):
         explore.attention_pattern(analysis, 0, 0)
     with pytest.raises(ValueError, match=r"heads 0\.\.\d"):
@@ -100,9 +101,13 @@ def test_layer_and_head_out_of_range_say_what_exists() -> None:
 
 
 def test_percentiles_place_the_prompt_in_its_band_and_category() -> None:
-    assert explore.percentile([1, 2, 3, 4], 3) == pytest.approx(62.5)  # 2 below, 1 tie
-    assert explore.ordinal(1) == "1st" and explore.ordinal(12) == "12th" and explore.ordinal(68.4) == "68th"
-    analysis = explore.analyse(MODEL, "What is two plus two equal to?")  # 7 words: short
+    assert explore_measure.percentile([1, 2, 3, 4], 3) == pytest.approx(62.5)  # 2 below, 1 tie
+    assert (
+        explore_measure.ordinal(1) == "1st"
+        and explore_measure.ordinal(12) == "12th"
+        and explore_measure.ordinal(68.4) == "68th"
+    )
+    analysis = explore_measure.analyse(MODEL, "What is two plus two equal to?")  # 7 words: short
     h = float(analysis.measures["attention_entropy"])
     peers = []
     for i, category in enumerate(CATEGORIES[:2]):
@@ -122,9 +127,9 @@ def test_percentiles_place_the_prompt_in_its_band_and_category() -> None:
                     }
                 )
     metrics = pd.DataFrame(peers)
-    metrics = metrics.assign(words=metrics["text"].map(explore.word_count))
-    metrics = metrics.assign(length_band=metrics["words"].map(explore.length_band))
-    context = explore.study_context(analysis, explore.Study(run_params(), metrics), CATEGORIES[0])
+    metrics = metrics.assign(words=metrics["text"].map(explore_measure.word_count))
+    metrics = metrics.assign(length_band=metrics["words"].map(explore_measure.length_band))
+    context = explore_measure.study_context(analysis, explore_measure.Study(run_params(), metrics), CATEGORIES[0])
     raw = context.table.set_index("compared with")["raw H_att percentile"]
     assert raw.tolist() == [25.0, 50.0, 25.0, 50.0]  # all, short band, category, short and category
     assert context.table["prompts"].tolist() == [16, 8, 8, 4]
@@ -132,14 +137,14 @@ def test_percentiles_place_the_prompt_in_its_band_and_category() -> None:
 
 
 def test_missing_study_results_are_said_plainly() -> None:
-    study = explore.load_study(run_params())
+    study = explore_measure.load_study(run_params())
     assert study.metrics is None and "results/no-such-run-for-tests/metrics.parquet" in study.missing
     assert "make reproduce" in study.missing
-    context = explore.study_context(explore.analyse(MODEL, "Hello there."), study, CATEGORIES[0])
-    assert context.table is None and context.sentence == study.missing and context.styled() is None
+    context = explore_measure.study_context(explore_measure.analyse(MODEL, "Hello there."), study, CATEGORIES[0])
+    assert context.table is None and context.sentence == study.missing and explore.context_table(context) is None
     other = pd.DataFrame({"model": ["tiny-bert"], "category": [CATEGORIES[0]], "length_band": ["short"]})
-    context = explore.study_context(
-        explore.analyse(MODEL, "Hello there."), explore.Study(run_params(), other), CATEGORIES[0]
+    context = explore_measure.study_context(
+        explore_measure.analyse(MODEL, "Hello there."), explore_measure.Study(run_params(), other), CATEGORIES[0]
     )
     assert "tiny-gpt2 is not one of run" in context.sentence and "tiny-bert" in context.sentence
 
@@ -166,15 +171,16 @@ def test_category_probes_give_a_distribution_per_layer_and_say_when_the_run_lack
     import shutil
     import uuid
 
-    from helpers import collection, paths
+    from helpers.base import paths
+    from helpers.study import collection
 
-    analysis = explore.analyse(MODEL, "What is 17 times 3?")
+    analysis = explore_measure.analyse(MODEL, "What is 17 times 3?")
     missing = explore.signature_view(analysis, run_params())
     assert len(missing) == 1 and "No stored vectors" in str(missing[0].data)
     params = run_params(f"test-probes-{uuid.uuid4().hex[:8]}")
     try:
         collection.collect_model(params, MODEL, progress=False)
-        probabilities = explore.category_probes(analysis, params)
+        probabilities = explore_measure.category_probes(analysis, params)
         assert set(probabilities["layer"]) == set(range(-1, analysis.n_layers + 1))  # -1: surface only
         assert set(probabilities["category"]) == set(CATEGORIES)
         np.testing.assert_allclose(probabilities.groupby("layer")["probability"].sum(), 1.0, rtol=1e-6)
@@ -207,7 +213,7 @@ def test_the_model_menu_shows_display_names_and_a_new_model_resets_the_layer() -
 
 
 def test_choosing_a_query_token_outlines_its_row_in_the_attention_pattern() -> None:
-    analysis = explore.analyse(MODEL, "Which token looks where?")
+    analysis = explore_measure.analyse(MODEL, "Which token looks where?")
     figure = explore.attention_pattern(analysis, 1, 0, query=2)
     outlined = [p for p in figure.axes[0].patches if p.get_edgecolor()[:3] != (0.0, 0.0, 0.0)]
     assert len(outlined) == 1 and outlined[0].get_y() == pytest.approx(1.5) and outlined[0].get_height() == 1.0
@@ -240,7 +246,7 @@ def test_head_toggles_choose_the_heads_of_the_head_view() -> None:
 
 
 def test_a_prompt_longer_than_every_study_prompt_is_warned_about() -> None:
-    analysis = explore.analyse(MODEL, " ".join(["long"] * 200), max_tokens=128)
+    analysis = explore_measure.analyse(MODEL, " ".join(["long"] * 200), max_tokens=128)
     peers = pd.DataFrame(
         {
             "model": MODEL,
@@ -255,15 +261,15 @@ def test_a_prompt_longer_than_every_study_prompt_is_warned_about() -> None:
         }
     )
     peers = peers.assign(words=4, length_band="short")
-    context = explore.study_context(analysis, explore.Study(run_params(), peers), CATEGORIES[0])
+    context = explore_measure.study_context(analysis, explore_measure.Study(run_params(), peers), CATEGORIES[0])
     assert context.out_of_range and context.sentence.startswith("Out of range")
     assert (
         "128 tokens, longer than every one of the study's 6 prompts" in context.sentence and "10-77" in context.sentence
     )
-    assert "#fff4e5" in context.note().data  # shown as a warning
-    short = explore.analyse(MODEL, "Hi there.")
-    inside = explore.study_context(
-        short, explore.Study(run_params(), peers.assign(n_tokens=short.n_tokens)), CATEGORIES[0]
+    assert "#fff4e5" in explore.context_note(context).data  # shown as a warning
+    short = explore_measure.analyse(MODEL, "Hi there.")
+    inside = explore_measure.study_context(
+        short, explore_measure.Study(run_params(), peers.assign(n_tokens=short.n_tokens)), CATEGORIES[0]
     )
     assert inside.out_of_range == "" and not inside.sentence.startswith("Out of range")
 

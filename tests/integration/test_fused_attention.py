@@ -22,7 +22,7 @@ from transformers.masking_utils import AttentionMaskInterface
 from transformers.modeling_utils import AttentionInterface
 
 import helpers
-from helpers import kernels, metrics, streaming
+from helpers.core import kernels, metrics, streaming
 from tests.conftest import PROMPTS
 from tests.integration.test_streaming_exact import TOLERANCE, assert_measurements_close, assert_rows_close, brute_force
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import helpers
-from helpers import models
+from helpers.core import models
 from tests.conftest import PROMPTS
 
 

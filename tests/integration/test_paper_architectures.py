@@ -8,8 +8,9 @@ import torch
 from transformers import AutoModel, AutoModelForCausalLM
 
 import helpers
-from helpers import models, paths
-from helpers.tables import format_parameters
+from helpers.base import paths
+from helpers.core import models
+from helpers.study.tables import format_parameters
 
 
 @pytest.mark.parametrize("hub_id", sorted(models.PAPER_CONFIGS))

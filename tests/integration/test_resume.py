@@ -20,7 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from helpers import collection, paths, store, study
+from helpers import study
+from helpers.base import paths, store
+from helpers.study import collection
 
 MODEL = "smollm2-135m"
 
@@ -59,7 +61,10 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     shutil.copy(paths.PROMPTS / "cognitive_tasks.csv", prompts)
     killed = study.load_params(_params(tmp_path, run_names[0], prompts))
     params_file = str(_params(tmp_path, run_names[0], prompts))
-    code = f"from helpers import collection as c, study; c.collect_model(study.load_params({params_file!r}), {MODEL!r})"
+    code = (
+        "from helpers import study; from helpers.study import collection as c; "
+        f"c.collect_model(study.load_params({params_file!r}), {MODEL!r})"
+    )
     process = subprocess.Popen(
         [sys.executable, "-c", code], cwd=paths.ROOT, env={**os.environ, "PYTHONPATH": str(paths.ROOT)}
     )

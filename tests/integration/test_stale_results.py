@@ -13,7 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from helpers import collection, models, paths, store, study
+from helpers import study
+from helpers.base import paths, store
+from helpers.core import models
+from helpers.study import collection
 from tests.conftest import environment, snakemake
 from tests.integration.test_workflow import planned_jobs
 
@@ -153,7 +156,7 @@ def test_15_a_failed_run_says_so_on_its_front_page(smoke_run: Path, tmp_path: Pa
 
 def _made_by_export(path: Path) -> bool:
     """Whether notebook 05 made ``path`` (its tables of STUDY_TABLES, its report)."""
-    from helpers.outputs import STUDY_TABLES
+    from helpers.study.outputs import STUDY_TABLES
 
     return path.name == "05_export_tables.html" or (
         path.parent.parent.name == "tables" and path.stem in STUDY_TABLES and path.suffix in (".csv", ".md", ".tex")

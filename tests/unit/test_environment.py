@@ -6,7 +6,7 @@ import tomllib
 
 import yaml
 
-from helpers import paths
+from helpers.base import paths
 
 
 def _pins(requirements: list[str]) -> dict[str, str]:

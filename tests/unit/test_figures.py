@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import figures  # noqa: E402
+from helpers.report import figures  # noqa: E402
 from helpers.study import CATEGORIES  # noqa: E402
 
 SCALES = {"Tiny-Enc": (0.001, 70.0, 0.04), "Mid-Dec": (0.02, 40.0, 0.08), "Big-Dec": (-0.15, 35.0, 0.012)}

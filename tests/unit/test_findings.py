@@ -12,11 +12,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import findings, robustness, study
-from helpers.findings import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_TESTABLE
-from helpers.outputs import FINDINGS_TABLES
-from helpers.robustness import MATH, StudyData
+from helpers import study
+from helpers.stats import findings, robustness
+from helpers.stats.findings import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    INCONCLUSIVE,
+    NOT_TESTABLE,
+    finding2,
+    finding4,
+    rules,
+    scorecard,
+)
+from helpers.stats.robustness import MATH, StudyData
 from helpers.study import CATEGORIES
+from helpers.study.outputs import FINDINGS_TABLES
 
 SAMPLES = 1000
 THREE_MODELS = {"MiniLM": ("encoder", 22), "Smol": ("decoder", 135), "Gemma": ("decoder", 270)}
@@ -183,7 +193,7 @@ def test_two_encoders_and_two_decoders_are_not_testable_but_the_pairs_are_report
 
 
 def test_decoders_about_the_papers_ratio_sparser_with_model_replication_holds() -> None:
-    ratio = findings.PAPER_SPARSITY_RATIO_GEOMETRIC  # 4.40 on the paper's table
+    ratio = finding2.PAPER_SPARSITY_RATIO_GEOMETRIC  # 4.40 on the paper's table
     assessment = sparsity_verdict(tuple(0.0105 * ratio * f for f in (0.95, 1.0, 1.05, 1.02)))
     assert assessment.verdict == HOLDS, assessment.evidence
 
@@ -209,7 +219,7 @@ def test_every_sparsity_variant_gets_a_verdict_and_the_primary_is_the_papers_mea
     variants = assessment.tables["sparsity_variants"]
     overall = variants[variants["comparison"].str.startswith("decoders")].set_index("variant")
     assert set(overall.index) == {"max_sparsity", "max_hoyer_sparsity"}
-    assert bool(overall.loc["max_sparsity", "primary"]) and findings.PRIMARY_SPARSITY == "max_sparsity"
+    assert bool(overall.loc["max_sparsity", "primary"]) and finding2.PRIMARY_SPARSITY == "max_sparsity"
     assert overall.loc["max_sparsity", "verdict_about"] == HOLDS
     assert (overall["verdict_sparser"] == HOLDS).all() and assessment.verdict == HOLDS
 
@@ -230,7 +240,7 @@ def test_the_permutation_test_is_exact_on_a_known_case() -> None:
     low, high = test.interval(0.05)
     assert low < 4.5 - 1.0 < high and test.p_above(low - 1e-6) < 0.05 <= test.p_above(low + 1e-6)
     two_by_two = robustness.ShiftPermutationTest.of(np.array([5.0, 6.0]), np.array([0.0, 1.0]))
-    assert findings.sparser_verdict(two_by_two) == NOT_TESTABLE  # 1/6: no test at 5% is possible
+    assert finding2.sparser_verdict(two_by_two) == NOT_TESTABLE  # 1/6: no test at 5% is possible
 
 
 # --- finding 3 -------------------------------------------------------------------------------------
@@ -282,7 +292,7 @@ def test_three_models_are_not_testable() -> None:
 
 
 def test_no_link_needs_16_models_to_be_supported_at_all() -> None:
-    assert findings.MODELS_TO_SUPPORT == 16  # 1.96 / sqrt(n - 3) < atanh(0.5) first at n = 16
+    assert finding4.MODELS_TO_SUPPORT == 16  # 1.96 / sqrt(n - 3) < atanh(0.5) first at n = 16
     assert "about 16 to support" in SIZE_FINDING.needs
 
 
@@ -334,7 +344,7 @@ def test_holm_agrees_with_statsmodels() -> None:
     from statsmodels.stats.multitest import multipletests
 
     p_values = [0.01, 0.04, 0.03, 0.005, 0.5, 0.04]
-    assert findings.holm(p_values) == pytest.approx(multipletests(p_values, method="holm")[1].tolist())
+    assert rules.holm(p_values) == pytest.approx(multipletests(p_values, method="holm")[1].tolist())
 
 
 def test_bootstrap_samples_below_the_minimum_are_rejected_before_any_work() -> None:
@@ -345,10 +355,10 @@ def test_bootstrap_samples_below_the_minimum_are_rejected_before_any_work() -> N
 
 
 def test_the_papers_table_under_the_same_rules() -> None:
-    from helpers.tables import published_tables
+    from helpers.study.tables import published_tables
 
     published = StudyData.from_published(published_tables()[0], SAMPLES, 0)
-    table = findings.findings_on_published_data(published).set_index("finding")
+    table = scorecard.findings_on_published_data(published).set_index("finding")
     assert table.loc[1, "verdict"] == table.loc[2, "verdict"] == NOT_TESTABLE  # no prompt-level data; one encoder
     assert table.loc[3, "verdict"] == NOT_TESTABLE and "selection" in table.loc[3, "testable_here"]  # GPT-2 was
     # named from this very table
@@ -368,7 +378,7 @@ def test_thin_or_gapped_length_coverage_is_not_testable_never_refuted() -> None:
 
 
 def test_the_analysis_survives_odd_runs() -> None:
-    from helpers.tables import published_tables
+    from helpers.study.tables import published_tables
 
     published = published_tables()[0]
     no_math = synthetic()
@@ -387,8 +397,8 @@ def test_the_analysis_survives_odd_runs() -> None:
 
 def test_the_papers_sparsity_ratios_are_its_table_s() -> None:
     # the paper's 7.08 (arithmetic means, as it reports) and 4.40 (geometric means of model means, the estimand)
-    assert findings.PAPER_SPARSITY_RATIO == pytest.approx(0.2757 / 0.0390, abs=0.01)
-    assert findings.PAPER_SPARSITY_RATIO_GEOMETRIC == pytest.approx(4.40, abs=0.01)
+    assert finding2.PAPER_SPARSITY_RATIO == pytest.approx(0.2757 / 0.0390, abs=0.01)
+    assert finding2.PAPER_SPARSITY_RATIO_GEOMETRIC == pytest.approx(4.40, abs=0.01)
     assert findings.ABOUT_BAND == pytest.approx((2.20, 8.80), abs=0.01)
 
 
@@ -405,7 +415,7 @@ def test_the_bootstrap_weights_resample_within_each_category() -> None:
 def test_the_power_analysis_finds_sample_sizes_without_warnings() -> None:
     import warnings
 
-    from helpers.tables import published_tables
+    from helpers.study.tables import published_tables
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # a report must show no warning: statsmodels' root finder gave several

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from helpers import metrics
+from helpers.core import metrics
 
 KERNELS = ["flash", "blocked"]
 

@@ -1,6 +1,6 @@
 """Every Markdown table the compendium writes parses to rows of the header's width: text with ``|`` or
 newlines (finding 2's evidence reads ``|h| < 0.01``) is escaped where Markdown is written
-(``helpers.store.markdown_table``), and no cell reads ``nan``."""
+(``helpers.base.store.markdown_table``), and no cell reads ``nan``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import findings, paths, store, tables
+from helpers.base import paths, store
+from helpers.stats import findings
+from helpers.study import tables
 
 UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
 DELIMITER = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?$")

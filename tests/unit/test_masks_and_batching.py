@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import models, streaming
+from helpers.core import models, streaming
 
 
 def test_additive_mask_becomes_allowed_keys_and_padding_keys_are_dropped() -> None:

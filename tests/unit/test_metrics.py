@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from helpers import metrics
+from helpers.core import metrics
 
 
 def test_uniform_attention_over_n_keys_has_entropy_log_n() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import models, registry
+from helpers.core import models, registry
 
 
 @pytest.mark.parametrize("name", ["../nope", "./nope", "/no/such/folder/anywhere", "~/no-such-model-folder", "a/b/c"])

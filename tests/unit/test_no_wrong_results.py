@@ -13,9 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import collection, explore, models, notebooks, paths, store, study, tables
-from helpers.outputs import FINDINGS_FIGURES, SIGNATURE_FIGURES, STUDY_FIGURES
-from helpers.study import CATEGORIES, ParameterError, PromptFileError
+from helpers import study
+from helpers.base import paths, store
+from helpers.core import models
+from helpers.report import explore_measure, notebooks
+from helpers.study import CATEGORIES, ParameterError, PromptFileError, collection, tables
+from helpers.study.outputs import FINDINGS_FIGURES, SIGNATURE_FIGURES, STUDY_FIGURES
 
 
 def _folder(tmp_path: Path, name: str = "model", tokenizer: bool = True, nan: bool = False) -> Path:
@@ -82,13 +85,13 @@ def test_6_measure_and_explore_refuse_a_max_length_without_room_for_text(max_len
     with pytest.raises(ParameterError, match=rf"max_length={max_length} leaves no room.*at least 3"):
         measure("tiny-bert", ["What is 2+2?"], max_length=max_length)
     with pytest.raises(ParameterError, match="leaves no room"):
-        explore.analyse("tiny-bert", "What is 2+2?", max_tokens=max_length)
+        explore_measure.analyse("tiny-bert", "What is 2+2?", max_tokens=max_length)
 
 
 def test_7_the_explorer_cuts_a_prompt_as_the_run_cut_its_prompts(monkeypatch, tmp_path: Path) -> None:
     params = _params(tmp_path, monkeypatch, models=["tiny-bert"], max_length=8)
-    assert explore.study_max_tokens(params, 512) == 8
-    assert explore.study_max_tokens(params.model_copy(update={"max_length": None}), 512) == 512
+    assert explore_measure.study_max_tokens(params, 512) == 8
+    assert explore_measure.study_max_tokens(params.model_copy(update={"max_length": None}), 512) == 512
     cells = json.loads((paths.NOTEBOOKS / "07_explore.ipynb").read_text())["cells"]
     code = "".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
     assert "max_tokens = explore.study_max_tokens(params, max_tokens)" in code
@@ -116,7 +119,7 @@ def test_8_custom_categories_rank_among_the_runs_categories() -> None:
 
 
 def test_9_a_one_model_study_shows_every_table_saying_what_is_missing() -> None:
-    from helpers import findings
+    from helpers.stats import findings
     from tests.unit.test_findings import synthetic
 
     metrics = synthetic({"Smol": ("decoder", 135)}, per_category=4)
@@ -255,10 +258,13 @@ def test_16_a_text_of_invisible_characters_is_refused_naming_the_prompt(tmp_path
 
 def test_16_a_misspelt_explorer_category_names_the_allowed_ones(tmp_path: Path, monkeypatch) -> None:
     params = _params(tmp_path, monkeypatch, models=["tiny-bert"])
-    analysis = explore.analyse("tiny-bert", "What is 2+2?")
+    analysis = explore_measure.analyse("tiny-bert", "What is 2+2?")
     with pytest.raises(ValueError, match=r"'mathematical_reasonin' is not one of .*\['mathematical_reasoning'"):
-        explore.study_context(analysis, explore.load_study(params), "mathematical_reasonin")
-    assert explore.study_category(params.model_copy(update={"categories": ["creative_writing"]})) == "creative_writing"
+        explore_measure.study_context(analysis, explore_measure.load_study(params), "mathematical_reasonin")
+    assert (
+        explore_measure.study_category(params.model_copy(update={"categories": ["creative_writing"]}))
+        == "creative_writing"
+    )
 
 
 def test_16_the_dequantized_model_cache_honours_the_umask(tmp_path: Path, monkeypatch) -> None:

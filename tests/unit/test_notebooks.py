@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from helpers import notebooks, paths
+from helpers.base import paths
+from helpers.report import notebooks
 
 NOTEBOOKS = sorted(paths.NOTEBOOKS.glob("*.ipynb"))
 NUMBERED = [p for p in NOTEBOOKS if p.name[:2].isdigit()]

@@ -8,7 +8,7 @@ import tomllib
 
 import yaml
 
-from helpers import paths
+from helpers.base import paths
 
 PROFILE = paths.ROOT / "profiles" / "slurm" / "config.yaml"
 

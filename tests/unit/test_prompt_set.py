@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import models, paths, study
+from helpers import study
+from helpers.base import paths
+from helpers.core import models
 
 MAX_GAP_TOKENS = 8
 MIN_PER_QUARTER = 3  # enough to anchor each category's length spline in every quarter

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import paths, reference
+from helpers.base import paths
+from helpers.study import reference
 
 MODELS = {"BERT-Base", "GPT2-117M", "Qwen-1.5-0.5B", "Phi-1", "BLOOM-560M", "StableLM-3B"}
 CATEGORIES = {
@@ -51,7 +52,7 @@ def test_committed_csvs_are_byte_identical_to_a_fresh_parse(tmp_path: Path) -> N
     assert committed == sorted(p.name for p in fresh), "data/reference/*.csv out of step with the raw file"
     for path in fresh:
         assert (paths.REFERENCE / path.name).read_bytes() == path.read_bytes(), (
-            f"{path.name} differs from a fresh parse; regenerate with `python -m helpers.reference`"
+            f"{path.name} differs from a fresh parse; regenerate with `python -m helpers.study.reference`"
         )
 
 

@@ -1,4 +1,4 @@
-"""The reproduction check (helpers/reproduction.py): committed outputs that a rerun reproduces within the
+"""The reproduction check (helpers/study/reproduction.py): committed outputs that a rerun reproduces within the
 tolerance of each kind of number are kept byte for byte; anything beyond is reported and rewritten."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import figures, findings, reproduction, tables
+from helpers.report import figures
+from helpers.stats import findings
+from helpers.study import reproduction, tables
 
 CONTEXT = reproduction.Context(entries_inverse=1 / (30 * 384))  # one entry of a 30-token MiniLM layer
 
@@ -184,7 +186,7 @@ def test_a_figure_is_kept_only_when_its_tables_reproduced_and_this_code_drew_it(
 
 
 def test_every_figure_names_the_tables_behind_it() -> None:
-    from helpers import outputs
+    from helpers.study import outputs
 
     figures_ = {*outputs.STUDY_FIGURES, *outputs.FINDINGS_FIGURES, *outputs.SIGNATURE_FIGURES}
     tables_ = {*outputs.STUDY_TABLES, *outputs.FINDINGS_TABLES, *outputs.SIGNATURE_TABLES}

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from helpers import findings, signatures, store
-from helpers.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE
-from helpers.robustness import StudyData
+from helpers.base import store
+from helpers.stats import findings
+from helpers.stats.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, finding5, rules, signatures
+from helpers.stats.robustness import StudyData
 
 FAST = signatures.Settings(folds=4, repeats=1, permutations=59, unit_permutations=5)
 """Small enough for make test; 59 permutations still allow p < 0.025 (the rule's level per view)."""
@@ -62,20 +63,18 @@ def run_tests(seed: int, models: int = 2, **truth: float | bool) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True)
 
 
-FINDING = signatures.ActivationSignatures()
+FINDING = finding5.ActivationSignatures()
 
 
-def test_finding_5_is_registered_once_with_its_rule_stated() -> None:
-    numbers = [finding.number for finding in findings.FINDINGS]
-    assert numbers == [1, 2, 3, 4, 5]
-    findings.register(signatures.ActivationSignatures())
-    assert [finding.number for finding in findings.FINDINGS] == numbers
-    assert "Finding 5" in findings.rules_markdown() and f"{signatures.MIN_GAIN:.0%}" in FINDING.minimum_effect
+def test_finding_5_is_in_the_findings_once_with_its_rule_stated() -> None:
+    assert [finding.number for finding in findings.FINDINGS] == [1, 2, 3, 4, 5]
+    assert isinstance(findings.FINDINGS[4], finding5.ActivationSignatures)
+    assert "Finding 5" in findings.rules_markdown() and f"{finding5.MIN_GAIN:.0%}" in FINDING.minimum_effect
 
 
 def test_no_signature_rarely_holds() -> None:
     verdicts = [FINDING.judge(run_tests(seed)).verdict for seed in range(20)]
-    per_model = pd.concat([signatures.model_verdicts(run_tests(seed, models=1)) for seed in range(20, 40)])
+    per_model = pd.concat([finding5.model_verdicts(run_tests(seed, models=1)) for seed in range(20, 40)])
     assert verdicts.count(HOLDS) <= 1  # at most 5% of 20 runs
     assert (per_model["verdict"] == HOLDS).sum() <= 1  # and of 20 single models
 
@@ -86,7 +85,7 @@ def test_a_planted_category_direction_holds() -> None:
         assessment = FINDING.judge(tests)
         assert assessment.verdict == HOLDS, assessment.evidence
         representational = tests[tests["kind"] == "representational"]
-        assert (representational["selectivity"] >= signatures.MIN_GAIN).all()
+        assert (representational["selectivity"] >= finding5.MIN_GAIN).all()
 
 
 def test_a_signature_carried_only_by_length_or_digits_never_holds() -> None:
@@ -118,7 +117,7 @@ def test_not_testable_without_vectors_or_with_too_few_prompts() -> None:
     )
     data = StudyData.from_metrics(metrics, samples=10, seed=0)
     assert FINDING.assess(data).verdict == NOT_TESTABLE
-    data.cache[signatures.CACHE_KEY] = run_tests(0).assign(min_per_category=2)
+    data.cache[finding5.CACHE_KEY] = run_tests(0).assign(min_per_category=2)
     assessment = FINDING.assess(data)
     assert assessment.verdict == NOT_TESTABLE and "fewest: 2" in assessment.why_not_testable
 
@@ -151,7 +150,7 @@ def test_selective_units_agree_with_scipys_benjamini_hochberg() -> None:
     selective, owner = signatures.selective_units(effects, labels)
     d, t = effects.of(labels)
     q = stats.false_discovery_control(2 * stats.t.sf(t, effects.dof).reshape(-1)).reshape(t.shape)
-    expected = ((q < findings.ALPHA) & (np.abs(d) >= signatures.MIN_UNIT_D)).any(axis=0)
+    expected = ((q < rules.ALPHA) & (np.abs(d) >= signatures.MIN_UNIT_D)).any(axis=0)
     assert np.array_equal(selective, expected)
     assert selective[:20].all() and selective[20:].sum() <= 2 and (owner[:20] == 1).all()
 

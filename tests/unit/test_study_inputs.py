@@ -13,11 +13,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import paths, store, study
+from helpers import study
+from helpers.base import paths, store
 
 
 def test_shipped_parameter_files_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    from helpers import assemble, registry
+    from helpers.core import assemble, registry
 
     monkeypatch.setattr(registry, "hub_reachable", lambda: True)  # the paper's hub models, as on a connected machine
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -31,7 +32,7 @@ def test_shipped_parameter_files_load(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_papers_parameters_offline_and_uncached_fail_before_work_saying_how_to_fetch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from helpers import registry
+    from helpers.core import registry
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(registry, "_hub_cached", lambda name: False)  # as on a machine that never fetched it
@@ -73,7 +74,7 @@ def test_bad_parameters_name_the_problem(raw: dict, message: str) -> None:
 
 
 def test_bad_model_paths_fail_before_any_model_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    from helpers import registry
+    from helpers.core import registry
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("a bad path must fail before asking the hub")
@@ -101,7 +102,7 @@ def test_own_categories_are_allowed_when_declared() -> None:
 
 
 def test_max_length_must_leave_room_for_text() -> None:
-    from helpers import models, streaming
+    from helpers.core import models, streaming
 
     tokenizer = models.tiny_tokenizer()  # [CLS] ... [SEP]: two special tokens
     with pytest.raises(study.ParameterError, match=r"max_length=2 leaves no room.*at least 3"):
@@ -110,8 +111,9 @@ def test_max_length_must_leave_room_for_text() -> None:
 
 
 def test_importing_the_light_modules_does_not_import_torch() -> None:
-    code = (
-        "import sys, helpers.store, helpers.study, helpers.workflow; "
+    code = (  # what the Snakefile imports, and every layer's package
+        "import sys, helpers.base.store, helpers.study, helpers.study.outputs, helpers.workflow, helpers.core, "
+        "helpers.stats, helpers.report; "
         "helpers.study.load_params('params/smoke.yaml'); print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=paths.ROOT, capture_output=True, text=True, check=True)
@@ -210,7 +212,7 @@ def test_a_stored_table_is_verified_when_read(tmp_path: Path) -> None:
 def test_outputs_honour_the_umask_and_figures_are_written_atomically(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from helpers import figures
+    from helpers.report import figures
 
     previous = os.umask(0o022)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from helpers import tables
+from helpers.study import tables
 
 
 def _metrics() -> pd.DataFrame:

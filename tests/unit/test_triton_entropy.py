@@ -1,4 +1,4 @@
-"""The Triton kernel (helpers/kernels/triton_entropy.py) under Triton's CPU interpreter, against the brute force.
+"""The Triton kernel (helpers/core/kernels/triton_entropy.py) under Triton's CPU interpreter, against the brute force.
 
 The interpreter must be chosen before triton is imported (TRITON_INTERPRET=1), so the check runs
 in a fresh process: small shapes, grouped heads, causal, padding and sliding-window masks, float32
@@ -15,11 +15,11 @@ import sys
 
 import pytest
 
-from helpers import paths
+from helpers.base import paths
 
 CHECK = """
 import json, torch
-from helpers.kernels import triton_entropy
+from helpers.core.kernels import triton_entropy
 from tests.unit.test_entropy_kernel import RELATIVE, brute_force, masks
 torch.manual_seed(0)
 batch, n, scale, results = 2, 20, 0.3, []

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers import paths, reproduction, store
-from helpers.outputs import FINDINGS_FIGURES, SIGNATURE_FIGURES, STUDY_FIGURES
-from helpers.study import CATEGORIES
-from helpers.tables import PAPER_METRICS, finite_only
+from helpers.base import paths, store
+from helpers.study import CATEGORIES, reproduction
+from helpers.study.outputs import FINDINGS_FIGURES, SIGNATURE_FIGURES, STUDY_FIGURES
+from helpers.study.tables import PAPER_METRICS, finite_only
 
 plt.rcParams["svg.hashsalt"] = "neural-activation-compendium"  # stable SVG ids: reruns give identical files
 
@@ -42,7 +42,7 @@ LAYER_STATISTICS: dict[str, tuple[str, str]] = {
 
 def display_name(model: str) -> str:
     """A model's display name (``MiniLM-L6`` for ``minilm-l6``), or the name itself when the registry lacks it."""
-    from helpers.registry import UnknownModelError, resolve
+    from helpers.core.registry import UnknownModelError, resolve
 
     try:
         return resolve(model).display_name
@@ -61,7 +61,7 @@ ANNOTATION_DIGITS = 3
 
 def _drawn(table: pd.DataFrame) -> pd.DataFrame:
     """What a figure draws: the data read at measurement precision, then rounded like the text outputs,
-    so float noise between machines changes no pixel (``helpers.store``)."""
+    so float noise between machines changes no pixel (``helpers.base.store``)."""
     return store.round_significant(store.at_measurement_precision(table))
 
 
@@ -85,6 +85,9 @@ def study_figures(
 
 DRAWING_CODE: str = store.file_sha256(Path(__file__))[:16]
 """This module's content hash, recorded in every figure: a committed figure drawn by other code is redrawn."""
+SOURCE = "helpers/report/figures.py"
+"""The drawing code as every figure names it, before its hash (figures drawn before the package layout name
+``helpers/figures.py``)."""
 
 
 def save_figure(figure: plt.Figure, name: str, notebook: str, folder: Path = paths.FIGURES) -> list[Path]:
@@ -92,7 +95,7 @@ def save_figure(figure: plt.Figure, name: str, notebook: str, folder: Path = pat
     written = []
     for suffix in ("png", "svg"):
         path = folder / f"{name}.{suffix}"
-        metadata = {"Title": name, "Description": f"made by {notebook}", "Source": f"helpers/figures.py {DRAWING_CODE}"}
+        metadata = {"Title": name, "Description": f"made by {notebook}", "Source": f"{SOURCE} {DRAWING_CODE}"}
         if suffix == "svg":
             metadata["Date"] = None  # no timestamp: reruns give identical files
         with store.atomic_path(path) as temporary:
@@ -107,7 +110,7 @@ def drawn_by(path: Path) -> str:
 
     try:
         with Image.open(path) as image:
-            return str(image.info.get("Source", "")).removeprefix("helpers/figures.py ")
+            return str(image.info.get("Source", "")).rpartition(" ")[2]  # "<source file> <hash>"
     except OSError:
         return ""
 
@@ -350,7 +353,7 @@ def _note_figure(text: str) -> plt.Figure:
 def finding1_categories(categories: pd.DataFrame, math: str = "mathematical_reasoning") -> plt.Figure:
     """Per model: each category's mean H_att at matched length (95% interval) and raw (hollow), math in red.
 
-    ``categories``: the ``finding1_categories`` table (``helpers.findings``), or a one-column note.
+    ``categories``: the ``finding1_categories`` table (``helpers.stats.findings``), or a one-column note.
     """
     if "matched_length_mean" not in categories:
         return _note_figure(str(categories.iloc[0, 0]))
@@ -488,7 +491,7 @@ def signature_probe_depth(probes: pd.DataFrame) -> plt.Figure:
     """Per model, probe accuracy (surface features + one layer's mean-pooled vectors) by relative depth, with the
     surface-only baseline (band), the control task (random labels of the same class sizes) and chance.
 
-    ``probes``: the ``signature_probes`` table (``helpers.signatures.layer_probes`` per model).
+    ``probes``: the ``signature_probes`` table (``helpers.stats.findings.signatures.layer_probes`` per model).
     """
     if "accuracy" not in probes:
         return _note_figure(str(probes.iloc[0, 0]))

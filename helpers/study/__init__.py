@@ -1,8 +1,13 @@
-"""A study run: its parameter file, its prompts, and collecting one model's measurements.
+"""The study layer: a study run's parameter file and prompts (this module), and its parts below.
 
 A parameter file (YAML) names the models and the prompt file; ``load_params`` checks it before
 any model work starts. ``load_prompts`` reads and checks a prompt file; ``load_metrics`` and
-``load_layers`` read a run's measurements (made by ``helpers.collection``).
+``load_layers`` read a run's measurements (made by ``helpers.study.collection``).
+
+The package's modules: ``collection`` (measuring a run's models, resumably), ``outputs`` (every
+table and figure of a run by name, and where a run writes them), ``tables`` (the study's tables),
+``reference`` (the paper's published tables) and ``reproduction`` (committed outputs checked
+against a rerun). Light: nothing here imports torch (the Snakefile imports this package).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from helpers import paths, store
+from helpers.base import paths, store
+from helpers.base.checks import ParameterError, is_blank
 
 CATEGORIES: tuple[str, ...] = (
     "factual_questions",
@@ -49,10 +55,6 @@ MAIN_RUN = "default"
 MAIN_PARAMS = paths.PARAMS / "default.yaml"
 """The only parameter file that may run the main study (``load_params`` refuses the name elsewhere)."""
 LIBRARIES = ("torch", "transformers", "tokenizers", "gguf", "pandas", "numpy", "pyarrow", "matplotlib", "seaborn")
-
-
-class ParameterError(ValueError):
-    """A parameter file that cannot be used as it is."""
 
 
 class PromptFileError(ValueError):
@@ -161,7 +163,7 @@ class StudyParams(BaseModel):
 
 def _check_display_names(models: list[str]) -> None:
     """Two models whose tables would share a display name (two folders both called ``model``) are an error."""
-    from helpers.registry import resolve
+    from helpers.core.registry import resolve
 
     seen: dict[str, str] = {}
     for model in models:
@@ -195,11 +197,11 @@ def model_key(name: str) -> str:
 def check_model_name(name: str) -> None:
     """Raise ``ValueError`` if ``name`` cannot name a model that loads here; load nothing.
 
-    ``helpers.registry.check_model_name`` (a registry name, an existing model folder, or a hub id
+    ``helpers.core.registry.check_model_name`` (a registry name, an existing model folder, or a hub id
     'owner/name' that is cached or reachable), with its message; no torch.
     """
-    from helpers.registry import ModelUnavailableError
-    from helpers.registry import check_model_name as check
+    from helpers.core.registry import ModelUnavailableError
+    from helpers.core.registry import check_model_name as check
 
     try:
         check(name)
@@ -375,18 +377,6 @@ def _read_prompt_csv(path: Path) -> pd.DataFrame:
     if not rows:
         raise PromptFileError(f"prompt file {path} has a header but no prompts")
     return pd.DataFrame(rows, columns=header, dtype=str).assign(line=starts)
-
-
-INVISIBLE = re.compile(
-    r"[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-    r"\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]+"
-)
-"""Whitespace and characters that show nothing (zero-width spaces and joiners, direction marks, BOM, ...)."""
-
-
-def is_blank(text: str) -> bool:
-    """Whether ``text`` is empty or shows nothing: only whitespace or invisible characters (``INVISIBLE``)."""
-    return not INVISIBLE.sub("", text)
 
 
 def prompt_covariates(texts: pd.Series) -> dict[str, pd.Series]:

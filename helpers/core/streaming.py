@@ -10,7 +10,7 @@ produces them, and the attention entropy is recorded on one of two paths:
   sdpa forward does, and each attention row's entropy from the log-sum-exp and one more
   attention call with the keys as the values (``metrics.attention_row_entropy``). No attention
   map is ever made: memory grows by O(T), not O(T^2), and any length the model has positions
-  for can be measured. On the CPU the one-pass kernel of ``helpers.kernels`` returns the output,
+  for can be measured. On the CPU the one-pass kernel of ``helpers.core.kernels`` returns the output,
   log-sum-exp and entropies together where it is built (``attrs["attention_kernel"]`` records which).
 * ``"eager"`` (the reference, and the fallback where the fused path is not exact: BLOOM's
   own attention code with ALiBi, logit soft-capping): eager attention, whose probabilities a
@@ -44,9 +44,9 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
 
-from helpers import kernels, metrics, models
-from helpers.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
-from helpers.study import ParameterError, is_blank
+from helpers.base.checks import ParameterError, is_blank
+from helpers.core import kernels, metrics, models
+from helpers.core.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
 
 PAPER_COLUMNS = ("final_activation", "attention_entropy", "max_sparsity")
 ENTROPY_CHUNK_ELEMENTS = 1 << 22
@@ -330,7 +330,7 @@ def _fused_attention(records: list[_BatchRecord]) -> Callable[..., tuple[torch.T
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         causal = bool(q_len > 1 and attention_mask is None and causal)  # as sdpa decides
         kernel = kernels.cpu_kernel() if query.device.type == "cpu" and query.dtype in _KERNEL_DTYPES else None
-        if kernel is not None:  # output, log-sum-exp and row entropies in one pass (helpers/kernels)
+        if kernel is not None:  # output, log-sum-exp and row entropies in one pass (helpers/core/kernels)
             output, _, rows = kernels.entropy_attention(
                 query, key, value, scale=scale, mask=metrics.as_allowed(attention_mask), is_causal=causal,
                 key_ranges=blocks, module=kernel,

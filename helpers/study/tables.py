@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import reproduction, store
-from helpers.outputs import PUBLISHED_SUMMARIES, STUDY_TABLES
-from helpers.study import CATEGORIES
+from helpers.base import store
+from helpers.study import CATEGORIES, reproduction
+from helpers.study.outputs import PUBLISHED_SUMMARIES, STUDY_TABLES
 
 PAPER_METRICS: dict[str, str] = {
     "final_activation": "Final_Activation",
@@ -179,7 +179,7 @@ def summary_tables(cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def published_tables() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The paper's model x category table and its summary tables, keyed like ``summary_tables``."""
-    from helpers.reference import load_published
+    from helpers.study.reference import load_published
 
     summaries = {name: load_published(slug) for name, slug in PUBLISHED_SUMMARIES.items()}
     return load_published("complete_analysis_results"), summaries
@@ -309,7 +309,7 @@ def export_tables(
     """Write each table as CSV, Markdown and LaTeX into ``folder``; each file names the notebook that made it.
 
     Numbers are written to ``store.SIGNIFICANT_DIGITS`` significant digits (parquet keeps full
-    precision). With a ``check`` (``helpers.reproduction``), a table whose committed CSV it reproduces
+    precision). With a ``check`` (``helpers.study.reproduction``), a table whose committed CSV it reproduces
     within tolerance is left as committed (all three files, their time renewed) and only a table that
     differs beyond tolerance is rewritten; every comparison is recorded in the check.
     """

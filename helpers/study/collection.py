@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers import paths, store
+from helpers.base import paths, store
 from helpers.study import (
     StudyParams,
     ensure_writable,
@@ -50,7 +50,7 @@ def _content_key(*parts: Any) -> str:
 def measurement_code_sha256() -> str:
     """Hash of the modules that load models and compute the measurements: editing them re-measures."""
     digest = hashlib.sha256()
-    for module in ("models.py", "metrics.py", "streaming.py", "collection.py"):
+    for module in ("core/models.py", "core/metrics.py", "core/streaming.py", "study/collection.py"):
         digest.update((paths.ROOT / "helpers" / module).read_bytes())
     return digest.hexdigest()
 
@@ -156,8 +156,8 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
     """
     from tqdm.auto import tqdm
 
-    from helpers.models import load_model
-    from helpers.streaming import check_lengths, check_max_length, measure_with_layers
+    from helpers.core.models import load_model
+    from helpers.core.streaming import check_lengths, check_max_length, measure_with_layers
 
     prompts = load_prompts(params.prompts_path, params.categories, params.prompts_per_category)
     chunk_folder = ensure_writable(params.activations_path(model).with_suffix(".chunks"))

@@ -1,4 +1,4 @@
-// One-pass attention with row entropies on the CPU (helpers/kernels/__init__.py builds and loads it).
+// One-pass attention with row entropies on the CPU (helpers/core/kernels/__init__.py builds and loads it).
 //
 // For every query row i, one blocked pass over its allowed keys (online softmax, as in torch's
 // ATen/native/cpu/FlashAttentionKernel.cpp, BSD licence, whose structure this follows) keeps

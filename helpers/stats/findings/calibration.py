@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers import findings, robustness
-from helpers.findings import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
-from helpers.robustness import MATH
+from helpers.stats import robustness
+from helpers.stats.findings import finding1, finding2, finding4
+from helpers.stats.findings.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from helpers.stats.robustness import MATH
 from helpers.study import CATEGORIES
 
 PER_CATEGORY = 45
@@ -139,8 +140,8 @@ def finding1_verdicts(scenario: str, models: int, seeds: int, seed: int = 0) -> 
     """The run verdicts of finding 1's rule on ``seeds`` simulated runs of ``models`` models each."""
     _, shifts, options = FINDING1_SCENARIOS[scenario]
     prompts = synthetic_prompts(math_longer=int(options.get("math_longer", 0)), seed=seed)
-    design = robustness.matched_length_design(prompts, MATH, findings.FINDING1_COVARIATES)
-    rule = findings.MathHasHighestEntropy
+    design = robustness.matched_length_design(prompts, MATH, finding1.FINDING1_COVARIATES)
+    rule = finding1.MathHasHighestEntropy
     shift = planted_shift(prompts, shifts, options.get("tokens_per_word_effect", 0.0))
     rng = np.random.default_rng(seed + 1)
     verdicts = []
@@ -160,29 +161,29 @@ def finding1_verdicts(scenario: str, models: int, seeds: int, seed: int = 0) -> 
 FINDING2_SCENARIOS: dict[str, tuple[Scenario, float, float]] = {
     # name: (scenario, true decoder/encoder ratio, SD of log model means)
     "boundary": (
-        Scenario(2, f"'sparser' at its boundary: ratio {findings.SPARSER_MINIMUM}, SD 0.5", None, (HOLDS,)),
-        findings.SPARSER_MINIMUM,
+        Scenario(2, f"'sparser' at its boundary: ratio {finding2.SPARSER_MINIMUM}, SD 0.5", None, (HOLDS,)),
+        finding2.SPARSER_MINIMUM,
         0.5,
     ),
     "no difference": (Scenario(2, "'sparser': no difference (ratio 1), SD 0.5", DOES_NOT_HOLD, (HOLDS,)), 1.0, 0.5),
     "paper's ratio, small spread": (
         Scenario(2, "'sparser': the paper's geometric ratio, SD 0.3", HOLDS, (DOES_NOT_HOLD,)),
-        findings.PAPER_SPARSITY_RATIO_GEOMETRIC,
+        finding2.PAPER_SPARSITY_RATIO_GEOMETRIC,
         0.3,
     ),
     "paper's ratio, the paper's spread": (
         Scenario(2, "'sparser': the paper's geometric ratio, SD 1.21 (between its decoders)", HOLDS, (DOES_NOT_HOLD,)),
-        findings.PAPER_SPARSITY_RATIO_GEOMETRIC,
+        finding2.PAPER_SPARSITY_RATIO_GEOMETRIC,
         1.21,
     ),
     "about: band edge": (
-        Scenario(2, f"'about': ratio at the band's lower end ({findings.ABOUT_BAND[0]:.3g}), SD 0.3", None, (HOLDS,)),
-        findings.ABOUT_BAND[0],
+        Scenario(2, f"'about': ratio at the band's lower end ({finding2.ABOUT_BAND[0]:.3g}), SD 0.3", None, (HOLDS,)),
+        finding2.ABOUT_BAND[0],
         0.3,
     ),
     "about: inside": (
         Scenario(2, "'about': the paper's geometric ratio, SD 0.2", HOLDS, (DOES_NOT_HOLD,)),
-        findings.PAPER_SPARSITY_RATIO_GEOMETRIC,
+        finding2.PAPER_SPARSITY_RATIO_GEOMETRIC,
         0.2,
     ),
 }
@@ -193,7 +194,7 @@ def finding2_verdicts(scenario: str, encoders: int, decoders: int, seeds: int, s
     """The verdicts of the part of finding 2 a scenario judges, on ``seeds`` simulated sets of model means."""
     described, ratio, sd = FINDING2_SCENARIOS[scenario]
     judge: Callable[[robustness.ShiftPermutationTest], str] = (
-        findings.about_verdict if scenario.startswith("about") else findings.sparser_verdict
+        finding2.about_verdict if scenario.startswith("about") else finding2.sparser_verdict
     )
     rng = np.random.default_rng(seed)
     verdicts = []
@@ -212,8 +213,8 @@ FINDING4_SCENARIOS: dict[str, tuple[Scenario, float]] = {
     # name: (scenario, true Spearman rho)
     "no link": (Scenario(4, "no link (rho = 0)", HOLDS, (DOES_NOT_HOLD,)), 0.0),
     "boundary": (
-        Scenario(4, f"a link at the minimum (rho = {findings.MONOTONIC_MINIMUM})", None, (HOLDS, DOES_NOT_HOLD)),
-        findings.MONOTONIC_MINIMUM,
+        Scenario(4, f"a link at the minimum (rho = {finding4.MONOTONIC_MINIMUM})", None, (HOLDS, DOES_NOT_HOLD)),
+        finding4.MONOTONIC_MINIMUM,
     ),
     "strong link": (Scenario(4, "a strong link (rho = 0.95)", DOES_NOT_HOLD, (HOLDS,)), 0.95),
 }
@@ -224,7 +225,7 @@ def finding4_verdicts(scenario: str, models: int, seeds: int, seed: int = 0) -> 
     _, rho = FINDING4_SCENARIOS[scenario]
     pearson = 2 * math.sin(math.pi * rho / 6)  # the normal correlation whose Spearman rho is ``rho``
     rng = np.random.default_rng(seed)
-    finding = findings.NoMonotonicParameterLink()
+    finding = finding4.NoMonotonicParameterLink()
     verdicts = []
     for _ in range(seeds):
         x, noise = rng.normal(size=(2, models))

@@ -29,8 +29,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from helpers import paths, store
-from helpers.registry import (  # noqa: F401  (re-exported: helpers.models is the loading API)
+from helpers.base import paths, store
+from helpers.core.registry import (  # noqa: F401  (re-exported: helpers.core.models is the loading API)
     _TINY_COMMON,
     ASSEMBLED,
     EMBEDDED,
@@ -310,8 +310,8 @@ def _load_embedded(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any,
 
 
 def _load_assembled(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any, Any, str]:
-    """An assembled model (``helpers.assemble``), its files checked against the pinned sha256 first."""
-    from helpers import assemble
+    """An assembled model (``helpers.core.assemble``), its files checked against the pinned sha256 first."""
+    from helpers.core import assemble
 
     folder = assemble.verify(spec.name)  # ChecksumError naming file, hashes and the reinstall command
     packages = spec.provenance.packages

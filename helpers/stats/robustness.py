@@ -3,7 +3,7 @@
 Everything takes a ``StudyData``: a run's per-prompt measurements (or the paper's published
 model x category cells) arranged as items x models, with one set of bootstrap resamples (a
 weight matrix, items resampled with replacement within their stratum, the same draw for every
-model: the design is paired) shared by every bootstrap statistic. ``helpers.findings`` turns
+model: the design is paired) shared by every bootstrap statistic. ``helpers.stats.findings`` turns
 these statistics into verdicts.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers import store
+from helpers.base import store
 from helpers.study import CATEGORIES, MIN_BOOTSTRAP_SAMPLES
 
 __all__ = ["MIN_BOOTSTRAP_SAMPLES", "StudyData"]

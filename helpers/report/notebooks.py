@@ -1,8 +1,8 @@
 """Run the numbered notebooks with papermill, render them to HTML reports, and write the study's front page.
 
-``python -m helpers.notebooks run NOTEBOOK --params FILE [--model NAME]`` executes one notebook
+``python -m helpers.report.notebooks run NOTEBOOK --params FILE [--model NAME]`` executes one notebook
 into the build folder (never over the source) and renders a code-free HTML report;
-``python -m helpers.notebooks index --params FILE`` writes ``index.html``, the study's front
+``python -m helpers.report.notebooks index --params FILE`` writes ``index.html``, the study's front
 page. The Snakefile calls these; so can you.
 
 Report conventions (every notebook follows them):
@@ -31,77 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers import paths, store
-from helpers.study import MAIN_RUN, StudyParams, ensure_writable, load_params, model_key, run_provenance
-
-
-def numbered_notebooks() -> dict[str, Path]:
-    """The study's notebooks, found by glob: stem -> path, in order."""
-    return {path.stem: path for path in sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))}
-
-
-@dataclass(frozen=True)
-class RunOutputs:
-    """Where a run writes: the default run to figures/, paper/tables/, reports/; others to a subfolder."""
-
-    params: StudyParams
-
-    def _folder(self, base: Path) -> Path:
-        return base if self.params.name == MAIN_RUN else base / self.params.name
-
-    @property
-    def figures(self) -> Path:
-        return self._folder(paths.FIGURES)
-
-    @property
-    def tables(self) -> Path:
-        return self._folder(paths.TABLES)
-
-    @property
-    def reports(self) -> Path:
-        return self._folder(paths.REPORTS)
-
-    @property
-    def build(self) -> Path:
-        return paths.BUILD / self.params.name
-
-    @property
-    def metrics(self) -> Path:
-        return self.params.results / "metrics.parquet"
-
-    @property
-    def signatures(self) -> Path:
-        """Finding 5's per-model tests (notebook 08), which notebook 06 puts in the scorecard."""
-        return self.params.results / "signatures.parquet"
-
-    @property
-    def aggregated(self) -> Path:
-        return self.params.results / "tables"
-
-    @property
-    def reproduction_records(self) -> Path:
-        return self.build / "reproduction"
-
-    def reproduction(self, notebook: str) -> Path:
-        """Where ``notebook`` records its reproduction check (``helpers.reproduction``)."""
-        return self.reproduction_records / f"{notebook}.json"
-
-    def job_name(self, notebook: str, model: str | None = None) -> str:
-        return notebook if model is None else f"{notebook}_{model_key(model)}"
-
-    def executed(self, notebook: str, model: str | None = None) -> Path:
-        return self.build / f"{self.job_name(notebook, model)}.ipynb"
-
-    def report(self, notebook: str, model: str | None = None) -> Path:
-        return self.reports / f"{self.job_name(notebook, model)}.html"
-
-    def all_reports(self) -> list[Path]:
-        reports = []
-        for notebook in numbered_notebooks():
-            models = self.params.models if notebook.startswith("01_") else [None]
-            reports.extend(self.report(notebook, model) for model in models)
-        return reports
-
+from helpers.base import paths, store
+from helpers.study import StudyParams, ensure_writable, load_params, run_provenance
+from helpers.study.outputs import RunOutputs, numbered_notebooks
 
 # --- what each notebook says about itself -----------------------------------------------------------
 
@@ -723,8 +655,9 @@ def _embedded_png(path: Path) -> str:
 
 
 def reproduction_html(records: Path) -> str:
-    """The run's reproduction check (``helpers.reproduction``): the headline, and every number beyond tolerance."""
-    from helpers import reproduction
+    """The run's reproduction check (``helpers.study.reproduction``): the headline, and every number beyond
+    tolerance."""
+    from helpers.study import reproduction
 
     comparisons = reproduction.read_records(records)
     if not comparisons:
@@ -830,7 +763,7 @@ when tested at its own unit?
 
 <h2>Does this run reproduce the committed outputs?</h2>
 <p>Every committed table, figure and the README's scorecard, compared number by number with what this run
-computed, under the tolerance of each kind of number (<code>helpers/reproduction.py</code>,
+computed, under the tolerance of each kind of number (<code>helpers/study/reproduction.py</code>,
 <code>docs/reproducibility.md</code>); files within tolerance are kept as committed.</p>
 {reproduction_html(outputs.reproduction_records)}
 
@@ -880,7 +813,7 @@ def write_failed_index(params: StudyParams, log: str | Path | list[str] | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.notebooks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m helpers.report.notebooks", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="execute one notebook and render its HTML report")
     run.add_argument("notebook", help="notebook stem, e.g. 01_collect_activations")

@@ -2,7 +2,7 @@
 
 ``cpu_kernel()`` builds (once per machine, torch version and CPU capability, into
 ``.cache/kernels/``) and loads the C++ kernel ``entropy_attention.cpp`` with
-``torch.utils.cpp_extension``; ``python -m helpers.kernels build`` does it ahead of time (``make
+``torch.utils.cpp_extension``; ``python -m helpers.core.kernels build`` does it ahead of time (``make
 install``). If it cannot be built or loaded (no compiler, another platform), ``cpu_kernel()``
 returns None, ``unavailable()`` says why, and the fused path keeps its exact two-call route.
 ``COMPENDIUM_KERNEL=off`` switches the kernel off (for comparisons and benchmarks).
@@ -10,7 +10,7 @@ returns None, ``unavailable()`` says why, and the fused path keeps its exact two
 ``entropy_attention(query, key, value, ...)`` runs it: query (B, H, Q, D), key/value
 (B, H_kv, K, D|Dv) on the CPU, any float dtype (computed in float32); returns the output
 (B, Q, H, Dv) in the query's dtype (transformers' layout after attention), the log-sum-exp and the
-row entropies (B, H, Q) in float32. The GPU counterpart, in Triton, is ``helpers.kernels.triton_entropy``.
+row entropies (B, H, Q) in float32. The GPU counterpart, in Triton, is ``helpers.core.kernels.triton_entropy``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from types import ModuleType
 
 import torch
 
-from helpers import paths
+from helpers.base import paths
 
 SOURCE: Path = Path(__file__).with_name("entropy_attention.cpp")
 BUILD_ROOT: Path = paths.CACHE / "kernels"

@@ -2,7 +2,7 @@
 
 The source is ``data/reference/raw/llm_brain_analysis_tables_20250803_232237.txt``, copied verbatim
 from the paper's repository. Each ``TABLE N: TITLE`` section is a pandas ``to_string`` print-out;
-``python -m helpers.reference`` regenerates ``data/reference/<slug>.csv`` from it.
+``python -m helpers.study.reference`` regenerates ``data/reference/<slug>.csv`` from it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import paths
+from helpers.base import paths
 
 RAW_TABLES: Path = paths.REFERENCE / "raw" / "llm_brain_analysis_tables_20250803_232237.txt"
 

