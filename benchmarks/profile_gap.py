@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.run import BATCH_SIZE, machine, plain_forward  # noqa: E402
-from helpers import kernels, load_model, measure, study  # noqa: E402
+from helpers import load_model, measure, study  # noqa: E402
+from helpers.core import kernels  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "profile.md"
 START, END = "<!-- profile:start -->", "<!-- profile:end -->"
