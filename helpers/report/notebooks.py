@@ -516,12 +516,23 @@ def finding_reason(row: Mapping[str, str]) -> str:
         why = testable.split(":", 1)[1].strip() if ":" in testable else testable
         return _sentence(f"Not testable with this run: {shorten(why, REASON_LENGTH)}")
     evidence = str(row.get(FRONT_PAGE_COLUMNS["evidence"], "") or "").strip()
-    items = [item.strip() for item in evidence.split("; ") if item.strip()]
+    items = [item.strip() for item in _top_level_items(evidence) if item.strip()]
     if not items:
         return "No evidence recorded."
     first = shorten(items[0][0].upper() + items[0][1:], REASON_LENGTH)
     more = f" (and {len(items) - 1} more like it in the scorecard)" if len(items) > 1 else ""
     return _sentence(f"{first}{more}")
+
+
+def _top_level_items(evidence: str) -> list[str]:
+    """``evidence`` split at each "; " outside brackets: one item per model, its parenthesised details kept whole."""
+    items, depth, start = [], 0, 0
+    for index, character in enumerate(evidence):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(character, 0)
+        if depth == 0 and evidence.startswith("; ", index):
+            items.append(evidence[start:index])
+            start = index + 2
+    return [*items, evidence[start:]]
 
 
 def _sentence(text: str) -> str:

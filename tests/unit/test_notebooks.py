@@ -126,7 +126,11 @@ def _scorecard(path: Path, **extra: list[str]) -> Path:
         "claim": ["Math prompts have the highest H_att", "Decoders are sparser", "A fifth finding"],
         "unit": ["prompts within each model", "models", "models"],
         "testable_here": ["yes", "no: 1 encoder and 2 decoders; needs at least 2 of each", "yes"],
-        "evidence_this_run": ["MiniLM-L6: math ranks 8; SmolLM2-135M: math ranks 1", "facts: |h| < 0.01 1.92", "x"],
+        "evidence_this_run": [
+            "MiniLM-L6: math ranks 8 (rank set 2-12; 8 raw); SmolLM2-135M: math ranks 1 (rank set 1-3; 1 raw)",
+            "facts: |h| < 0.01 1.92",
+            "x",
+        ],
         "evidence_paper_table": ["Kendall's W 0.907", "decoder/encoder ratio of mean S_max: 7.08", "y"],
         "test_and_statistic": ["t", "none", "z"],
         "verdict": ["inconclusive", "not testable here", "holds"],
@@ -143,7 +147,8 @@ def test_front_page_findings_are_one_line_each_verdict_first_from_the_scorecard(
     for line, verdict in zip(lines, ["inconclusive", "not testable here", "holds"], strict=True):
         assert line.index(f'<span class="verdict">{verdict}</span>') < line.index("<b>Finding")  # verdict first
         assert f'class="finding {notebooks._verdict_class(verdict)}"' in line
-    assert "MiniLM-L6: math ranks 8 (and 1 more like it in the scorecard)." in lines[0]
+    # one item per model: a "; " inside a model's parenthesised details does not split it
+    assert "MiniLM-L6: math ranks 8 (rank set 2-12; 8 raw) (and 1 more like it in the scorecard)." in lines[0]
     assert "Not testable with this run: 1 encoder and 2 decoders; needs at least 2 of each." in lines[1]
     assert "The paper's own table: decoder/encoder ratio of mean S_max: 7.08" in lines[1]
     assert "<th>test and statistic</th>" in page.split("<details>")[1]  # every column one click away
