@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.run import BATCH_SIZE, machine, plain_forward  # noqa: E402
 from helpers import load_model, measure, study  # noqa: E402
+from helpers.base import store  # noqa: E402
 from helpers.core import kernels  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "profile.md"
@@ -110,12 +111,8 @@ def report(model: str, prompts: int, tokens: int, rows: list[tuple]) -> str:
 
 def quote(page: Path, text: str) -> None:
     """Put ``text`` between the profile markers of ``page`` (left alone if it has none)."""
-    content = page.read_text()
-    if START not in content or END not in content:
-        return
-    head, rest = content.split(START, 1)
     note = "<!-- written by benchmarks/profile_gap.py (make bench) from benchmarks/profile.md; do not edit by hand -->"
-    page.write_text(f"{head}{START}\n{note}\n\n{text}\n{END}{rest.split(END, 1)[1]}")
+    store.write_between_markers(page, START, END, f"\n{note}\n\n{text}\n")
 
 
 def main() -> int:

@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.attention_kernel import table as micro_table  # noqa: E402
 from helpers import load_model, measure, measure_with_layers, study  # noqa: E402
+from helpers.base import store  # noqa: E402
 from helpers.core import kernels, models  # noqa: E402
 from helpers.core.models import DTYPES, LoadedModel  # noqa: E402
 
@@ -655,17 +656,12 @@ def main() -> int:
 
 
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+NOTE = "<!-- written by benchmarks/run.py (make bench) from benchmarks/results.md; do not edit by hand -->"
 
 
 def quote(readme: Path, text: str) -> None:
     """Put ``text`` between the benchmark markers of ``readme`` (left alone if it has none)."""
-    content = readme.read_text() if readme.is_file() else ""
-    if START not in content or END not in content:
-        return
-    head, rest = content.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    note = "<!-- written by benchmarks/run.py (make bench) from benchmarks/results.md; do not edit by hand -->"
-    readme.write_text(f"{head}{START}\n{note}\n\n{text}\n{END}{tail}")
+    store.write_between_markers(readme, START, END, f"\n{NOTE}\n\n{text}\n")
 
 
 SUMMARY_START, SUMMARY_END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
@@ -704,12 +700,7 @@ def _missed(row: dict[str, str]) -> str:
 
 def quote_summary(readme: Path, text: str) -> None:
     """Put ``text`` between the summary markers of ``readme`` (left alone if it has none)."""
-    content = readme.read_text()
-    if SUMMARY_START not in content or SUMMARY_END not in content:
-        return
-    head, rest = content.split(SUMMARY_START, 1)
-    note = "<!-- written by benchmarks/run.py (make bench) from benchmarks/results.md; do not edit by hand -->"
-    readme.write_text(f"{head}{SUMMARY_START}\n{note}\n{text}\n{SUMMARY_END}{rest.split(SUMMARY_END, 1)[1]}")
+    store.write_between_markers(readme, SUMMARY_START, SUMMARY_END, f"\n{NOTE}\n{text}\n")
 
 
 if __name__ == "__main__":

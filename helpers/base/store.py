@@ -100,6 +100,17 @@ def write_text(text: str, path: Path) -> Path:
     return Path(path)
 
 
+def write_between_markers(path: Path, start: str, end: str, section: str) -> bool:
+    """Replace what stands between the markers ``start`` and ``end`` in the text file ``path`` with ``section``
+    (atomically); False, and nothing written, if the file or either marker is missing."""
+    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    write_text(f"{head}{start}{section}{end}{rest.split(end, 1)[1]}", path)
+    return True
+
+
 def markdown_cell(value: Any) -> str:
     """One Markdown table cell's text: ``|`` escaped, newlines as ``<br>``, so a cell never splits a row."""
     text = str(value).replace("\r\n", "\n").replace("\r", "\n")
