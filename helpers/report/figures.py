@@ -488,58 +488,60 @@ def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, abou
 
 
 def signature_probe_depth(probes: pd.DataFrame) -> plt.Figure:
-    """Per model, probe accuracy (surface features + one layer's mean-pooled vectors) by relative depth, with the
-    surface-only baseline (band), the control task (random labels of the same class sizes) and chance.
+    """Per model, probe accuracy (surface features + one layer's mean-pooled vectors) by relative depth, against
+    what the words alone give: the lexical probe (TF-IDF n-grams of the text) and layer 0 (the embedding output), as
+    reference lines; the surface-only probe and chance below them.
 
-    ``probes``: the ``signature_probes`` table (``helpers.stats.findings.signatures.layer_probes`` per model).
+    ``probes``: the ``signature_probes`` table (``helpers.stats.findings.beyond_words.test_model`` per model).
     """
     if "accuracy" not in probes:
         return _note_figure(str(probes.iloc[0, 0]))
     models = list(dict.fromkeys(probes["model"]))
-    columns = min(4, len(models))
+    columns = min(3, len(models))
     rows = math.ceil(len(models) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.9 * rows), squeeze=False, sharey=True)
     for axis, model in zip(axes.flat, models, strict=False):
         table = probes[probes["model"] == model]
         depth = table["relative_depth"]
-        surface = float(table["surface_accuracy"].iloc[0])
-        axis.axhspan(surface - 0.01, surface + 0.01, color="tab:orange", alpha=0.35, label="surface only")
-        axis.fill_between(
-            depth,
-            table["control_surface_accuracy"],
-            table["control_accuracy"],
-            color="tab:gray",
-            alpha=0.35,
-            label="control task",
-        )
-        axis.axhline(float(table["chance"].iloc[0]), color="black", linestyle=":", linewidth=1, label="chance")
+        first = table.iloc[0]
+        axis.axhline(first["lexical_accuracy"], color="tab:red", linewidth=1.2, label="words alone (lexical probe)")
+        axis.axhline(first["layer0_accuracy"], color="tab:purple", linestyle="--", linewidth=1.2, label="layer 0")
+        axis.axhline(first["surface_accuracy"], color="tab:orange", linewidth=1, label="surface only")
+        axis.axhline(first["chance"], color="black", linestyle=":", linewidth=1, label="chance")
         axis.plot(depth, table["accuracy"], marker="o", markersize=3, color="tab:blue", label="surface + layer")
-        axis.set_title(model)
-        axis.set_xlabel("relative depth (0 = embeddings)")
+        axis.set_title(model, fontsize=10)
+        axis.set_xlabel("relative depth (0 = embeddings)", fontsize=9)
         axis.set_ylim(0, 1)
     for axis in axes.flat[len(models) :]:
         axis.axis("off")
-    axes[0, 0].set_ylabel("cross-validated accuracy")
-    axes[0, 0].legend(fontsize=7, loc="upper left")
-    figure.tight_layout()
+    for axis in axes[:, 0]:
+        axis.set_ylabel("cross-validated accuracy", fontsize=9)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     return figure
 
 
 def signature_units_depth(units: pd.DataFrame) -> plt.Figure:
     """Per model, the share of a layer's units that are category-selective, by relative depth, with the
-    label-permutation null (mean, and its 95% quantile as the top of the band)."""
+    label-permutation null (up to its 95% quantile) and, where the run has one, the random-weights copy's share
+    (dashed): what word identity and an untrained network of the same architecture already give."""
     if "selective" not in units:
         return _note_figure(str(units.iloc[0, 0]))
     figure, axis = plt.subplots(figsize=(7, 4))
     for index, (model, table) in enumerate(units.groupby("model", sort=False)):
         color = sns.color_palette("tab10")[index % 10]
         axis.plot(table["relative_depth"], table["share"], marker="o", markersize=3, color=color, label=model)
+        if "random_copy_selective" in table and table["random_copy_selective"].notna().any():
+            axis.plot(
+                table["relative_depth"], table["random_copy_selective"] / table["units"], color=color, linestyle="--"
+            )
         axis.fill_between(
             table["relative_depth"], 0, table["null_q95"] / table["units"], color=color, alpha=0.15, linewidth=0
         )
     axis.set_xlabel("relative depth (0 = embeddings)")
     axis.set_ylabel("share of units selective")
-    axis.set_title("Category-selective units (|d| >= 0.8, FDR 5%); bands: permutation null up to its 95% quantile")
+    axis.set_title("Category-selective units (|d| >= 0.8, FDR 5%); dashed: random-weights copy", fontsize=10)
     axis.legend(fontsize=7)
     figure.tight_layout()
     return figure

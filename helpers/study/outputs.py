@@ -86,6 +86,7 @@ SIGNATURE_TABLES: tuple[str, ...] = (
     "signature_unit_owners",
     "signature_transfer",
     "signature_sizes",
+    "signature_operating_characteristics",
 )
 """Every table notebook 08 (finding 5, activation signatures) exports to paper/tables/ (CSV, Markdown, LaTeX)."""
 
