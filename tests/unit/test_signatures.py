@@ -168,7 +168,7 @@ def test_a_category_signal_beyond_the_words_holds() -> None:
 
 
 def test_later_layers_that_only_repeat_the_words_do_not_hold_with_enough_prompts() -> None:
-    frames = [model_tests(TRUTHS["text only: hashed random word embedding"], seed) for seed in range(2)]
+    frames = [model_tests(TRUTHS["text only: TF-IDF word and character n-grams"], seed) for seed in range(2)]
     assert FINDING.judge(pd.concat(frames, ignore_index=True)).verdict == DOES_NOT_HOLD
 
 
