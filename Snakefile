@@ -234,6 +234,7 @@ rule signatures:
         OUT.metrics,  # the entry counts behind the threshold tolerance of the reproduction check
     output:
         OUT.signatures,
+        OUT.signatures_earlier,
         tables(OUT.tables, SIGNATURE_TABLES),
         figures(SIGNATURE_FIGURES),
         OUT.reproduction("08_signatures"),

@@ -87,6 +87,7 @@ SIGNATURE_TABLES: tuple[str, ...] = (
     "signature_transfer",
     "signature_sizes",
     "signature_operating_characteristics",
+    "signature_earlier_rule",
 )
 """Every table notebook 08 (finding 5, activation signatures) exports to paper/tables/ (CSV, Markdown, LaTeX)."""
 
@@ -132,6 +133,11 @@ class RunOutputs:
     def signatures(self) -> Path:
         """Finding 5's per-model tests (notebook 08), which notebook 06 puts in the scorecard."""
         return self.params.results / "signatures.parquet"
+
+    @property
+    def signatures_earlier(self) -> Path:
+        """Finding 5's per-model tests under its earlier rule (notebook 08), for the deviations log (notebook 06)."""
+        return self.params.results / "signatures_earlier_rule.parquet"
 
     @property
     def aggregated(self) -> Path:

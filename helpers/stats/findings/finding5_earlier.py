@@ -16,7 +16,16 @@ from scipy import stats
 from helpers.stats.findings import views
 from helpers.stats.findings.crossfit import RIDGE
 from helpers.stats.findings.finding5 import MIN_GAIN, Settings, run_verdict
-from helpers.stats.findings.rules import ALPHA, DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, holm
+from helpers.stats.findings.rules import (
+    ALPHA,
+    DOES_NOT_HOLD,
+    HOLDS,
+    INCONCLUSIVE,
+    MIN_PROMPTS_PER_CATEGORY,
+    NOT_TESTABLE,
+    holm,
+)
+from helpers.stats.robustness import StudyData
 
 KINDS: tuple[str, ...] = ("scalar", "representational")
 
@@ -88,7 +97,14 @@ def model_tests(
     kernels = views.layer_kernels(vectors, baseline)
     chosen = {"scalar": views.view_kernel(profiles, baseline), "representational": kernels.mean(axis=0)}
     return pd.DataFrame(
-        [{"kind": kind, **signature_test(baseline, view, labels, bands, settings)} for kind, view in chosen.items()]
+        [
+            {
+                "kind": kind,
+                "min_per_category": int(pd.Series(labels).value_counts().min()),
+                **signature_test(baseline, view, labels, bands, settings),
+            }
+            for kind, view in chosen.items()
+        ]
     )
 
 
@@ -107,9 +123,24 @@ def model_verdicts(tests: pd.DataFrame) -> pd.DataFrame:
         HOLDS,
         np.where(np.array(holm(table["p_below_minimum"].tolist())) < ALPHA, DOES_NOT_HOLD, INCONCLUSIVE),
     )
-    return table[["model", "verdict"]]
+    return table[["model", "p_below_minimum", "verdict"]]
 
 
 def earlier_verdict(tests: pd.DataFrame) -> str:
     """The run's verdict under the earlier rule, from ``model_tests`` of every model (column ``model``)."""
     return run_verdict(model_verdicts(tests)["verdict"])
+
+
+CACHE_KEY = "signatures_earlier_rule"
+"""Where ``findings.analyse`` puts the earlier rule's per-model tests (notebook 08) in ``StudyData.cache``."""
+
+
+def verdict_on(data: StudyData) -> str:
+    """Finding 5's verdict under the earlier rule on a run's data (its tests from notebook 08, in the cache), or
+    'not testable here' as the current rule would say it (no tests, too few prompts or models)."""
+    from helpers.stats.findings.finding5 import ActivationSignatures
+
+    tests = data.cache.get(CACHE_KEY)
+    if tests is None or tests.empty or ActivationSignatures().why_not_testable(data):
+        return NOT_TESTABLE
+    return earlier_verdict(tests[tests["min_per_category"] >= MIN_PROMPTS_PER_CATEGORY])

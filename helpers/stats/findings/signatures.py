@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from helpers.base import store
-from helpers.stats.findings import beyond_words, finding5, units, views
+from helpers.stats.findings import beyond_words, finding5, finding5_earlier, units, views
 from helpers.stats.findings.finding5 import Settings, model_verdicts
 from helpers.stats.findings.rules import ALPHA, holm, significant
 from helpers.stats.robustness import single_threaded_blas
@@ -45,6 +45,7 @@ class ModelSignatures:
     probes: pd.DataFrame
     units: pd.DataFrame
     owners: pd.DataFrame
+    earlier: pd.DataFrame  # the earlier rule's tests (finding5_earlier), for the deviations log
 
 
 @single_threaded_blas  # small matrices: BLAS threads only contend on a busy machine
@@ -70,7 +71,8 @@ def analyse_model(
         per_layer, owners = units.unit_selectivity(vectors, labels, n_tokens, settings, random_vectors)
     else:
         per_layer, owners = pd.DataFrame(), pd.DataFrame()
-    return ModelSignatures(test.tests, test.layers, per_layer, owners)
+    earlier = finding5_earlier.model_tests(prompts, profiles, vectors, settings)
+    return ModelSignatures(test.tests, test.layers, per_layer, owners, earlier)
 
 
 def transfer(
@@ -131,6 +133,7 @@ class RunSignatures:
     owners: pd.DataFrame
     transfer: pd.DataFrame
     sizes: pd.DataFrame
+    earlier: pd.DataFrame  # the earlier rule's per-model tests (finding5_earlier)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
@@ -159,7 +162,7 @@ def random_copy_vectors(params: Any, model: str, prompts: pd.DataFrame) -> np.nd
 
 def analyse_run(params: Any, settings: Settings = Settings()) -> RunSignatures:  # noqa: B008
     """Every model of a run (``params``: ``study.StudyParams``): tests, per-layer tables, transfer, sizes."""
-    tests, probes, unit_tables, owners, grids, sizes = [], [], [], [], {}, []
+    tests, probes, unit_tables, owners, earlier, grids, sizes = [], [], [], [], [], {}, []
     labels = None
     for model in params.models:
         prompts, layers, vectors = load_model_inputs(params, model)
@@ -175,6 +178,7 @@ def analyse_run(params: Any, settings: Settings = Settings()) -> RunSignatures: 
         probes.append(result.probes.assign(model=name))
         unit_tables.append(result.units.assign(model=name))
         owners.append(result.owners.assign(model=name))
+        earlier.append(result.earlier.assign(model=name))
         grids[name] = views.profile_on_grid(prompts, layers)
         labels = prompts["category"].to_numpy() if labels is None else labels
         sizes.append(
@@ -199,6 +203,7 @@ def analyse_run(params: Any, settings: Settings = Settings()) -> RunSignatures: 
         first(owners),
         transfer(grids, labels, settings),
         pd.DataFrame(sizes),
+        first(earlier),
     )
     result.tables = {
         "signature_tests": result.tests,
@@ -208,6 +213,7 @@ def analyse_run(params: Any, settings: Settings = Settings()) -> RunSignatures: 
         "signature_unit_owners": result.owners,
         "signature_transfer": result.transfer,
         "signature_sizes": result.sizes,
+        "signature_earlier_rule": finding5_earlier.model_verdicts(result.earlier),
     }
     return result
 
