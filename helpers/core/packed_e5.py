@@ -18,7 +18,7 @@ Q4_0 (``dequantize_q4_0``): blocks of 32 weights in 18 bytes, an f16 scale ``d``
 weight ``j`` in its low nibble and weight ``j + 16`` in its high nibble (the 16 low nibbles come first); a weight
 is ``(nibble - 8) * d``. The word embeddings and every matrix are Q4_0, stored (out, in) like ``torch.nn.Linear``;
 positions, token types, biases and LayerNorms are float32. The file has no pooler (``BertModel`` without it) and
-250,037 embedding rows for 250,002 pieces (the last 35 rows are never looked up, as upstream).
+250,037 embedding rows for 250,002 pieces (the last 35 rows are never looked up).
 
 The tokenizer (``tokenizer_json``) is XLM-R's, built with ``tokenizers`` from what the file holds: Unigram with the
 file's pieces and scores (unknown: the lowest score less 10), normalised by the file's code-point map written as a
