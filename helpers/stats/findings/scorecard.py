@@ -86,7 +86,7 @@ def population(data: StudyData) -> str:
         quantized = sum(bool(spec and spec.quantized) for spec in specs)
         parts.append(
             f"{counted(len(names), architecture)} ({', '.join(kinds)}"
-            + (f"; {quantized} de-quantized from 4-bit GGUF checkpoints" if quantized else "")
+            + (f"; {quantized} de-quantized from 4-bit checkpoints" if quantized else "")
             + ")"
         )
     return (
