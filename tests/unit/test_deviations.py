@@ -24,6 +24,7 @@ from helpers.base import paths
 from helpers.stats import findings
 from helpers.stats.findings import (
     DOES_NOT_HOLD,
+    HOLDS,
     INCONCLUSIVE,
     NOT_TESTABLE,
     VERDICTS,
@@ -66,7 +67,7 @@ def test_each_entry_is_in_the_history_on_its_date_after_what_had_been_seen(devia
 
 @needs_history
 def test_what_had_been_seen_is_what_those_commits_hold() -> None:
-    first, second, third = DEVIATIONS[:3]
+    first, second, third, fourth = DEVIATIONS[:4]
     per_model = pd.read_csv(io.StringIO(git("show", f"{first.seen_commit}:paper/tables/finding1_per_model.csv")))
     assert len(per_model) == 3 and (per_model["verdict"] == INCONCLUSIVE).all()
     assert "inconclusive in each of the three models" in first.seen
@@ -87,21 +88,37 @@ def test_what_had_been_seen_is_what_those_commits_hold() -> None:
     assert "test_finding1_a_category_above_math_refutes_it" in git(
         "show", f"{first.commit}:tests/unit/test_calibration.py"
     )
+    eight = pd.read_csv(io.StringIO(git("show", f"{fourth.seen_commit}:paper/tables/findings_scorecard.csv")))
+    verdicts = dict(zip(eight["finding"], eight["verdict"], strict=True))
+    assert (
+        fourth.seen.endswith(
+            f"finding 1 {verdicts[1]}, findings 2 and 4 {verdicts[2]}, finding 3 {verdicts[3]}, finding 5 {verdicts[5]}"
+        )
+        and verdicts[2] == verdicts[4]
+    )
     registered = git("show", f"{third.commit}:paper/preregistered_rules.md")
     assert "Finding 5" in registered and "Finding 5" not in git("show", f"{third.commit}^:paper/preregistered_rules.md")
+
+
+def run_code_of(commit: str, script: str, folder: Path) -> object:
+    """``script`` run with the package as it was at ``commit`` (from the history, in ``folder``): its JSON output."""
+    archive = subprocess.run(
+        ["git", "archive", commit, "helpers", "data", "params"], cwd=paths.ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=folder, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(folder)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @needs_history
 def test_the_earlier_finding1_rule_is_the_code_that_ran_before_the_change(tmp_path: Path) -> None:
     # the code of finding 1 as the change found it (its parent), run from the history on synthetic runs, gives the
     # verdicts and p-values of the rule kept runnable here
-    first = DEVIATIONS[0]
-    parent = git("rev-parse", f"{first.commit}^").strip()
-    archive = subprocess.run(
-        ["git", "archive", parent, "helpers", "data", "params"], cwd=paths.ROOT, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(tmp_path / "old", filter="data")
     two = {"A": ("encoder", 22), "B": ("decoder", 135)}
     runs = {effect: synthetic(two, per_category=30, math_effect=effect, seed=seed) for seed, effect in
             enumerate((0.0, 2.5, -3.0))}  # fmt: skip
@@ -117,12 +134,7 @@ def test_the_earlier_finding1_rule_is_the_code_that_ran_before_the_change(tmp_pa
         "                     per['p_some_category_above_holm'].tolist()]\n"
         "print(json.dumps(out))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path / "old", capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(tmp_path / "old")},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    old = json.loads(result.stdout)
+    old = run_code_of(f"{DEVIATIONS[0].commit}^", script, tmp_path / "old")
     earlier = finding1.MathHasHighestEntropy(finding1.RULE_BEFORE_C0E16E4)
     verdicts = set()
     for effect, table in runs.items():
@@ -133,6 +145,43 @@ def test_the_earlier_finding1_rule_is_the_code_that_ran_before_the_change(tmp_pa
         assert np.allclose(per_model["p_some_category_above_holm"], p_refutes, rtol=1e-6, atol=1e-12)
         verdicts |= set(verdict)
     assert len(verdicts) == 3  # the runs reach every verdict
+
+
+@needs_history
+def test_an_entry_without_an_earlier_rule_changed_no_decision(tmp_path: Path) -> None:
+    # the code before such a change (its parent) gives every verdict of the current code on runs that reach each
+    # verdict of the findings it concerns
+    names = {f"E{k}": ("encoder", 20 + 37 * k) for k in range(3)} | {
+        f"D{k}": ("decoder", 90 + 51 * k) for k in range(4)
+    }
+    runs = {
+        "null": synthetic(names, per_category=15, seed=1),
+        "math above": synthetic(names, per_category=15, math_effect=3.0, seed=2),
+        "math below, decoders 4.4x": synthetic(
+            names, per_category=15, math_effect=-3.0, seed=3,
+            sparsity={n: 0.05 if n.startswith("E") else 0.22 for n in names},
+            activation={n: 0.4 * k for k, n in enumerate(names)},
+        ),
+    }  # fmt: skip
+    pd.concat([table.assign(run=name) for name, table in runs.items()]).to_pickle(tmp_path / "runs.pkl")
+    script = (
+        "import json\nimport pandas as pd\nfrom helpers.stats import findings\nfrom helpers.stats.robustness "
+        "import StudyData\nout = {}\n"
+        f"for run, table in pd.read_pickle({str(tmp_path / 'runs.pkl')!r}).groupby('run'):\n"
+        "    data = StudyData.from_metrics(table.drop(columns='run'), 1000, 0)\n"
+        "    out[run] = {a.finding.number: a.verdict for a in findings.assess_all(data)}\n"
+        "print(json.dumps(out))\n"
+    )
+    for deviation in (d for d in DEVIATIONS if d.earlier is None and max(d.findings) <= 4):
+        old = run_code_of(f"{deviation.commit}^", script, tmp_path / deviation.commit)
+        reached = set()
+        for name, table in runs.items():
+            data = StudyData.from_metrics(table, 1000, 0)
+            for number in deviation.findings:
+                now = findings.FINDINGS[number - 1].verdict_on(data)
+                assert old[name][str(number)] == now, (deviation.commit, name, number)
+                reached.add(now)
+        assert {DOES_NOT_HOLD, INCONCLUSIVE, HOLDS} <= reached
 
 
 def test_the_earlier_finding1_rule_needed_a_margin_the_registered_one_does_not() -> None:
@@ -177,11 +226,15 @@ def test_the_table_computes_every_verdict_on_a_nine_model_run() -> None:
     assert list(result["entry"]) == list(range(1, len(DEVIATIONS) + 1))
     for row, deviation in zip(result.itertuples(), DEVIATIONS, strict=True):
         now = deviation.verdict_now(run, findings.FINDINGS)
-        assert row.verdict_under_current_rule == now in VERDICTS
+        parts = [part.split(": ")[-1] for part in now.split("; ")]
+        assert row.verdict_under_current_rule == now and set(parts) <= set(VERDICTS)
+        assert len(parts) == len(deviation.findings)
         expected = deviation.earlier(run) if deviation.earlier else now
         assert row.verdict_under_earlier_rule == expected and row.same_verdict == (expected == now)
         assert row.decision_changed == (deviation.earlier is not None)
-        assert "the 6 models not seen before the change (L3, MPNet, EGemma, E5, Q05, Q15)" in (
+        unseen = [name for name, model in zip(run.models.index, run.models["model"], strict=True)
+                  if model not in deviation.seen_models]  # fmt: skip
+        assert f"the {len(unseen)} models not seen before the change ({', '.join(unseen)})" in (
             row.current_rule_on_models_not_seen
         )
     unseen = run.restricted_to(["L3", "MPNet", "EGemma", "E5", "Q05", "Q15"])
