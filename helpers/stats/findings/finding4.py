@@ -75,18 +75,27 @@ def largest_rho_that_holds(n: int) -> float:
     return inside
 
 
-def attainable_rhos(n: int) -> np.ndarray:
-    """Every value |Spearman's rho| can take over ``n`` models without ties, in decreasing order: 1 - 6 D / (n^3 - n)
-    for the even sums D of squared rank differences up to (n^3 - n) / 6 (rho >= 0; the rule is symmetric)."""
-    return 1 - 6 * np.arange(0, (n**3 - n) // 6 + 1, 2) / (n**3 - n)
-
-
 def smallest_rho_that_refutes(n: int) -> float:
-    """The smallest |rho| that gives 'does not hold' with ``n`` models among the values rho can take (nan when
-    none does): with 5 models only a perfect order (|rho| = 1) refutes."""
-    values = attainable_rhos(n)
-    refutes = values[verdicts_of_rho(values, n) == DOES_NOT_HOLD]
-    return float(refutes.min()) if len(refutes) else float("nan")
+    """The smallest |rho| that gives 'does not hold' with ``n`` models among the values rho can take without ties,
+    1 - 6 D / (n^3 - n) for even D (nan when none does): with 5 models only a perfect order (|rho| = 1) refutes.
+
+    The rule's lower bound rises with rho, so the threshold is found by bisection and moved up to the next value
+    rho can take."""
+    if verdicts_of_rho(np.array([1.0]), n)[0] != DOES_NOT_HOLD:
+        return float("nan")
+    inside, outside = MONOTONIC_MINIMUM, 1.0  # inside: does not refute; outside: refutes
+    for _ in range(60):
+        middle = (inside + outside) / 2
+        inside, outside = (
+            (inside, middle) if verdicts_of_rho(np.array([middle]), n)[0] == DOES_NOT_HOLD else (middle, outside)
+        )
+    scale = (n**3 - n) / 6
+    steps = math.floor((1 - outside) * scale / 2 + 1e-9)  # the largest even D whose rho is at least the threshold
+    for d in (2 * steps, 2 * steps - 2):  # guard against rounding at the threshold
+        rho = 1 - d / scale
+        if d >= 0 and verdicts_of_rho(np.array([rho]), n)[0] == DOES_NOT_HOLD:
+            return float(rho)
+    return 1.0
 
 
 def simulated_rhos(n: int, rho: float, draws: int, rng: np.random.Generator, chunk: int = 50_000) -> np.ndarray:
