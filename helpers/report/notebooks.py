@@ -751,6 +751,14 @@ def write_index(params_file: str) -> Path:
     scorecard = outputs.tables / "findings_scorecard.csv"
     scorecard_links = _links(scorecard, folder, ("csv", "md", "tex")) if scorecard.is_file() else ""
     rules = html.escape(outputs.report("06_robustness").name)
+    deviations = outputs.tables / "deviations.csv"  # rules changed after data were seen (helpers.stats.findings)
+    registered = html.escape(os.path.relpath(paths.PAPER / "preregistered_rules.md", folder))
+    deviations_line = (
+        f' Rules changed after data were seen: <a href="{registered}">the deviations log</a> and each change\'s '
+        f"verdict under the earlier and the current rule ({_links(deviations, folder, ('csv', 'md', 'tex'))})."
+        if deviations.is_file()
+        else ""
+    )
     run_line = f"run <b>{html.escape(params.name)}</b> (<code>{html.escape(_relative(Path(params_file)))}</code>)"
     headline = headline_numbers_html(outputs.tables)
     body = f"""<!DOCTYPE html>
@@ -769,7 +777,7 @@ when tested at its own unit?
 <h2>The findings</h2>
 {findings_summary_html(scorecard)}
 <p>The scorecard ({scorecard_links}) is made by <code>notebooks/06_robustness.ipynb</code>; its
-<a href="{rules}">report</a> states every rule before applying it.</p>
+<a href="{rules}">report</a> states every rule before applying it.{deviations_line}</p>
 {headline}
 
 <h2>Does this run reproduce the committed outputs?</h2>

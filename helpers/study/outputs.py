@@ -72,6 +72,7 @@ FINDINGS_TABLES: tuple[str, ...] = (
     "sparsity_interpretation",
     "operating_characteristics",
     "natural_experiments",
+    "deviations",
     "model_pair_contrasts",
     "cell_intervals",
     "top10_stability",

@@ -137,13 +137,24 @@ def architecture_comparison(cells: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def parameter_count(text: str) -> float:
+    """A parameter count as the paper prints it (``format_parameters``: 109.5M, 1.4B) read back as a number."""
+    scale = {"M": 1e6, "B": 1e9}
+    text = str(text).strip()
+    if text[-1:] not in scale:
+        raise ValueError(f"parameter count {text!r}: expected a number followed by M or B, such as 109.5M or 1.4B")
+    return float(text[:-1]) * scale[text[-1]]
+
+
 def parameter_scale(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per parameter count: mean of each metric and the number of models (paper Table V)."""
-    return (
-        cells.groupby("Parameters", sort=True)
+    """Per parameter count, smallest first: mean of each metric and the number of models (paper Table V)."""
+    table = (
+        cells.groupby("Parameters", sort=False)
         .agg(**{column: (column, "mean") for column in METRIC_COLUMNS}, Num_Models=("Model", "nunique"))
         .reset_index()
     )
+    order = table["Parameters"].map(parameter_count).sort_values(kind="stable").index
+    return table.loc[order].reset_index(drop=True)
 
 
 def top_cells(cells: pd.DataFrame, metric: str, n: int = 10, lowest: bool = False) -> pd.DataFrame:

@@ -155,6 +155,11 @@ def test_findings_scorecard_has_one_row_per_finding_with_a_computed_verdict(smok
     # 2 prompts per category and tiny random models: too little data never gives a verdict
     assert (scorecard["verdict"] == NOT_TESTABLE).all()
     assert (folder / "findings_scorecard.md").is_file()
+    deviations = pd.read_csv(folder / "deviations.csv")  # every logged rule change, both verdicts computed
+    assert set(deviations["verdict_under_current_rule"].str.split("; ").explode().str.split(": ").str[-1]) <= set(
+        VERDICTS
+    )
+    assert "the deviations log" in (smoke_run / "reports" / "smoke" / "index.html").read_text()  # linked from the front
     readme_before = (smoke_run.parent / "README.before.md").read_text()
     assert (smoke_run / "README.md").read_text() == readme_before  # only the default run quotes its scorecard
 

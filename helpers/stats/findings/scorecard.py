@@ -18,7 +18,7 @@ from scipy import stats
 
 from helpers.base import store
 from helpers.stats import robustness
-from helpers.stats.findings import finding5
+from helpers.stats.findings import deviations, finding4, finding5
 from helpers.stats.findings.finding1 import FINDING1_SCALES, MathHasHighestEntropy
 from helpers.stats.findings.finding2 import (
     ABOUT_BAND,
@@ -27,6 +27,7 @@ from helpers.stats.findings.finding2 import (
     PAPER_SPARSITY_RATIO_GEOMETRIC,
     PRIMARY_SPARSITY,
     SPARSER_MINIMUM,
+    SPARSITY_INTERPRETATION_KEY,
     DecodersAreSparser,
     sparsity_interpretation,
 )
@@ -115,6 +116,7 @@ def scorecard(run: list[Assessment], published: StudyData, run_data: StudyData |
                 "test_and_statistic": assessment.test or "none: not testable here",
                 "interval": assessment.interval or "none: not testable here",
                 "verdict": assessment.verdict,
+                "reason": assessment.reason,
             }
         )
     return pd.DataFrame(rows)
@@ -225,10 +227,8 @@ def power_analysis(run: StudyData, published: StudyData) -> pd.DataFrame:
             "the_paper_had": "24 (12 cells of 2)",
         }
     )
-    # finding 4: models, with Spearman's rho on the Fisher z scale (Bonett-Wright variance)
-    z_min = math.atanh(MONOTONIC_MINIMUM)
-    no_link = 3 + ((stats.norm.ppf(0.975) + stats.norm.ppf(0.9)) / z_min) ** 2  # interval inside +-0.5 w.p. 0.8
-    link = 3 + (1 + 0.8**2 / 2) * ((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) / (math.atanh(0.8) - z_min)) ** 2
+    # finding 4: models; its own rule simulated (finding4.models_for_power), not an approximation
+    simulated = f"the rule simulated ({finding4.POWER_DRAWS:,} runs per number of models), Fisher z interval"
     rows += [
         {
             "finding": 4,
@@ -240,18 +240,18 @@ def power_analysis(run: StudyData, published: StudyData) -> pd.DataFrame:
         },
         {
             "finding": 4,
-            "effect": f"'holds' (no link): the interval inside +-{MONOTONIC_MINIMUM} when rho = 0",
-            "spread": "Fisher z, Bonett-Wright variance",
+            "effect": f"'holds' (no link): the interval inside +-{MONOTONIC_MINIMUM} when rho = {finding4.NO_LINK:g}",
+            "spread": simulated,
             "unit": "models",
-            "needed_at_80_percent_power": ceil(no_link),
+            "needed_at_80_percent_power": str(finding4.models_for_power(HOLDS, finding4.NO_LINK, 0.8)),
             "the_paper_had": str(len(published.models)),
         },
         {
             "finding": 4,
-            "effect": f"'does not hold': the interval above {MONOTONIC_MINIMUM} when rho = 0.8",
-            "spread": "Fisher z, Bonett-Wright variance",
+            "effect": f"'does not hold': the interval above {MONOTONIC_MINIMUM} when rho = {finding4.STRONG_LINK:g}",
+            "spread": simulated,
             "unit": "models",
-            "needed_at_80_percent_power": ceil(link),
+            "needed_at_80_percent_power": str(finding4.models_for_power(DOES_NOT_HOLD, finding4.STRONG_LINK, 0.8)),
             "the_paper_had": str(len(published.models)),
         },
     ]
@@ -382,6 +382,8 @@ def _analyse(
     run = StudyData.from_metrics(store.at_measurement_precision(metrics), samples, seed)
     if signatures is not None:
         run.cache[finding5.CACHE_KEY] = signatures
+    interpretation = sparsity_interpretation(layers, display_names) if layers is not None else pd.DataFrame()
+    run.cache[SPARSITY_INTERPRETATION_KEY] = interpretation  # finding 2's evidence says what S_max measures
     published = StudyData.from_published(published_cells, samples, seed)
     assessments = assess_all(run)
     tables: dict[str, pd.DataFrame] = {
@@ -401,9 +403,7 @@ def _analyse(
     ):
         if name not in tables:
             tables[name] = pd.DataFrame({"note": [f"not testable here: {finding.why_not_testable(run)}"]})
-    tables["sparsity_interpretation"] = (
-        sparsity_interpretation(layers, display_names) if layers is not None else pd.DataFrame()
-    )
+    tables["sparsity_interpretation"] = interpretation
     testable = [r for r in FINDINGS[0].comparisons(run).values() if not isinstance(r, str)]
     counts = run.models["architecture"].value_counts()
     encoders, decoders = int(counts.get("encoder", 0)), int(counts.get("decoder", 0))
@@ -417,6 +417,7 @@ def _analyse(
         seeds=calibration_runs,
     )
     tables["natural_experiments"] = natural_experiments(run)
+    tables["deviations"] = deviations.deviations_table(run, FINDINGS)
     tables["length_models"] = robustness.length_models(run) if "n_tokens" in run.table else pd.DataFrame()
     tables["model_pair_contrasts"] = robustness.model_pair_contrasts(run, PAIR_METRICS)
     tables["cell_intervals"] = robustness.cell_intervals(
@@ -469,4 +470,11 @@ def natural_experiments(data: StudyData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-NATURAL_EXPERIMENT_METRICS = ("final_activation", "attention_entropy", "attention_entropy_normalized", "max_sparsity")
+NATURAL_EXPERIMENT_METRICS = (
+    "final_activation",
+    "attention_entropy",
+    "attention_entropy_normalized",
+    "max_sparsity",
+    "max_sparsity_no_embedding",
+    "max_hoyer_sparsity",
+)
