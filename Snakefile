@@ -100,6 +100,7 @@ rule all:
         expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers", "_vectors")),
         OUT.metrics,
         OUT.signatures,
+        OUT.signatures_earlier,
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
         OUT.all_reports(),
         tables(OUT.tables, [*STUDY_TABLES, *FINDINGS_TABLES, *SIGNATURE_TABLES], plain),
@@ -209,6 +210,7 @@ rule robustness:
         OUT.metrics,
         expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),
         OUT.signatures,  # finding 5's per-model tests, from notebook 08
+        OUT.signatures_earlier,  # and under its earlier rule (the deviations log)
     output:
         tables(OUT.tables, FINDINGS_TABLES),
         figures(FINDINGS_FIGURES),

@@ -260,3 +260,60 @@ def test_the_log_is_in_the_registered_text_with_each_entrys_earlier_rule() -> No
         if deviation.earlier is not None:
             module, _, name = deviation.earlier_name.rpartition(".")
             assert f"`{deviation.earlier_name}`" in text and hasattr(__import__(module, fromlist=[name]), name)
+
+
+@needs_history
+def test_what_had_been_seen_before_finding5_was_restated_is_what_the_eight_model_run_holds() -> None:
+    entry = next(d for d in DEVIATIONS if d.findings == (5,) and d.earlier is not None and d.seen_commit == "9db19a0")
+    tests = pd.read_csv(io.StringIO(git("show", f"{entry.seen_commit}:paper/tables/signature_tests.csv")))
+    for kind, label in (("representational", "representational probe"), ("scalar", "scalar view")):
+        accuracy = tests.loc[tests["kind"] == kind, "accuracy"]
+        assert f"{label} {accuracy.min():.2f}-{accuracy.max():.2f}" in entry.seen
+    surface = tests["surface_accuracy"]
+    assert f"against {surface.min():.2f}-{surface.max():.2f} for surface features" in entry.seen
+    verdicts = pd.read_csv(io.StringIO(git("show", f"{entry.seen_commit}:paper/tables/signature_verdicts.csv")))
+    assert (verdicts["verdict"] == HOLDS).all() and "holds in every model" in entry.seen
+    registered = git("show", f"{entry.commit}^:paper/preregistered_rules.md")
+    assert "multinomial logistic regression" in registered and "PCA-reduced" in registered  # not what ran
+
+
+@needs_history
+def test_the_earlier_finding5_rule_is_the_code_that_ran_before_the_change(tmp_path: Path) -> None:
+    # the code of the change's parent, run from the history on synthetic models, against finding5_earlier
+    from helpers.stats.findings import finding5, finding5_earlier
+    from tests.unit.test_signatures import TRUTHS, study_prompts
+
+    entry = next(d for d in DEVIATIONS if d.earlier is finding5_earlier.verdict_on and d.seen_commit == "9db19a0")
+    prompts = study_prompts(15)
+    cases = {
+        "bag of words": TRUTHS["text only: bag of words"],
+        "noise": TRUTHS["noise: later layers carry nothing"],
+    }
+    arrays = {}
+    for name, truth in cases.items():
+        from helpers.stats.findings import finding5_calibration
+
+        arrays[name] = finding5_calibration.simulated_vectors(truth, prompts, seed=3)
+    profiles = np.random.default_rng(3).standard_normal((len(prompts), 4))
+    np.savez(tmp_path / "inputs.npz", profiles=profiles, **arrays)
+    prompts.to_pickle(tmp_path / "prompts.pkl")
+    script = (
+        "import json\nimport numpy as np\nimport pandas as pd\n"
+        "from helpers.stats.findings import finding5, signatures\n"
+        f"prompts = pd.read_pickle({str(tmp_path / 'prompts.pkl')!r})\n"
+        f"inputs = np.load({str(tmp_path / 'inputs.npz')!r})\nout = {{}}\n"
+        f"for name in {list(cases)!r}:\n"
+        "    settings = signatures.Settings(repeats=1)\n"
+        "    tests = signatures.analyse_model(prompts, inputs['profiles'], inputs[name], settings, units=False).tests\n"
+        "    tests = tests.assign(model=name)\n"
+        "    out[name] = {'p': tests['p_permutation'].tolist(), 'selectivity': tests['selectivity'].tolist(), "
+        "'verdict': finding5.model_verdicts(tests)['verdict'].tolist()}\n"
+        "print(json.dumps(out))\n"
+    )
+    old = run_code_of(f"{entry.commit}^", script, tmp_path / "code")
+    for name in cases:
+        now = finding5_earlier.model_tests(prompts, profiles, arrays[name], finding5.Settings(repeats=1))
+        assert np.allclose(now["p_permutation"], old[name]["p"]) and np.allclose(
+            now["selectivity"], old[name]["selectivity"]
+        )
+        assert finding5_earlier.model_verdicts(now.assign(model=name))["verdict"].tolist() == old[name]["verdict"]

@@ -18,7 +18,7 @@ from scipy import stats
 
 from helpers.base import store
 from helpers.stats import robustness
-from helpers.stats.findings import deviations, finding4, finding5
+from helpers.stats.findings import deviations, finding4, finding5, finding5_earlier
 from helpers.stats.findings.finding1 import FINDING1_SCALES, MathHasHighestEntropy
 from helpers.stats.findings.finding2 import (
     ABOUT_BAND,
@@ -352,6 +352,7 @@ def analyse(
     display_names: dict[str, str] | None = None,
     calibration_runs: int = 100,
     signatures: pd.DataFrame | None = None,
+    signatures_earlier: pd.DataFrame | None = None,
 ) -> FindingsAnalysis:
     """Assess every finding on a run's tidy per-prompt table and on the paper's table; make every output table.
 
@@ -359,11 +360,13 @@ def analyse(
     ``robustness.MIN_BOOTSTRAP_SAMPLES``), one weight matrix shared by every bootstrap statistic; ``layers``:
     the run's long per-layer table (for ``sparsity_interpretation``), with ``display_names`` (registry name ->
     display name); ``calibration_runs``: simulated runs per finding-1 scenario in the operating characteristics;
-    ``signatures``: finding 5's per-model tests (notebook 08, ``signatures``), if the run has them.
+    ``signatures``: finding 5's per-model tests (notebook 08, ``signatures``), if the run has them;
+    ``signatures_earlier``: the same under finding 5's earlier rule (for the deviations log).
     """
     if samples < robustness.MIN_BOOTSTRAP_SAMPLES:
         raise ValueError(f"samples={samples}: at least {robustness.MIN_BOOTSTRAP_SAMPLES} bootstrap draws are needed")
-    return _analyse(metrics, published_cells, samples, seed, layers, display_names or {}, calibration_runs, signatures)
+    cached = {finding5.CACHE_KEY: signatures, finding5_earlier.CACHE_KEY: signatures_earlier}
+    return _analyse(metrics, published_cells, samples, seed, layers, display_names or {}, calibration_runs, cached)
 
 
 @robustness.single_threaded_blas
@@ -375,13 +378,12 @@ def _analyse(
     layers: pd.DataFrame | None,
     display_names: dict[str, str],
     calibration_runs: int,
-    signatures: pd.DataFrame | None,
+    cached: dict[str, pd.DataFrame | None],
 ) -> FindingsAnalysis:
     from helpers.stats.findings import calibration
 
     run = StudyData.from_metrics(store.at_measurement_precision(metrics), samples, seed)
-    if signatures is not None:
-        run.cache[finding5.CACHE_KEY] = signatures
+    run.cache |= {key: table for key, table in cached.items() if table is not None}  # notebook 08's tests
     interpretation = sparsity_interpretation(layers, display_names) if layers is not None else pd.DataFrame()
     run.cache[SPARSITY_INTERPRETATION_KEY] = interpretation  # finding 2's evidence says what S_max measures
     published = StudyData.from_published(published_cells, samples, seed)
