@@ -57,9 +57,11 @@ install: $(STAMP)
 install-models: install
 	$(PY) -m helpers.core.assemble install $(MODELS)
 
-# The browser tests need Debian's chromium and chromium-driver: as root, installed as .ci/run does; otherwise
-# the run ends saying that they were skipped.
+# The browser tests need Debian's chromium and chromium-driver, and the LaTeX tables' compile test pdflatex
+# (texlive-latex-base, about 40 MB): as root, installed here as .ci/run does; otherwise the run ends saying
+# that they were skipped.
 CHROMIUM_READY = [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]
+PDFLATEX_READY = command -v pdflatex >/dev/null
 
 test: install
 	$(PY) -m helpers.core.assemble install $(TEST_MODELS)
@@ -68,10 +70,17 @@ test: install
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
 			|| echo "Could not install chromium: the browser tests will be skipped"; \
 	fi
+	@if ! { $(PDFLATEX_READY); } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing texlive-latex-base for the LaTeX tables' compile test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends texlive-latex-base \
+			|| echo "Could not install pdflatex: the LaTeX compile test will be skipped"; \
+	fi
 	@$(PY) -m pytest; status=$$?; \
 	$(CHROMIUM_READY) || echo "NOTE: the browser tests (tests/acceptance) were SKIPPED: /usr/bin/chromium or" \
 		"/usr/bin/chromedriver is missing; install them (apt-get install chromium chromium-driver, as .ci/run" \
 		"does) and run make test again to run every test that CI runs."; \
+	$(PDFLATEX_READY) || echo "NOTE: the LaTeX tables' compile test was SKIPPED: pdflatex is missing (apt-get" \
+		"install --no-install-recommends texlive-latex-base); their structural tests ran."; \
 	exit $$status
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check helpers tests notebooks benchmarks
