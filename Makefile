@@ -72,7 +72,8 @@ test: install
 	fi
 	@if ! { $(PDFLATEX_READY); } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "Installing texlive-latex-base for the LaTeX tables' compile test"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends texlive-latex-base \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			texlive-latex-base \
 			|| echo "Could not install pdflatex: the LaTeX compile test will be skipped"; \
 	fi
 	@$(PY) -m pytest; status=$$?; \
