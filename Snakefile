@@ -23,6 +23,7 @@ from helpers.study import MAIN_RUN, canonical_params, load_params, model_key  # 
 from helpers.study.outputs import (  # noqa: E402
     FINDINGS_FIGURES,
     FINDINGS_TABLES,
+    RELEASED_DATA,
     SIGNATURE_FIGURES,
     SIGNATURE_TABLES,
     STUDY_FIGURES,
@@ -74,6 +75,13 @@ def figures(names, flag=update):
     return [flag(OUT.figures / f"{name}.{suffix}") for name in names for suffix in FIGURE_FORMATS]
 
 
+def released(flag=update):
+    """The released data (paper/data[/<run>]/): each table as parquet and CSV, and the data card."""
+    return [flag(OUT.released(name, suffix)) for name in RELEASED_DATA for suffix in ("parquet", "csv")] + [
+        flag(OUT.data_card)
+    ]
+
+
 def plain(path):
     """A path without a flag: what rule all asks for (flags such as update() belong to outputs)."""
     return path
@@ -103,6 +111,7 @@ rule all:
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
         OUT.all_reports(),
         tables(OUT.tables, [*STUDY_TABLES, *FINDINGS_TABLES, *SIGNATURE_TABLES], plain),
+        released(plain),
         figures([*STUDY_FIGURES, *FINDINGS_FIGURES, *SIGNATURE_FIGURES], plain),
 
 
@@ -188,9 +197,11 @@ rule export_tables:
         code("05_export_tables"),
         INPUTS,
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
-        OUT.metrics,  # the entry counts behind the threshold tolerance
+        OUT.metrics,  # the entry counts behind the threshold tolerance, and the released per-prompt data
+        expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),  # the released per-layer summaries
     output:
         tables(OUT.tables, STUDY_TABLES),
+        released(),
         OUT.reproduction("05_export_tables"),
         OUT.reports / "05_export_tables.html",
     log:

@@ -19,18 +19,19 @@ nav.compendium .where { color: #444; }
 table { max-width: 100%; }
 th, td { overflow-wrap: break-word; white-space: normal !important; }
 td.breakable { overflow-wrap: anywhere; }
-td.number, th.number { text-align: right !important; white-space: nowrap !important;
-  font-variant-numeric: tabular-nums; }
+td.number, th.number, .jp-RenderedHTMLCommon table td.number { text-align: right !important;
+  white-space: nowrap !important; font-variant-numeric: tabular-nums; }
 td.verdict-cell { white-space: nowrap !important; }
 img { max-width: 100%; height: auto; }
 .jp-RenderedHTMLCommon table { table-layout: auto; }
-.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { text-align: left; vertical-align: top; }
+.jp-RenderedHTMLCommon table td, .jp-RenderedHTMLCommon table th { text-align: left !important; vertical-align: top; }
 p.table-source { font-size: 0.85em; color: #555; margin: -0.6em 0 1em 0; }
 .verdict-holds { background: #dff3e4; } .verdict-weakened { background: #fff4d6; }
 .verdict-does-not-hold { background: #fbe0e0; } .verdict-not-testable-here { background: #eeeeee; }
 .verdict-inconclusive { background: #fff4d6; }
 p.abstract { margin: 0.4em 0 0.6em 0; }
-@media (max-width: 900px) { .compendium-page h1 { font-size: 1.25em; } p.abstract, ul.findings li { font-size: 0.93em; } }
+@media (max-width: 900px) { .compendium-page h1 { font-size: 1.25em; }
+  p.abstract, ul.findings li { font-size: 0.93em; } }
 ul.findings { list-style: none; padding: 0; margin: 0.4em 0 0.6em 0; }
 ul.findings li { margin: 0 0 0.35em 0; padding: 0.3em 0.6em; border-left: 0.35em solid #d0d7de; line-height: 1.35; }
 ul.findings .verdict { font-weight: 700; text-transform: uppercase; font-size: 0.85em; letter-spacing: 0.02em; }

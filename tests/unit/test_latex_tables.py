@@ -1,6 +1,6 @@
 """The LaTeX tables (helpers.study.latex): text in wrapping columns, every special character escaped, and every
-committed table compiling to pages with pdflatex, fitting the text width (Debian's texlive-latex-base; the compile test skips, saying so,
-where pdflatex is missing, and the structural tests run everywhere)."""
+committed table compiling with pdflatex and fitting the text width (Debian's texlive-latex-base; the compile test
+skips, saying so, where pdflatex is missing; the structural tests run everywhere)."""
 
 from __future__ import annotations
 
