@@ -485,7 +485,7 @@ README_SOURCES = ("findings_scorecard", "findings_on_published_data", "finding1_
 
 
 def readme_summary(folder: Path, source: str) -> str:
-    """The README's generated section: the abstract, then the verdict table, from the run's tables in ``folder``
+    """The README's generated section: the verdict table, then the abstract, from the run's tables in ``folder``
     (``source``: the notebook that writes it, named in the section's first line)."""
     tables = read_tables(folder)
     found = cards(tables)
@@ -494,7 +494,7 @@ def readme_summary(folder: Path, source: str) -> str:
     if not found:
         return f"{note}\n\nNo findings scorecard yet: run `make reproduce`."
     paragraph = textwrap.fill(abstract(found, tables), width=104, break_long_words=False, break_on_hyphens=False)
-    return f"{note}\n\n{paragraph}\n\n{verdict_table_markdown(found)}"
+    return f"{note}\n\n{verdict_table_markdown(found)}\n\n{paragraph}"
 
 
 def show_cards(folder: Path) -> Any:

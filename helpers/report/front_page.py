@@ -18,7 +18,7 @@ from helpers.base import store
 from helpers.report import cards as finding_cards
 from helpers.report.style import STYLE
 from helpers.report.tables import assert_script_free, html_table, provenance_html, relative
-from helpers.study import load_params, run_provenance
+from helpers.study import StudyParams, load_params, run_provenance
 from helpers.study.outputs import RELEASED_DATA, TABLE_DESCRIPTIONS, RunOutputs, numbered_notebooks
 
 KEY_FIGURE_CAPTIONS: dict[str, str] = {
@@ -186,7 +186,14 @@ def _run_counts(params: Any) -> tuple[str, str]:
 
 
 def write_index(params_file: str) -> Path:
-    """reports[/<run>]/index.html: the study's front page.
+    """reports[/<run>]/index.html: the study's front page (``page``), its parameters checked first."""
+    params = load_params(params_file)
+    folder = RunOutputs(params).reports
+    return store.write_text(page(params, params_file), folder / "index.html")
+
+
+def page(params: StudyParams, params_file: str) -> str:
+    """The study's front page of the run ``params`` (read from ``params_file``), as HTML.
 
     First screen: the question, a generated abstract, and one card per finding (verdict, counts over models,
     this run's key number beside the paper's). Below: the key figure of each finding, the paper's headline
@@ -195,7 +202,6 @@ def write_index(params_file: str) -> Path:
     """
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
-    params = load_params(params_file)
     outputs = RunOutputs(params)
     folder = outputs.reports
     models_line, prompt_line = _run_counts(params)
@@ -299,4 +305,4 @@ computed, under the tolerance of each kind of number (<code>helpers/study/reprod
 </div>
 </body></html>
 """  # noqa: E501
-    return store.write_text(assert_script_free(body, "the front page"), folder / "index.html")
+    return assert_script_free(body, "the front page")

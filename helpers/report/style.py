@@ -17,6 +17,8 @@ nav.compendium .where { color: #444; }
 .compendium-page th { background: #f3f5f8; }
 .compendium-page code { background: #f3f5f8; padding: 0 0.2em; }
 table { max-width: 100%; }
+.table-box { max-width: 100%; overflow-x: auto; }
+.table-box > table { max-width: none; }
 th, td { overflow-wrap: break-word; white-space: normal !important; }
 td.breakable { overflow-wrap: anywhere; }
 td.number, th.number, .jp-RenderedHTMLCommon table td.number { text-align: right !important;

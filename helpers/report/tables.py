@@ -130,7 +130,8 @@ def html_table(
             cells.append(f'<td class="{css_cell}">{text}</td>' if css_cell else f"<td>{text}</td>")
         body.append((f'<tr class="{css_row}">' if css_row else "<tr>") + "".join(cells) + "</tr>")
     table_class = f' class="{html.escape(css)}"' if css else ""
-    return f"<table{table_class}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table = f"<table{table_class}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="table-box">{table}</div>'  # wider than a narrow screen: it scrolls, its numbers unbroken
 
 
 def _link_start() -> Path:
@@ -259,7 +260,7 @@ def _plain_table(header_row: list[str], rows: list[list[str]]) -> str:
             text, css = cell(value)
             cells.append(f'<td class="{css}">{text}</td>' if css else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="table-box"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def provenance_html(provenance: Mapping[str, Any], summary: str = "Provenance") -> str:
