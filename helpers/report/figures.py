@@ -472,12 +472,12 @@ def sparsity_variants(variants: pd.DataFrame, about: tuple[float, float], verdic
         overall = comparison.startswith("decoders")
         error = [(rows["ratio"] - rows["low"]).to_numpy(float), (rows["high"] - rows["ratio"]).to_numpy(float)]
         axis.errorbar(rows["ratio"], y, xerr=error, fmt="D" if overall else "o",
-                      markersize=6 if overall else 4, markerfacecolor="none", elinewidth=2.2 if overall else 1.2,
+                      markersize=6 if overall else 4, markerfacecolor="none", elinewidth=2.2 if overall else 2.0,
                       capsize=5 if overall else 2, capthick=1.6, color="black" if overall else "tab:blue",
                       alpha=1.0 if overall else 0.45, zorder=3 if overall else 2,
                       label=f"{comparison} ({1 - 2 * ALPHA:.0%} interval)" if overall else None)  # fmt: skip
     if any(not c.startswith("decoders") for c in comparisons):
-        axis.errorbar([], [], xerr=[], fmt="o", markerfacecolor="none", color="tab:blue", alpha=0.45,
+        axis.errorbar([], [], xerr=[], fmt="o", markerfacecolor="none", color="tab:blue", alpha=0.45, elinewidth=2.0,
                       label="one decoder / one encoder (95% interval)")  # fmt: skip
     overall_rows = variants[variants["comparison"].str.startswith("decoders")].set_index("measure").reindex(measures)
     for k, measure in enumerate(measures):
