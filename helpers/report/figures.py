@@ -66,6 +66,20 @@ CATEGORY_COLOURS: dict[str, tuple[float, float, float]] = dict(
 )
 """One fixed colour per category, the same in every figure (10 dark tab20 shades, then 2 light ones)."""
 
+
+def category_order(present: object) -> list[str]:
+    """The categories present, the paper's 12 in their order first, then a prompt set's own (sorted)."""
+    found = {str(c) for c in present}
+    return [c for c in CATEGORIES if c in found] + sorted(found - set(CATEGORIES))
+
+
+def category_colours(categories: list[str]) -> dict[str, tuple[float, float, float]]:
+    """``CATEGORY_COLOURS`` for the paper's categories; a prompt set's own get the other tab20 shades in turn."""
+    spare = [sns.color_palette("tab20", 20)[i] for i in range(20) if i not in (*range(0, 20, 2), 1, 5)]
+    own = [c for c in categories if c not in CATEGORY_COLOURS]
+    return {**CATEGORY_COLOURS, **{c: spare[i % len(spare)] for i, c in enumerate(own)}}
+
+
 ANNOTATION_DIGITS = 3
 """Significant digits of every number written into a heatmap cell."""
 
@@ -203,7 +217,7 @@ def category_heatmap(cells: pd.DataFrame, metric: str, by_model: bool = False) -
     """
     column = PAPER_METRICS[metric]
     grid = cells.pivot_table(index="Model", columns="Category", values=column, sort=False)
-    grid = grid[[c for c in CATEGORIES if c in grid.columns]]
+    grid = grid[category_order(grid.columns)]
     rows_annotated = [annotations(row.to_numpy()) for _, row in grid.iterrows()]
     exponents = [exponent for exponent, _ in rows_annotated]
     texts = np.array([row for _, row in rows_annotated])
@@ -307,7 +321,8 @@ def entropy_vs_tokens(metrics: pd.DataFrame) -> plt.Figure:
     """Attention entropy against prompt length, one panel per model (four a row), coloured by category (legend
     below), with r."""
     models = list(dict.fromkeys(metrics["display_name"]))
-    categories = [c for c in CATEGORIES if c in set(metrics["category"])]
+    categories = category_order(metrics["category"])
+    colours = category_colours(categories)
     rows, columns = panel_grid(len(models))
     figure, axes = plt.subplots(rows, columns, figsize=(WIDEST, 2.9 * rows + 1.3), squeeze=False, layout="constrained")
     for axis, model in zip(axes.flat, models, strict=False):
@@ -318,7 +333,7 @@ def entropy_vs_tokens(metrics: pd.DataFrame) -> plt.Figure:
             y="attention_entropy",
             hue="category",
             hue_order=categories,
-            palette=CATEGORY_COLOURS,
+            palette=colours,
             ax=axis,
             s=14,
             legend=False,
@@ -329,9 +344,7 @@ def entropy_vs_tokens(metrics: pd.DataFrame) -> plt.Figure:
         axis.set_ylabel("H_att (nats)")
     for axis in list(axes.flat)[len(models) :]:
         axis.set_visible(False)
-    handles = [
-        plt.Line2D([], [], marker="o", linestyle="", color=CATEGORY_COLOURS[c], markersize=6) for c in categories
-    ]
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[c], markersize=6) for c in categories]
     labels = [category_label(c) for c in categories]
     figure.legend(handles, labels, loc="outside lower center", ncol=min(4, len(categories)), frameon=False)
     figure.suptitle("Attention entropy grows with prompt length (it sums over query rows)")
@@ -345,7 +358,7 @@ def category_ranking(comparison: pd.DataFrame, metric: str = "Attention_Entropy"
     for column, label in (("published", "published (paper's six models)"), ("reproduced", "reproduced (this run)")):
         data[label] = data[column] / data[column].abs().max()
     long = data.melt(id_vars="Category", value_vars=[c for c in data.columns if "(" in c], var_name="source")
-    sns.barplot(data=long, y="Category", x="value", hue="source", ax=axis, order=list(CATEGORIES))
+    sns.barplot(data=long, y="Category", x="value", hue="source", ax=axis, order=category_order(long["Category"]))
     sns.move_legend(axis, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=None, frameon=False)
     axis.set_xlabel(f"{metric.replace('_', ' ').lower()}, scaled to the largest category")
     axis.set_ylabel("")
@@ -413,8 +426,7 @@ def finding1_categories(
     verdicts = {}
     if per_model is not None and {"model", "verdict"} <= set(per_model.columns):
         verdicts = dict(zip(per_model["model"].astype(str), per_model["verdict"].astype(str), strict=False))
-    order = [c for c in CATEGORIES if c in set(categories["category"])]
-    order += sorted(set(categories["category"]) - set(order))
+    order = category_order(categories["category"])
     rows, columns = panel_grid(len(models))
     figure, axes = plt.subplots(
         rows, columns, figsize=(WIDEST, (0.2 * len(order) + 1.1) * rows + 1.3), squeeze=False, sharey=True,

@@ -21,8 +21,9 @@ table { max-width: 100%; }
 .table-box > table { max-width: none; }
 th, td { overflow-wrap: break-word; white-space: normal !important; }
 td.breakable { overflow-wrap: anywhere; }
-td.number, th.number, .jp-RenderedHTMLCommon table td.number { text-align: right !important;
-  white-space: nowrap !important; font-variant-numeric: tabular-nums; }
+td.number, .jp-RenderedHTMLCommon table td.number { text-align: right !important; white-space: nowrap !important;
+  font-variant-numeric: tabular-nums; }
+th.number, .jp-RenderedHTMLCommon table th.number { text-align: right !important; }
 td.verdict-cell { white-space: nowrap !important; }
 img { max-width: 100%; height: auto; }
 .jp-RenderedHTMLCommon table { table-layout: auto; }

@@ -114,13 +114,19 @@ def html_table(
     digits: int = DIGITS,
     raw: bool = False,
     css: str = "",
+    number_columns: Sequence[Any] = (),
 ) -> str:
     """A ``<table>`` from a header and rows of values, each value escaped through ``cell``.
 
     ``raw``: the rows are HTML already made by this module's callers from escaped parts (links, markup of their
     own); headers are escaped either way. ``row_classes``: one CSS class per row (e.g. a verdict's colour).
     """
-    head = "".join(f"<th>{html.escape(header(h))}</th>" for h in header_row)
+    head = "".join(
+        f'<th class="number">{html.escape(header(h))}</th>'
+        if h in number_columns
+        else f"<th>{html.escape(header(h))}</th>"
+        for h in header_row
+    )
     body = []
     for index, row in enumerate(rows):
         css_row = row_classes[index] if row_classes and index < len(row_classes) and row_classes[index] else ""
@@ -165,7 +171,8 @@ def frame_html(
     named = any(name is not None for name in table.index.names)
     table = table.reset_index() if named else table.reset_index(drop=True)
     rows = [list(row) for row in table.itertuples(index=False, name=None)]
-    body = html_table(list(table.columns), rows, digits=digits, css="compendium-table")
+    numbers = list(table.select_dtypes("number").columns.difference(table.select_dtypes("bool").columns))
+    body = html_table(list(table.columns), rows, digits=digits, css="compendium-table", number_columns=numbers)
     link = csv_link(csv, start) if csv is not None else ""
     if len(table) <= fold_rows:
         return f"{body}<p class='table-source'>The table as {link}.</p>" if link else body
