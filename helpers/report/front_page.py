@@ -26,7 +26,6 @@ KEY_FIGURE_CAPTIONS: dict[str, str] = {
     "its 95% interval, one panel per model; math in red.",
     "sparsity_variants": "Finding 2's test: the decoder / encoder sparsity ratio under every sparsity measure, with "
     "its interval, against the paper's 'about 7x' band.",
-    "finding4_parameters": "Finding 4's data: each model's mean final activation against its parameter count.",
     "signature_probe_depth": "Finding 5's test: how well a layer's activations tell the category, against a probe "
     "of the prompt's surface alone (band) and a control task of random labels (grey).",
 }

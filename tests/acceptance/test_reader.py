@@ -220,3 +220,57 @@ def test_the_readme_first_screen_says_what_this_is_the_verdicts_and_the_two_comm
     assert first["rows"] == 5 and first["verdicts"] == list(scorecard["verdict"])
     assert first["code"] <= HEIGHT and first["table"] <= HEIGHT, first
     assert first["right"] <= WIDTH
+
+
+HOSTILE_CATEGORY = "<img src=x onerror=\"document.title='PWNED'\">"
+HOSTILE_PROMPT = "<script>document.title='PWNED'</script> What is 2+2?"
+HOSTILE_NOTEBOOKS = (
+    ("01_collect_activations", "tiny-bert"),
+    ("01_collect_activations", "tiny-gpt2"),
+    ("02_compute_metrics", None),
+    ("03_aggregate", None),
+    ("05_export_tables", None),
+    ("08_signatures", None),
+)
+"""The reports that show prompt texts or category names (issue 35: 01, 02, 03, 05 and 08)."""
+
+
+@pytest.fixture(scope="module")
+def hostile_reports(smoke_run: Path) -> Path:
+    """The real notebooks, run on a prompt set whose prompt holds a <script> and whose category an onerror, in the
+    smoke run's copy of the repository (its own run name: the smoke outputs are untouched)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import environment
+
+    texts = [HOSTILE_PROMPT, "Write a poem about <i>rain</i>.", "Name three colours & explain.", "Why? </td></table>"]
+    categories = [HOSTILE_CATEGORY, "plain & <b>simple</b>"]
+    pd.DataFrame(
+        {"prompt_id": [f"p{i}" for i in range(4)], "category": [categories[i % 2] for i in range(4)], "text": texts}
+    ).to_csv(smoke_run / "data" / "prompts" / "hostile.csv", index=False)
+    quoted = ", ".join("'" + c.replace("'", "''") + "'" for c in categories)
+    (smoke_run / "params" / "hostile.yaml").write_text(
+        "models: [tiny-bert, tiny-gpt2]\nprompts: data/prompts/hostile.csv\n"
+        f"categories: [{quoted}]\ncustom_categories: true\nbatch_size: 4\ndevice: cpu\n"
+    )
+    for notebook, model in HOSTILE_NOTEBOOKS:
+        command = [sys.executable, "-m", "helpers.report.notebooks", "run", notebook, "--params", "params/hostile.yaml"]
+        command += ["--model", model] if model else []
+        result = subprocess.run(command, cwd=smoke_run, env=environment(smoke_run), capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return smoke_run / "reports" / "hostile"
+
+
+def test_prompts_and_categories_with_markup_stay_text_in_every_report(browser: Any, hostile_reports: Path) -> None:
+    """No report runs the <script> of a prompt or the onerror of a category: both are shown as text."""
+    pages = sorted(hostile_reports.glob("0*.html"))
+    assert len(pages) == len(HOSTILE_NOTEBOOKS)
+    shown_as_text = []
+    for page in pages:
+        open_page(browser, page)
+        assert browser.title != "PWNED", page.name
+        assert browser.execute_script("return document.querySelectorAll('script, [onerror]').length") == 0, page.name
+        text = browser.find_element("css selector", "body").text
+        shown_as_text += [name for name in (HOSTILE_PROMPT, HOSTILE_CATEGORY) if name in text]
+    assert HOSTILE_PROMPT in shown_as_text and shown_as_text.count(HOSTILE_CATEGORY) >= 3
