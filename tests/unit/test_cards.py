@@ -179,3 +179,23 @@ def test_the_committed_readme_quotes_the_committed_tables() -> None:
 def test_no_readme_line_is_longer_than_a_screen_can_show(width: int) -> None:
     lines = (paths.ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert [i + 1 for i, line in enumerate(lines) if len(line) > width] == []
+
+
+def test_every_table_says_what_it_shows() -> None:
+    """The front page's table list gives each table one line (helpers.study.outputs.TABLE_DESCRIPTIONS)."""
+    from helpers.study.outputs import FINDINGS_TABLES, SIGNATURE_TABLES, STUDY_TABLES, TABLE_DESCRIPTIONS
+
+    tables = {*STUDY_TABLES, *FINDINGS_TABLES, *SIGNATURE_TABLES}
+    assert sorted(tables - set(TABLE_DESCRIPTIONS)) == [] and sorted(set(TABLE_DESCRIPTIONS) - tables) == []
+
+
+def test_the_citation_file_and_the_licence_are_there_and_name_the_paper() -> None:
+    import yaml
+
+    citation = yaml.safe_load((paths.ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert citation["cff-version"] == "1.2.0" and citation["license"] == "MIT"
+    assert {"message", "title", "authors", "date-released"} <= set(citation)
+    paper = citation["references"][0]
+    assert paper["identifiers"][0]["value"] == "arXiv:2605.15436" and paper["type"] == "article"
+    licence = (paths.ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert licence.startswith("MIT License") and "data/reference/raw/LICENSE.paper-repository" in licence
