@@ -9,6 +9,8 @@ smoke run's copy of the repository: what a fresh clone's `make reproduce` shows,
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +238,7 @@ HOSTILE_NOTEBOOKS = (
 
 
 @pytest.fixture(scope="module")
-def hostile_reports(smoke_run: Path) -> Path:
+def hostile_reports(smoke_run: Path) -> Iterator[Path]:
     """The real notebooks, run on a prompt set whose prompt holds a <script> and whose category an onerror, in the
     smoke run's copy of the repository (its own run name: the smoke outputs are untouched)."""
     import subprocess
@@ -259,7 +261,11 @@ def hostile_reports(smoke_run: Path) -> Path:
         command += ["--model", model] if model else []
         result = subprocess.run(command, cwd=smoke_run, env=environment(smoke_run), capture_output=True, text=True)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return smoke_run / "reports" / "hostile"
+    yield smoke_run / "reports" / "hostile"
+    for made in ("results", "reports", "build", "paper/tables", "paper/data", "figures"):  # the smoke copy as found
+        shutil.rmtree(smoke_run / made / "hostile", ignore_errors=True)
+    for made in ("data/prompts/hostile.csv", "params/hostile.yaml"):
+        (smoke_run / made).unlink(missing_ok=True)
 
 
 def test_prompts_and_categories_with_markup_stay_text_in_every_report(browser: Any, hostile_reports: Path) -> None:

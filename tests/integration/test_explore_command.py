@@ -4,6 +4,7 @@ papermill, placed among a run's prompts; bad input refused before any model work
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,14 @@ def explore(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_explorer_renders_your_prompt_and_model_to_a_static_page(smoke_run: Path) -> None:
+    try:
+        rendered(smoke_run)
+    finally:  # the smoke copy as found: its reports folder holds the run's declared outputs only
+        for made in ("reports/smoke/explore", "build/smoke/explore"):
+            shutil.rmtree(smoke_run / made, ignore_errors=True)
+
+
+def rendered(smoke_run: Path) -> None:
     result = explore(smoke_run, "--prompt", PROMPT, "--model", "tiny-gpt2", "--layer", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     page = Path(result.stdout.strip().splitlines()[-1])
