@@ -35,7 +35,7 @@ p.table-source { font-size: 0.85em; color: #555; margin: -0.6em 0 1em 0; }
 p.abstract { margin: 0.4em 0 0.6em 0; }
 @media (max-width: 900px) { .compendium-page h1 { font-size: 1.25em; }
   p.abstract, ul.findings li { font-size: 0.93em; } }
-ul.findings { list-style: none; padding: 0; margin: 0.4em 0 0.6em 0; }
+ul.findings, .jp-RenderedHTMLCommon ul.findings { list-style: none; padding: 0; margin: 0.4em 0 0.6em 0; }
 ul.findings li { margin: 0 0 0.35em 0; padding: 0.3em 0.6em; border-left: 0.35em solid #d0d7de; line-height: 1.35; }
 ul.findings .verdict { font-weight: 700; text-transform: uppercase; font-size: 0.85em; letter-spacing: 0.02em; }
 ul.findings .numbers { font-size: 0.9em; color: #222; display: flex; flex-wrap: wrap; gap: 0 1.5em; }
