@@ -31,7 +31,14 @@ from helpers.study.outputs import (  # noqa: E402
     RunOutputs,
     numbered_notebooks,
 )
-from helpers.workflow import code_inputs, content_stamp, runner_inputs, text_stamp  # noqa: E402
+from helpers.workflow import (  # noqa: E402
+    code_inputs,
+    content_stamp,
+    module_closure,
+    module_file,
+    runner_inputs,
+    text_stamp,
+)
 
 # one spelling of the path: params/x.yaml, ./params/x.yaml and /abs/params/x.yaml are one command
 PARAMS = canonical_params(config.get("params", "params/default.yaml"))
@@ -56,6 +63,7 @@ REFERENCE = stamped([*sorted(paths.REFERENCE.glob("*.csv")), *sorted((paths.REFE
 FOLDERS = {key: stamped([name]) for key, name in MODELS.items() if resolve(name).source == "folder"}
 ACTIVATIONS = STUDY.results / "activations"
 TABLE_FORMATS, FIGURE_FORMATS = ("csv", "md", "tex"), ("png", "svg")
+FRONT_PAGE_CODE = sorted(module_file(m) for m in module_closure({"helpers.report.front_page"}))
 
 
 def code(stem):
@@ -284,11 +292,12 @@ rule index:
         [OUT.reproduction(n) for n in ("04_plot", "05_export_tables", "06_robustness", "08_signatures")],  # the front page's summary
         stamped(NOTEBOOKS.values()),  # each report's one-line description comes from its notebook
         stamped(runner_inputs()),
+        stamped(FRONT_PAGE_CODE),  # the front page's own code (its cards count the findings' tables)
         INPUTS,
     output:
         OUT.reports / "index.html",
     shell:
-        "{PY} -m helpers.report.notebooks index --params {PARAMS_ARG}"
+        "{PY} -m helpers.report.front_page --params {PARAMS_ARG}"
 
 
 # A failed run leaves no front page that shows the earlier run's results as if current.

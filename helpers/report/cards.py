@@ -19,11 +19,14 @@ from typing import Any
 
 import pandas as pd
 
+from helpers.report.counting import count_verdicts, plural
 from helpers.stats.findings.rules import ALPHA, DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_TESTABLE, significant
 
 MATH = "mathematical_reasoning"
-VERDICT_ORDER = (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_TESTABLE)
-"""The order in which a count names the verdicts of the models (after the most frequent)."""
+RATIO_INTERVAL_LEVEL = f"{1 - 2 * ALPHA:.0%}"
+"""The level of finding 2's interval of the decoder / encoder ratio (two one-sided permutation tests at ALPHA)."""
+VERDICT_ORDER = (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_TESTABLE)
+"""The order in which the abstract tallies the findings' verdicts."""
 
 
 @dataclass(frozen=True)
@@ -85,32 +88,6 @@ def _published(slug: str) -> pd.DataFrame | None:
 # --- counting models ------------------------------------------------------------------------------------------------
 
 
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def names(models: list[str], limit: int = 3) -> str:
-    """Up to ``limit`` model names, then how many more."""
-    shown = ", ".join(models[:limit])
-    return shown + (f" and {len(models) - limit} more" if len(models) > limit else "")
-
-
-def count_verdicts(per_model: pd.DataFrame, model: str = "model", verdict: str = "verdict") -> str:
-    """'does not hold in 6 of 8 models, inconclusive in 2 (SmolLM2-135M, Gemma3-270M)': the most frequent verdict
-    first, then the others, each naming its models when it is not the most frequent."""
-    if per_model is None or per_model.empty or verdict not in per_model or model not in per_model:
-        return ""
-    total = len(per_model)
-    groups = {v: list(per_model.loc[per_model[verdict] == v, model].astype(str)) for v in per_model[verdict].unique()}
-    order = sorted(groups, key=lambda v: (-len(groups[v]), VERDICT_ORDER.index(v) if v in VERDICT_ORDER else 9))
-    first = order[0]
-    if len(order) == 1:
-        return f"{first} in {'all ' if total > 1 else ''}{plural(total, 'model')}"
-    parts = [f"{first} in {len(groups[first])} of {plural(total, 'model')}"]
-    parts += [f"{v} in {len(groups[v])} ({names(groups[v])})" for v in order[1:]]
-    return ", ".join(parts)
-
-
 def _sentence(text: str) -> str:
     text = " ".join(str(text).split())
     if not text:
@@ -147,7 +124,7 @@ def _finding1(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
     per_model = tables.get("finding1_per_model")
     card = _from_scorecard(row, tables)
     if per_model is None or "verdict" not in per_model or card.verdict == NOT_TESTABLE:
-        return card
+        return Card(**{**card.__dict__, "figure": "finding1_categories"})
     n = len(per_model)
     categories = tables.get("finding1_categories")
     n_categories = int(categories["category"].nunique()) if categories is not None and "category" in categories else 0
@@ -214,7 +191,7 @@ def _finding2(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
     pairs = variants[(variants["variant"] == first["variant"]) & ~variants.index.isin(overall.index)]
     decoders = len({str(c).split(" / ")[0] for c in pairs["comparison"]})
     encoders = len({str(c).split(" / ")[-1] for c in pairs["comparison"]})
-    level = f"{1 - 2 * ALPHA:.0%}"
+    level = RATIO_INTERVAL_LEVEL
     interval = f"{significant(first['low'])} to {significant(first['high'])}"
     ratio = f"{significant(first['ratio'])}x ({level} interval {interval})"
     same = int((overall["verdict_sparser"] == first["verdict_sparser"]).sum())
@@ -265,7 +242,7 @@ def _finding5(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
     card = _from_scorecard(row, tables)
     verdicts = tables.get("signature_verdicts")
     if verdicts is None or "verdict" not in verdicts or card.verdict == NOT_TESTABLE:
-        return card
+        return Card(**{**card.__dict__, "figure": "signature_probe_depth"})
     n = len(verdicts)
     test, ours, key = "", "", ""
     gain = next((c for c in ("gain_beyond_words", "gain") if c in verdicts), None)

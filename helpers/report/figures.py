@@ -12,7 +12,6 @@ import pandas as pd
 import seaborn as sns
 
 from helpers.base import paths, store
-from helpers.stats.findings.rules import ALPHA
 from helpers.study import CATEGORIES, reproduction
 from helpers.study.outputs import FINDINGS_FIGURES, SIGNATURE_FIGURES, STUDY_FIGURES
 from helpers.study.tables import PAPER_METRICS, finite_only
@@ -418,7 +417,7 @@ def finding1_categories(
     ``categories``: the ``finding1_categories`` table (``helpers.stats.findings``), or a one-column note;
     ``per_model``: ``finding1_per_model`` (the panels' verdicts); ``verdict``: the scorecard's.
     """
-    from helpers.report.cards import count_verdicts
+    from helpers.report.counting import count_verdicts
 
     if "matched_length_mean" not in categories:
         return _note_figure(str(categories.iloc[0, 0]))
@@ -461,7 +460,9 @@ def finding1_categories(
     return figure
 
 
-def sparsity_variants(variants: pd.DataFrame, about: tuple[float, float], verdict: str = "") -> plt.Figure:
+def sparsity_variants(
+    variants: pd.DataFrame, about: tuple[float, float], verdict: str = "", level: str = ""
+) -> plt.Figure:
     """Finding 2's test: decoder/encoder sparsity ratio under every sparsity measure: each pair (95% interval,
     light) and, where testable, the architecture ratio (black); the paper's 'about 7x' band shaded; each
     measure's 'sparser' verdict at right, the scorecard's ``verdict`` in the title.
@@ -487,7 +488,7 @@ def sparsity_variants(variants: pd.DataFrame, about: tuple[float, float], verdic
                       markersize=6 if overall else 4, markerfacecolor="none", elinewidth=2.2 if overall else 2.0,
                       capsize=5 if overall else 2, capthick=1.6, color="black" if overall else "tab:blue",
                       alpha=1.0 if overall else 0.45, zorder=3 if overall else 2,
-                      label=f"{comparison} ({1 - 2 * ALPHA:.0%} interval)" if overall else None)  # fmt: skip
+                      label=f"{comparison} ({level + ' ' if level else ''}interval)" if overall else None)  # fmt: skip
     if any(not c.startswith("decoders") for c in comparisons):
         axis.errorbar([], [], xerr=[], fmt="o", markerfacecolor="none", color="tab:blue", alpha=0.45, elinewidth=2.0,
                       label="one decoder / one encoder (95% interval)")  # fmt: skip
@@ -557,9 +558,11 @@ def _verdict_of(tables: dict[str, pd.DataFrame], number: int) -> str:
     return str(match["verdict"].iloc[0]) if len(match) else ""
 
 
-def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, about: tuple[float, float]) -> dict:
+def findings_figures(
+    tables: dict[str, pd.DataFrame], layers: pd.DataFrame, about: tuple[float, float], level: str = ""
+) -> dict:
     """All of ``FINDINGS_FIGURES`` from notebook 06's tables and the run's per-layer table; each finding's key
-    figure says the scorecard's verdict in its title."""
+    figure says the scorecard's verdict in its title (``level``: finding 2's interval, e.g. '90%')."""
     tables = {name: _drawn(table) for name, table in tables.items()}
     layers = _drawn(layers)
     per_model = tables.get("finding1_per_model")
@@ -570,7 +573,7 @@ def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, abou
             verdict=_verdict_of(tables, 1),
         ),
         "finding1_length_contrasts": finding1_length_contrasts(tables["finding1_length_contrasts"]),
-        "sparsity_variants": sparsity_variants(tables["sparsity_variants"], about, _verdict_of(tables, 2)),
+        "sparsity_variants": sparsity_variants(tables["sparsity_variants"], about, _verdict_of(tables, 2), level),
         "sparsity_layer_profiles": sparsity_layer_profiles(layers),
     }
     assert tuple(result) == FINDINGS_FIGURES
@@ -588,7 +591,7 @@ def signature_probe_depth(probes: pd.DataFrame, verdicts: pd.DataFrame | None = 
 
     ``probes``: the ``signature_probes`` table (``helpers.stats.findings.signatures.layer_probes`` per model).
     """
-    from helpers.report.cards import count_verdicts
+    from helpers.report.counting import count_verdicts
 
     if "accuracy" not in probes:
         return _note_figure(str(probes.iloc[0, 0]))

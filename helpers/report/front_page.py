@@ -1,5 +1,6 @@
 """The study's front page (reports[/<run>]/index.html): the answer first, then the figures, reports, tables, data.
 
+``python -m helpers.report.front_page --params FILE`` writes it (the Snakefile's index rule, after every report).
 ``write_index`` reads only the run's committed tables and figures (``helpers.report.cards`` counts the verdicts
 from them), its reproduction records and its provenance. Every text from data is escaped where its HTML is made
 (``helpers.report.tables`` and ``cards``); the page loads nothing and runs no script.
@@ -305,3 +306,18 @@ computed, under the tolerance of each kind of number (<code>helpers/study/reprod
 </body></html>
 """  # noqa: E501
     return assert_script_free(body, "the front page")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.report.front_page", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", required=True, help="parameter file, e.g. params/default.yaml")
+    print(write_index(parser.parse_args(argv).params))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -2,8 +2,9 @@
 
 ``python -m helpers.report.notebooks run NOTEBOOK --params FILE [--model NAME]`` executes one notebook
 into the build folder (never over the source) and renders a code-free HTML report;
-``python -m helpers.report.notebooks index --params FILE`` writes ``index.html``, the study's front
-page. The Snakefile calls these; so can you.
+``python -m helpers.report.notebooks explore --prompt TEXT [--model NAME]`` renders the explorer for your own prompt
+(``make explore``). The study's front page is ``python -m helpers.report.front_page --params FILE``. The Snakefile
+calls these; so can you.
 
 Report conventions (every notebook follows them):
 
@@ -31,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from helpers.base import paths, store
-from helpers.report.cards import readme_summary as readme_summary  # re-exported for notebook 06
-from helpers.report.cards import show_cards as show_cards
 from helpers.report.style import STYLE
 from helpers.report.tables import REPORT_FOLDER_ENVIRONMENT, assert_script_free, relative
 from helpers.report.tables import csv_link as csv_link  # re-exported: the notebooks call notebooks.show_table, ...
@@ -422,16 +421,10 @@ def explore_report(
     )
 
 
-# --- the front page (its own module, helpers.report.front_page) -------------------------------------------------
+# --- the front page: its own module and command (helpers.report.front_page), not imported here: the runner every
+# notebook rule runs stays free of the findings' code (helpers.workflow.RUNNER); only a failed run's page is here ----
 
 _relative = relative
-
-
-def write_index(params_file: str) -> Path:
-    """The study's front page (``helpers.report.front_page.write_index``)."""
-    from helpers.report import front_page
-
-    return front_page.write_index(params_file)
 
 
 def write_failed_index(params: StudyParams, log: str | Path | list[str] | None = None) -> Path:
@@ -470,8 +463,6 @@ def main(argv: list[str] | None = None) -> int:
     explore.add_argument("--model", default=None, help="a model name (default: the run's first model)")
     explore.add_argument("--layer", type=int, default=None, help="the layer whose attention is drawn (1..L)")
     explore.add_argument("--head", type=int, default=0, help="the head whose attention pattern is drawn")
-    index = commands.add_parser("index", help="write the HTML index of a run")
-    index.add_argument("--params", required=True)
     commands.add_parser("git-filter", help="set the nbstripout git filter named in .gitattributes")
     commands.add_parser("lab-settings", help="JupyterLab without the news pop-up, for this environment")
     args = parser.parse_args(argv)
@@ -483,8 +474,6 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             print(f"make explore: {error}", file=sys.stderr)
             return 2
-    elif args.command == "index":
-        print(write_index(args.params))
     elif args.command == "lab-settings":
         print(install_lab_settings())
     else:

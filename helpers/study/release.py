@@ -160,8 +160,8 @@ def data_card(
         "",
         f"`make reproduce` with `{params.get('name', run) if isinstance(params, Mapping) else run}`'s parameter "
         f"file: notebook 01 measured every prompt of `{params.get('prompts', '')}` with every model "
-        f"(batch size {params.get('batch_size', '')}, dtype {params.get('dtype', '')}, device "
-        f"{params.get('device', '')}, max_length {params.get('max_length', '')}), storing each model's table with "
+        f"(dtype {params.get('dtype', '')}, max_length {params.get('max_length', '')}), storing each model's table "
+        "with "
         f"its provenance; {notebook} joins them. The prompt file's sha256 is "
         f"`{provenance.get('prompt_file_sha256', '')}`.",
         "",

@@ -3,7 +3,7 @@ shown, no table taller than a screen and a half, previous / next links, no scrip
 screen.
 
 The smoke run's pages (tiny models: most findings not testable) and the default study's front page, made from the
-committed tables and figures (``python -m helpers.report.notebooks index --params params/default.yaml`` in the
+committed tables and figures (``helpers.report.front_page.page`` in the
 smoke run's copy of the repository: what a fresh clone's `make reproduce` shows, before its own numbers).
 """
 

@@ -137,7 +137,7 @@ def test_a_finding_that_is_not_testable_shows_why_not_a_count() -> None:
                                              {1: "no: 0 model(s) can be tested", 5: "no: too few prompts"})  # fmt: skip
     first, fifth = cards.cards(tables)
     assert first.counts == "Not testable here: 0 model(s) can be tested." and first.ours == ""
-    assert fifth.counts == "Not testable here: too few prompts." and fifth.figure == ""
+    assert fifth.counts == "Not testable here: too few prompts." and fifth.figure == "signature_probe_depth"
 
 
 def test_the_abstract_and_the_readme_table_come_from_the_cards(tmp_path: Path) -> None:

@@ -138,9 +138,9 @@ def test_9_a_one_model_study_shows_every_table_saying_what_is_missing() -> None:
             {
                 "show_table": staticmethod(lambda table, **_: shown.append(table)),
                 "show_text": staticmethod(lambda text: None),
-                "show_cards": staticmethod(lambda folder: None),
             },
         ),
+        "cards": type("C", (), {"show_cards": staticmethod(lambda folder: None)}),
         "outputs": type("O", (), {"tables": paths.TABLES}),
     }
     cells = json.loads((paths.NOTEBOOKS / "06_robustness.ipynb").read_text())["cells"]
