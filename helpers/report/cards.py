@@ -239,32 +239,19 @@ def _finding3(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
 
 
 def _finding5(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
+    from helpers.stats.findings import finding5
+
     card = _from_scorecard(row, tables)
     verdicts = tables.get("signature_verdicts")
     if verdicts is None or "verdict" not in verdicts or card.verdict == NOT_TESTABLE:
         return Card(**{**card.__dict__, "figure": "signature_probe_depth"})
     n = len(verdicts)
     test, ours, key = "", "", ""
-    gain = next((c for c in ("gain_beyond_words", "gain") if c in verdicts), None)
-    if gain is not None and verdicts[gain].notna().any():
-        values = verdicts[gain].dropna()
-        spread = f"{significant(values.min())} to {significant(values.max())}"
-        ours = f"accuracy gained beyond the prompt's words: {spread} across {plural(n, 'model')}"
-        key = f"gain {spread}"
-        if {"gain_low", "gain_high"} <= set(verdicts.columns):
-            lows = verdicts["gain_low"].dropna()
-            if len(lows):
-                test = f"The smallest lower bound of that gain is {significant(lows.min())}"
-    elif "signature_tests" in tables:
-        tests = tables["signature_tests"]
-        if {"selectivity", "kind"} <= set(tests.columns):
-            best = tests.groupby("model", sort=False)["selectivity"].max()
-            spread = f"{significant(best.min())} to {significant(best.max())}"
-            ours = (
-                "accuracy gained over a probe of the prompt's surface, net of a random-label control (best view per "
-                f"model): {spread} across {plural(n, 'model')}"
-            )
-            key = f"gain over surface {spread}"
+    if {"gain_beyond_words", "lexical_accuracy", "layer0_accuracy"} <= set(verdicts.columns):
+        test = finding5.words_and_layers(verdicts)
+        spread = finding5.points(verdicts["gain_beyond_words"])
+        ours = f"accuracy points the later layers add beyond the words: {spread} across {plural(n, 'model')}"
+        key = f"{spread} points beyond the words"
     return Card(
         card.number,
         card.claim,

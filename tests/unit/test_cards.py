@@ -124,11 +124,20 @@ def test_no_card_number_has_more_than_three_significant_digits_and_nothing_is_cu
 def test_finding_5s_card_reads_the_gain_columns_when_the_table_has_them() -> None:
     tables = study_tables()
     tables["signature_verdicts"] = tables["signature_verdicts"].assign(
-        gain_beyond_words=[0.12, 0.3456, 0.2, 0.25], gain_low=[0.05, 0.3, 0.1, 0.2], gain_high=[0.2, 0.4, 0.3, 0.3]
+        gain_beyond_words=[-0.012, 0.03456, 0.02, 0.074],
+        gain_low=[-0.05, 0.0, -0.01, 0.02],
+        gain_high=[0.02, 0.07, 0.05, 0.12],
+        lexical_accuracy=[0.81, 0.82, 0.82, 0.83],
+        layer0_accuracy=[0.85, 0.86, 0.88, 0.87],
+        layers_accuracy=[0.9, 0.91, 0.93, 0.95],
     )
     card = cards.cards(tables)[4]
-    assert card.ours == "accuracy gained beyond the prompt's words: 0.12 to 0.346 across 4 models"
-    assert card.test == "The smallest lower bound of that gain is 0.05"
+    assert card.ours == "accuracy points the later layers add beyond the words: -1.2 to +7.4 across 4 models"
+    assert card.key_number == "-1.2 to +7.4 points beyond the words"
+    assert (
+        "the words alone, with no model, give 0.81 to 0.83 and each model's layer 0 (its input tokens) 0.85 to "
+        "0.88" in card.test
+    )
 
 
 def test_a_finding_that_is_not_testable_shows_why_not_a_count() -> None:

@@ -197,8 +197,8 @@ def eight_model_figures() -> dict[str, plt.Figure]:
             "high": 20.0, "verdict_sparser": "inconclusive"} for s in measures]
     )  # fmt: skip
     probes = pd.DataFrame(
-        [{"model": m, "relative_depth": d / 10, "accuracy": 0.9, "surface_accuracy": 0.2, "control_accuracy": 0.1,
-          "control_surface_accuracy": 0.08, "chance": 1 / 12} for m in EIGHT for d in range(11)]
+        [{"model": m, "relative_depth": d / 10, "accuracy": 0.9, "surface_accuracy": 0.2, "lexical_accuracy": 0.82,
+          "layer0_accuracy": 0.86, "chance": 1 / 12} for m in EIGHT for d in range(11)]
     )  # fmt: skip
     units = pd.DataFrame(
         [{"model": m, "relative_depth": d / 10, "share": 0.3, "null_q95": 5.0, "units": 100, "selective": 30}

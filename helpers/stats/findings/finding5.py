@@ -133,30 +133,38 @@ def model_verdicts(tests: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _span(values: pd.Series, scale: float = 1.0) -> str:
-    """'a-b' (or 'a' when all equal) of ``values`` times ``scale``, 2 significant digits."""
-    low, high = significant(scale * float(values.min()), 2), significant(scale * float(values.max()), 2)
+def _span(values: pd.Series) -> str:
+    """'a to b' (or 'a' when they round alike) of ``values``, 2 significant digits."""
+    low, high = significant(float(values.min()), 2), significant(float(values.max()), 2)
     return low if low == high else f"{low} to {high}"
 
 
+def points(gains: pd.Series) -> str:
+    """Accuracy gains (fractions) as signed accuracy points, 'a to b' ('-1.2 to +7.4')."""
+    low, high = (f"{100 * float(v):+.2g}" for v in (gains.min(), gains.max()))
+    return low if low == high else f"{low} to {high}"
+
+
+def words_and_layers(verdicts: pd.DataFrame) -> str:
+    """What the words give and what the later layers add, in one sentence (from ``model_verdicts``' table)."""
+    return (
+        f"Categories are decodable from every layer ({_span(verdicts['layers_accuracy'])} accuracy, later layers "
+        f"together), but mostly from the words: the words alone, with no model, give "
+        f"{_span(verdicts['lexical_accuracy'])} and each model's layer 0 (its input tokens) "
+        f"{_span(verdicts['layer0_accuracy'])}; the later layers add {points(verdicts['gain_beyond_words'])} "
+        f"accuracy points beyond the stronger of the two (the registered minimum is {100 * MIN_GAIN:.0f})."
+    )
+
+
 def beyond_words_sentence(verdicts: pd.DataFrame) -> str:
-    """What the words give and what the later layers add, across the run's models, in words (from
-    ``model_verdicts``' table): the answer of finding 5 for readers."""
+    """Finding 5's answer for readers: what the words give, what the later layers add, and the verdicts counted."""
     if verdicts.empty:
         return "No model could be tested for finding 5."
     counts = verdicts["verdict"].value_counts()
     tally = ", ".join(
         f"{verdict} in {counts[verdict]}" for verdict in (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE) if verdict in counts
     )
-    n = len(verdicts)
-    return (
-        f"Categories are decodable from every layer of all {n} model(s) (later layers together: accuracy "
-        f"{_span(verdicts['layers_accuracy'])}), but mostly from the words: the words alone, with no model, give "
-        f"{_span(verdicts['lexical_accuracy'])}, and each model's own layer 0 (its input tokens) "
-        f"{_span(verdicts['layer0_accuracy'])}. The later layers add {_span(verdicts['gain_beyond_words'], 100)} "
-        f"accuracy points beyond the stronger of the two (the registered minimum is {MIN_GAIN:.0%}): finding 5 "
-        f"{tally} of the {n} model(s)."
-    )
+    return f"{words_and_layers(verdicts)} Finding 5 {tally} of the {len(verdicts)} model(s)."
 
 
 def run_verdict(verdicts: pd.Series) -> str:

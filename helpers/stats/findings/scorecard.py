@@ -390,7 +390,7 @@ def _analyse(
     from helpers.stats.findings import calibration
 
     run = StudyData.from_metrics(store.at_measurement_precision(metrics), samples, seed)
-    run.cache |= {key: table for key, table in cached.items() if table is not None}  # notebook 08's tests
+    run.cache.update({key: table for key, table in cached.items() if table is not None})  # notebook 08's tests
     interpretation = sparsity_interpretation(layers, display_names) if layers is not None else pd.DataFrame()
     run.cache[SPARSITY_INTERPRETATION_KEY] = interpretation  # finding 2's evidence says what S_max measures
     published = StudyData.from_published(published_cells, samples, seed)
