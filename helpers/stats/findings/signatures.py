@@ -498,10 +498,14 @@ class RunSignatures:
 
 
 def load_model_inputs(params: Any, model: str) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """One model's prompt table, per-layer table and (n, L+1, D) vectors, verified, in prompt-table order."""
-    prompts = store.at_measurement_precision(store.read_table(params.activations_path(model)))
-    layers = store.at_measurement_precision(store.read_table(params.activations_path(model, "layers")))
-    ids, vectors = store.read_vectors(params.activations_path(model, "vectors"))
+    """One model's prompt table, per-layer table and (n, L+1, D) vectors, verified (intact, and made for this run
+    and model), in prompt-table order."""
+    from helpers.study import made_for
+
+    identity = made_for(params, model)
+    prompts = store.at_measurement_precision(store.read_table(params.activations_path(model), identity))
+    layers = store.at_measurement_precision(store.read_table(params.activations_path(model, "layers"), identity))
+    ids, vectors = store.read_vectors(params.activations_path(model, "vectors"), identity)
     order = pd.Series(range(len(ids)), index=ids).reindex(prompts["prompt_id"]).to_numpy()
     return prompts, layers, vectors[order]
 
