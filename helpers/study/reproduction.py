@@ -81,6 +81,9 @@ SHARE_DEFAULT_ITEMS = 100
 """The items a share counts when neither its row nor the run says."""
 ACCURACY_PROMPTS = 2
 """Classifier accuracies: how many prompts may be classified differently (a difference of two accuracies: twice)."""
+UNIT_COUNT = 2
+"""Counts of units that pass a statistical bar (selective units, and their mean and quantile under permutation):
+how many units may fall on the other side of it."""
 MONTE_CARLO_Z = 2.0
 """Frequencies over resampled draws (bootstrap, permutations): this many Monte Carlo standard errors."""
 
@@ -122,6 +125,12 @@ TOLERANCES: tuple[Tolerance, ...] = (
         "a probe's accuracy counts prompts classified right: a prompt whose scores are a near-tie is classified "
         "differently on another machine, and the accuracy moves by a whole prompt (1 of 540 is 0.00185; SmolLM2's "
         "scalar accuracy moved from 0.4481 to 0.4509, 1.5 prompts, between an AMD EPYC and an Intel Xeon).",
+    ),
+    Tolerance(
+        "unit_count",
+        f"|new - committed| <= {UNIT_COUNT} units (selective units per layer or category, and their permutation null)",
+        "a unit whose effect size lies within rounding of the bar (|d| of 0.8 after FDR) passes it on one machine and "
+        "not on another, like an entry at a sparsity threshold.",
     ),
     Tolerance(
         "frequency",
@@ -210,6 +219,8 @@ _FREQUENCY = re.compile(
 """Frequencies over resampled draws, in a table that counts draws (``Context.draws``) or whose rows say how many
 (``simulated_runs``): bootstrap shares, permutation p-values, verdict shares over simulated runs."""
 _DRAWS_COLUMN = "simulated_runs"
+_UNIT_COUNTS = ("selective", "selective_units", "null_mean", "null_q95")
+"""Counts of units that pass a statistical bar (signature_units, signature_unit_owners)."""
 _BINOMIAL_P = ("p_above_chance",)
 """p-values that are a binomial tail of the row's accuracy x prompts against its chance (signature transfer)."""
 _COUNT_TABLES = re.compile(r"^signature_|^sparsity_variants$")
@@ -233,6 +244,8 @@ def kind(column: str, row: Mapping[str, str], table: str = "", context: Context 
         return "frequency"
     if column in _BINOMIAL_P:
         return "p_binomial"
+    if column in _UNIT_COUNTS:
+        return "unit_count"
     if _P_VALUE.search(column):
         return "p_discrete" if _COUNT_TABLES.search(table) or threshold_row else "p_value"
     if _SHARE.search(column):
@@ -360,7 +373,13 @@ def within(
     a, b = _number(committed), _number(computed)
     if a is None or b is None:
         return committed.strip() == computed.strip()
-    if kind_ in ("conclusion", "exact") or (_is_integer_text(committed) and _is_integer_text(computed)):
+    if kind_ in ("conclusion", "exact"):
+        return a == b
+    if kind_ == "unit_count":
+        integers = _is_integer_text(committed) and _is_integer_text(computed)
+        rounding = 0.0 if integers else half_unit(committed, digits) + half_unit(computed, digits)
+        return abs(a - b) <= UNIT_COUNT + rounding
+    if _is_integer_text(committed) and _is_integer_text(computed):
         return a == b
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
@@ -468,7 +487,7 @@ def _compare_rows(
             ratio_floor = sum(ACTIVATION_ATOL / v for v in operands) if is_ratio else 0.0
             if _number(a) is not None or _number(b) is not None:
                 comparison.numbers += 1
-                exact = kind_ == "conclusion" or pd.api.types.is_integer_dtype(table[column])
+                exact = kind_ == "conclusion" or (pd.api.types.is_integer_dtype(table[column]) and kind_ != "unit_count")
                 rule = "exact" if exact and kind_ != "conclusion" else kind_
                 ok = within(
                     rule, a, b, scales.get(column, 0.0), context, items, column, store.SIGNIFICANT_DIGITS, row, draws

@@ -159,11 +159,27 @@ def test_findings_scorecard_has_one_row_per_finding_with_a_computed_verdict(smok
     assert (smoke_run / "README.md").read_text() == readme_before  # only the default run quotes its scorecard
 
 
-def _edited(path: Path) -> tuple[str, tuple[float, float]]:
-    """Append a comment to ``path``; return what restores it (its text and times)."""
+COLLECT_ONWARDS = {
+    "collect",
+    "compute_metrics",
+    "aggregate",
+    "plot",
+    "export_tables",
+    "robustness",
+    "explore",
+    "signatures",
+}
+"""Every rule that runs after a collection (and collection itself)."""
+
+
+def _edited(path: Path, comment: bool = False) -> tuple[str, tuple[float, float]]:
+    """Append a definition (or, with ``comment``, a comment) to ``path``; return what restores it (text, times)."""
     stat = path.stat()
     text = path.read_text()
-    path.write_text(text + "\n# an edit\n")
+    if comment:
+        path.write_text(text + "\n# an edit\n")
+    else:
+        path.write_text(text + ("\nstatic const int edited = 1;\n" if path.suffix == ".cpp" else "\nEDITED = 1\n"))
     return text, (stat.st_atime, stat.st_mtime)
 
 
@@ -177,10 +193,11 @@ def _edited(path: Path) -> tuple[str, tuple[float, float]]:
         ("report/figures.py", {"plot", "robustness", "explore", "signatures"}),
         ("study/tables.py", {"aggregate", "plot", "export_tables", "robustness", "explore", "signatures"}),
         ("report/explore.py", {"explore"}),
-        (
-            "core/streaming.py",
-            {"collect", "compute_metrics", "aggregate", "plot", "export_tables", "robustness", "explore", "signatures"},
-        ),
+        ("core/streaming.py", COLLECT_ONWARDS),
+        # issue 35: the kernel's C++ source, the registry and a converter run in every collection
+        ("core/kernels/entropy_attention.cpp", COLLECT_ONWARDS),
+        ("core/registry.py", COLLECT_ONWARDS),
+        ("core/onnx_bert.py", COLLECT_ONWARDS),
     ],
 )
 def test_editing_a_module_reruns_exactly_the_rules_that_use_it(smoke_run: Path, module: str, rules: set[str]) -> None:
@@ -192,6 +209,18 @@ def test_editing_a_module_reruns_exactly_the_rules_that_use_it(smoke_run: Path, 
         path.write_text(text)
         os.utime(path, times)
     assert set(planned) - {"all", "index"} == rules
+
+
+@pytest.mark.parametrize("module", ["core/streaming.py", "report/figures.py"])
+def test_a_comment_reruns_nothing(smoke_run: Path, module: str) -> None:
+    path = smoke_run / "helpers" / module
+    text, times = _edited(path, comment=True)
+    try:
+        planned = planned_jobs(smoke_run)
+    finally:
+        path.write_text(text)
+        os.utime(path, times)
+    assert planned == {}
 
 
 def test_deleting_an_intermediate_rebuilds_it_and_what_depends_on_it(smoke_run: Path) -> None:

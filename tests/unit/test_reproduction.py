@@ -262,7 +262,9 @@ def test_a_csv_edited_after_its_run_is_never_kept_even_within_tolerance(tmp_path
     check = check_in(tmp_path)
     kept = check.table("cells", table, files, texts)
     assert check.comparisons[0].note == "edited after the run that wrote it: cells.csv"
-    assert files["csv"].read_text() == original and kept.loc[0, "Attention_Entropy"] == table.loc[0, "Attention_Entropy"]
+    assert (
+        files["csv"].read_text() == original and kept.loc[0, "Attention_Entropy"] == table.loc[0, "Attention_Entropy"]
+    )
 
 
 def test_text_made_from_a_kept_table_says_what_the_table_says(tmp_path: Path) -> None:
@@ -371,3 +373,9 @@ def test_a_p_value_of_a_count_moves_with_its_count() -> None:
     assert reproduction.kind("wilcoxon_p", {"variant": "max_sparsity"}, "sparsity_variants") == "p_discrete"
     assert reproduction.within("p_discrete", "1.2e-05", "1.8e-05")  # 0.18 in log10, allowed 0.02 + 0.1 x 4.9
     assert not reproduction.within("p_value", "1.2e-05", "1.8e-05")  # a continuous statistic's: 0.02
+
+
+def test_a_count_of_units_that_pass_a_bar_is_compared_by_units() -> None:
+    assert reproduction.kind("selective", {"model": "A", "layer": "3"}, "signature_units") == "unit_count"
+    assert reproduction.within("unit_count", "41", "43") and not reproduction.within("unit_count", "41", "44")
+    assert not reproduction.within("continuous", "41", "42")  # any other integer: exactly
