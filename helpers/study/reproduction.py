@@ -487,7 +487,8 @@ def _compare_rows(
             ratio_floor = sum(ACTIVATION_ATOL / v for v in operands) if is_ratio else 0.0
             if _number(a) is not None or _number(b) is not None:
                 comparison.numbers += 1
-                exact = kind_ == "conclusion" or (pd.api.types.is_integer_dtype(table[column]) and kind_ != "unit_count")
+                integer = pd.api.types.is_integer_dtype(table[column])
+                exact = kind_ == "conclusion" or (integer and kind_ != "unit_count")
                 rule = "exact" if exact and kind_ != "conclusion" else kind_
                 ok = within(
                     rule, a, b, scales.get(column, 0.0), context, items, column, store.SIGNIFICANT_DIGITS, row, draws
@@ -504,17 +505,33 @@ def _compare_rows(
     return comparison, beyond
 
 
+def _committed_rows(path: Path) -> list[list[str]] | None:
+    """The rows of a committed CSV; None if it cannot be read as CSV text (a file damaged or replaced by hand)."""
+    try:
+        return _rows(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, csv.Error):
+        return None
+
+
+UNREADABLE = "unreadable as CSV text (damaged or replaced): written again"
+
+
 def compare_table(name: str, table: pd.DataFrame, committed: Path, context: Context) -> Comparison:
     """Compare a computed table with the committed CSV ``committed``, number by number."""
     if not Path(committed).is_file():
         return Comparison(output=name, note="new (no committed file)")
-    return _compare_rows(name, table, _rows(Path(committed).read_text(encoding="utf-8")), context)[0]
+    old = _committed_rows(committed)
+    if old is None:
+        return Comparison(output=name, note=UNREADABLE)
+    return _compare_rows(name, table, old, context)[0]
 
 
 def _committed_value(text: str, column: pd.Series) -> Any:
-    """A committed CSV cell as a value of ``column``'s dtype (floats parsed; anything else kept as its text)."""
+    """A committed CSV cell as a value of ``column``'s dtype (numbers parsed; anything else kept as its text)."""
     if pd.api.types.is_float_dtype(column):
         return float(text) if text.strip() else float("nan")
+    if pd.api.types.is_integer_dtype(column) and _is_integer_text(text):
+        return int(text)
     return text
 
 
@@ -529,7 +546,9 @@ def kept_table(
     """
     if not Path(committed).is_file():
         return Comparison(output=name, note="new (no committed file)"), table, {}
-    old = _rows(Path(committed).read_text(encoding="utf-8"))
+    old = _committed_rows(committed)
+    if old is None:
+        return Comparison(output=name, note=UNREADABLE), table, {}
     comparison, beyond = _compare_rows(name, table, old, context)
     if comparison.note:  # another shape: nothing of it can be kept
         return comparison, table, {}
@@ -540,9 +559,11 @@ def kept_table(
         for position, (column, a, b) in enumerate(zip(new[0], old_row, new_row, strict=True)):
             if a == b or (index, column) in beyond:
                 continue
-            if not pd.api.types.is_float_dtype(kept[column]) and not pd.api.types.is_object_dtype(kept[column]):
+            value = _committed_value(a, kept[column])
+            textual = pd.api.types.is_object_dtype(kept[column]) or pd.api.types.is_string_dtype(kept[column])
+            if not isinstance(value, int | float) and not textual:
                 kept[column] = kept[column].astype(object)
-            kept.iat[index, position] = _committed_value(a, kept[column])
+            kept.iat[index, position] = value
             if isinstance(table.iat[index, position], str):
                 substitutions[table.iat[index, position]] = a
     return comparison, kept, substitutions
@@ -628,7 +649,7 @@ def file_hash(path: Path, section: tuple[str, str] | list[str] | None = None) ->
         return None
     if section is None:
         return store.file_sha256(path)
-    found = section_of(path.read_text(encoding="utf-8"), *section)
+    found = section_of(path.read_text(encoding="utf-8", errors="replace"), *section)
     return None if found is None else hashlib.sha256(found.encode()).hexdigest()
 
 
@@ -736,12 +757,13 @@ class Check:
         texts = render(kept)
         rewritten = []
         for suffix, path in files.items():
-            if not (Path(path).is_file() and Path(path).read_text(encoding="utf-8") == texts[suffix]):
+            if not (Path(path).is_file() and Path(path).read_bytes() == texts[suffix].encode("utf-8")):
                 store.write_text(texts[suffix], path)
                 rewritten.append(Path(path))
         if edited:
-            comparison.note = comparison.note or "edited after the run that wrote it: " + ", ".join(
-                Path(p).name for p in edited
+            names = ", ".join(Path(p).name for p in edited)
+            comparison.note = f"edited after the run that wrote it: {names}" + (
+                f"; {comparison.note}" if comparison.note else ""
             )
         elif rewritten and comparison.reproduced:
             comparison.note = "rewritten, not what its checked CSV gives (edited by hand?): " + ", ".join(

@@ -38,7 +38,7 @@ MAKE_TIMEOUT = 900
 def copy_repo(destination: Path) -> Path:
     """A copy of the repository without generated folders, using this checkout's .venv."""
     shutil.copytree(paths.ROOT, destination, ignore=IGNORED)
-    for generated in ("figures/smoke", "paper/tables/smoke"):
+    for generated in ("figures/smoke", "paper/tables/smoke", "paper/records/smoke"):
         shutil.rmtree(destination / generated, ignore_errors=True)
     (destination / ".venv").symlink_to(paths.ROOT / ".venv", target_is_directory=True)
     return destination

@@ -296,7 +296,10 @@ def test_another_machine_reproduces_the_study_and_leaves_every_committed_file_un
     assert all(tiny_model_noise(c.output, d) for c in summary.changed for d in c.differences), noise
     assert summary.reproduced == summary.numbers - len(noise) and len(noise) <= 60
     rewritten = {name for name in before if before[name] != _committed(smoke_run)[name]}
-    assert rewritten <= {f"paper/tables/smoke/{c.output}.{s}" for c in summary.changed for s in ("csv", "md", "tex")}
+    changed = [(c.output, c.note, [(d.where, d.column) for d in c.differences]) for c in summary.changed]
+    assert rewritten <= {f"paper/tables/smoke/{c.output}.{s}" for c in summary.changed for s in ("csv", "md", "tex")}, (
+        changed
+    )
     assert not any(name.startswith("figures/") for name in rewritten)  # byte for byte
     every = (*STUDY_TABLES, *FINDINGS_TABLES, *SIGNATURE_TABLES, *STUDY_FIGURES, *FINDINGS_FIGURES, *SIGNATURE_FIGURES)
     assert summary.outputs == len(every)  # every committed output, checked

@@ -379,3 +379,19 @@ def test_a_count_of_units_that_pass_a_bar_is_compared_by_units() -> None:
     assert reproduction.kind("selective", {"model": "A", "layer": "3"}, "signature_units") == "unit_count"
     assert reproduction.within("unit_count", "41", "43") and not reproduction.within("unit_count", "41", "44")
     assert not reproduction.within("continuous", "41", "42")  # any other integer: exactly
+
+
+def test_a_damaged_committed_csv_is_written_again_not_a_crash(tmp_path: Path) -> None:
+    files = dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True))
+    check_in(tmp_path).table("cells", cells(), files, texts)
+    original = files["csv"].read_bytes()
+    files["csv"].write_bytes(b"\xff\xfe\x00 not text")
+    check = check_in(tmp_path)
+    check.table("cells", cells(), files, texts)
+    assert check.comparisons[0].note.startswith("edited after the run that wrote it: cells.csv; unreadable")
+    assert files["csv"].read_bytes() == original
+    (tmp_path / "record.json").unlink()  # and without a record
+    files["csv"].write_bytes(b"\xff\xfe\x00 not text")
+    check = check_in(tmp_path)
+    check.table("cells", cells(), files, texts)
+    assert check.comparisons[0].note == reproduction.UNREADABLE and files["csv"].read_bytes() == original
