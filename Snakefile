@@ -92,8 +92,7 @@ from snakemake_interface_executor_plugins.settings import ExecMode  # noqa: E402
 from helpers.study.reproduction import verify  # noqa: E402
 
 
-CHECKED = ("04_plot", "05_export_tables", "06_robustness", "08_signatures")
-"""The notebooks whose outputs are committed, checked and recorded."""
+from helpers.study.reproduction import CHECKED_NOTEBOOKS as CHECKED  # noqa: E402  (outputs committed and checked)
 
 
 def verified(notebook):

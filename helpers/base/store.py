@@ -48,8 +48,26 @@ MADE_FOR = "made_for"
 """The metadata key under which a stored result records whose it is (model, run, parameters, prompt set)."""
 
 
-def _identity(values: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {value!r}" for key, value in values.items())
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {item!r}" for key, item in value.items()) + "}"
+    return repr(value)
+
+
+def _differences(made: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, str]:
+    """How a result's record (``made``) and what reads it (``wanted``) differ, each in words: their differing keys,
+    and of a mapping (the parameters) only its differing entries."""
+    shown_made, shown_wanted = [], []
+    for key in wanted:
+        a, b = made.get(key), wanted[key]
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+            a, b = {k: a.get(k) for k in keys}, {k: b.get(k) for k in keys}
+        shown_made.append(f"{key} {_shown(a)}")
+        shown_wanted.append(f"{key} {_shown(b)}")
+    return " and ".join(shown_made), " and ".join(shown_wanted)
 
 
 def check_made_for(path: Path, metadata: dict[str, Any], expected: dict[str, Any] | None) -> None:
@@ -62,14 +80,13 @@ def check_made_for(path: Path, metadata: dict[str, Any], expected: dict[str, Any
         raise NotMadeForError(
             f"{path} does not record what it was made for (written by an older version); delete it and run again"
         )
-    differing = [key for key in expected if stored.get(key) != expected[key]]
-    if differing:
-        made = {key: stored.get(key) for key in differing}
-        wanted = {key: expected[key] for key in differing}
+    stored = json.loads(json.dumps(stored, default=str))
+    wanted = json.loads(json.dumps(expected, default=str))  # as stored: JSON values
+    made, read = _differences(stored, wanted)
+    if made:
         raise NotMadeForError(
-            f"{path} was made for {_identity(made)}, but is read for {_identity(wanted)}: it is another "
-            f"result's file (copied, or left from another configuration); delete it and run again, which makes "
-            "it anew"
+            f"{path} was made for {made}, but is read for {read}: it is another result's file (copied, or left from "
+            "another configuration); delete it and run again, which makes it anew"
         )
 
 

@@ -13,9 +13,7 @@ against a rerun). Light: nothing here imports torch (the Snakefile imports this 
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import re
@@ -481,12 +479,11 @@ def ensure_writable(folder: Path) -> Path:
 
 def made_for(params: StudyParams, model: str | None = None) -> dict[str, Any]:
     """Whose a stored result is: the model (for one model's files), the run, its checked parameters and its prompt
-    file, by hash. Written into every result's metadata (``store.MADE_FOR``) and checked when it is read."""
+    file (by hash). Written into every result's metadata (``store.MADE_FOR``) and checked when it is read."""
     identity: dict[str, Any] = {} if model is None else {"model": model}
-    parameters = json.dumps(params.as_dict(), sort_keys=True, default=str)
     return identity | {
         "run": params.name,
-        "parameters_sha256": hashlib.sha256(parameters.encode()).hexdigest()[:16],
+        "parameters": params.as_dict(),
         "prompts_sha256": store.file_sha256(params.prompts_path)[:16],
     }
 

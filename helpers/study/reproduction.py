@@ -673,6 +673,8 @@ class Unverified:
     record: str
 
     def line(self) -> str:
+        if self.output == "no output":
+            return f"{self.file}: {self.record}"
         return f"{self.file} ({self.output}): its bytes are not those its run wrote ({self.record})"
 
 
@@ -923,7 +925,8 @@ class Summary:
                 lines.append(f"    {d.where}, {d.column} ({d.kind}): {d.committed} -> {d.computed}")
                 shown += 1
         for item in self.unverified:
-            lines.append(f"  NOT VERIFIED {item.line()}: run make reproduce again to rewrite it")
+            remedy = "" if item.output == "no output" else ": run make reproduce again to rewrite it"
+            lines.append(f"  NOT VERIFIED {item.line()}{remedy}")
         return lines
 
 
@@ -944,9 +947,26 @@ def summarise(comparisons: list[Comparison], unverified: list[Unverified] | None
     )
 
 
-def verify_run(outputs: Any) -> list[Unverified]:
-    """Every committed file of a run (``study.outputs.RunOutputs``) that fails the record of the run that wrote it."""
-    return [item for path in sorted(outputs.records.glob("*.json")) for item in verify(path)]
+CHECKED_NOTEBOOKS = ("04_plot", "05_export_tables", "06_robustness", "08_signatures")
+"""The notebooks whose outputs are committed, checked and recorded (the Snakefile's ``CHECKED``)."""
+
+
+def verify_run(outputs: Any, notebooks: Iterable[str] = ()) -> list[Unverified]:
+    """Every committed file of a run (``study.outputs.RunOutputs``) that fails the record of the run that wrote it,
+    and, once every notebook of ``notebooks`` has a record, every table or figure file in the run's folders that no
+    record lists (no notebook of the study made it, yet the front page would show it as the study's)."""
+    records = sorted(outputs.records.glob("*.json"))
+    found = [item for path in records for item in verify(path)]
+    if notebooks and all(outputs.record(notebook).is_file() for notebook in notebooks):
+        listed = {shown for path in records for entry in read_outputs_record(path).get("outputs", {}).values()
+                  for shown in entry.get("files", {})}  # fmt: skip
+        for folder, suffixes in ((outputs.tables, (".csv", ".md", ".tex")), (outputs.figures, (".png", ".svg"))):
+            for path in sorted(Path(folder).glob("*")):
+                if path.is_file() and path.suffix in suffixes and _relative(path) not in listed:
+                    found.append(
+                        Unverified("no output", _relative(path), "no notebook of this study made it: delete it")
+                    )
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -959,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
     from helpers.study.outputs import RunOutputs
 
     outputs = RunOutputs(load_params(args.params))
-    unverified = verify_run(outputs)
+    unverified = verify_run(outputs, CHECKED_NOTEBOOKS)
     if args.command == "verify":
         for item in unverified:
             print(f"NOT VERIFIED {item.line()}")

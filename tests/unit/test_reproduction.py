@@ -395,3 +395,18 @@ def test_a_damaged_committed_csv_is_written_again_not_a_crash(tmp_path: Path) ->
     check = check_in(tmp_path)
     check.table("cells", cells(), files, texts)
     assert check.comparisons[0].note == reproduction.UNREADABLE and files["csv"].read_bytes() == original
+
+
+def test_a_file_no_notebook_made_is_named_once_every_notebook_has_a_record(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    folder = tmp_path / "tables"
+    records = tmp_path / "records"
+    outputs = SimpleNamespace(tables=folder, figures=tmp_path / "figures", records=records)
+    outputs.record = lambda notebook: records / f"{notebook}.json"
+    check = reproduction.Check(tmp_path / "log.json", CONTEXT, records / "05.json", folder)
+    check.table("cells", cells(), dict(zip(("csv", "md", "tex"), files_of(folder), strict=True)), texts)
+    (folder / "stray.csv").write_text("a,b\n1,2\n")  # on the front page, as if the study's
+    assert reproduction.verify_run(outputs, ["05"]) != [] and reproduction.verify_run(outputs, ["05", "06"]) == []
+    (stray,) = reproduction.verify_run(outputs, ["05"])
+    assert stray.file.endswith("tables/stray.csv") and "no notebook of this study made it" in stray.line()
