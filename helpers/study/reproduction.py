@@ -673,7 +673,7 @@ class Unverified:
     record: str
 
     def line(self) -> str:
-        if self.output == "no output":
+        if self.output in ("no output", "record"):
             return f"{self.file}: {self.record}"
         return f"{self.file} ({self.output}): its bytes are not those its run wrote ({self.record})"
 
@@ -682,6 +682,8 @@ def verify(record: Path) -> list[Unverified]:
     """Every file a notebook's committed record lists whose bytes on disk differ from the recorded hash (a missing
     file is Snakemake's to remake, not listed). Never trusts the last check: it hashes the files now."""
     found = []
+    if Path(record).is_file() and not read_outputs_record(record):
+        return [Unverified("record", _relative(record), "unreadable: its notebook writes it again")]
     entries = read_outputs_record(record).get("outputs", {})
     for output, entry in sorted(entries.items()):
         for shown, digest in sorted(entry.get("files", {}).items()):

@@ -410,3 +410,13 @@ def test_a_file_no_notebook_made_is_named_once_every_notebook_has_a_record(tmp_p
     assert reproduction.verify_run(outputs, ["05"]) != [] and reproduction.verify_run(outputs, ["05", "06"]) == []
     (stray,) = reproduction.verify_run(outputs, ["05"])
     assert stray.file.endswith("tables/stray.csv") and "no notebook of this study made it" in stray.line()
+
+
+def test_a_damaged_record_fails_verification_and_is_written_again(tmp_path: Path) -> None:
+    files = dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True))
+    check_in(tmp_path).table("cells", cells(), files, texts)
+    (tmp_path / "record.json").write_text("{ not json")
+    (item,) = reproduction.verify(tmp_path / "record.json")
+    assert item.output == "record" and "unreadable" in item.line()
+    check_in(tmp_path).table("cells", cells(), files, texts)
+    assert reproduction.verify(tmp_path / "record.json") == []
