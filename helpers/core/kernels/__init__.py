@@ -26,6 +26,8 @@ import torch
 from helpers.base import paths
 
 SOURCE: Path = Path(__file__).with_name("entropy_attention.cpp")
+CODE_FILES = ("*.cpp",)
+"""The C++ sources this package compiles and runs: part of the code behind every measurement (helpers.base.code)."""
 BUILD_ROOT: Path = paths.CACHE / "kernels"
 SWITCH = "COMPENDIUM_KERNEL"
 """Environment variable: "off" keeps the fused path on its two-call route (the kernel is not built)."""
