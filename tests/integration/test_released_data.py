@@ -62,7 +62,7 @@ def test_a_rerun_keeps_the_released_files_it_reproduces(smoke_run: Path, tmp_pat
     }
     check = reproduction.Check(tmp_path / "record.json")
     release.write_release(changed, target, provenance, "notebooks/05_export_tables.ipynb", check)
-    assert check.table("data/measurements").action == "written"
+    assert check.table_comparison("data/measurements").action == "written"
     assert np.allclose(pd.read_csv(tmp_path / "measurements.csv")["attention_entropy"],
                        changed["measurements"]["attention_entropy"], rtol=1e-3)  # fmt: skip
 
