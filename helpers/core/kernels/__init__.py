@@ -1,16 +1,22 @@
-"""Attention kernels that return each row's entropy with the output, in one pass.
+"""The CPU kernels of ``measure``: attention with each row's entropy in one pass, and a layer's hidden-state statistics.
 
 ``cpu_kernel()`` builds (once per machine, torch version and CPU capability, into
-``.cache/kernels/``) and loads the C++ kernel ``entropy_attention.cpp`` with
-``torch.utils.cpp_extension``; ``python -m helpers.core.kernels build`` does it ahead of time (``make
-install``). If it cannot be built or loaded (no compiler, another platform), ``cpu_kernel()``
-returns None, ``unavailable()`` says why, and the fused path keeps its exact two-call route.
-``COMPENDIUM_KERNEL=off`` switches the kernel off (for comparisons and benchmarks).
+``.cache/kernels/``) and loads the C++ extension (``entropy_attention.cpp``, ``hidden_statistics.cpp``,
+``module.cpp``) with ``torch.utils.cpp_extension``; ``python -m helpers.core.kernels build`` does it ahead of
+time (``make install``). If it cannot be built or loaded (no compiler, another platform), ``cpu_kernel()``
+returns None, ``unavailable()`` says why, and ``measure`` keeps its exact torch routes (two flash calls for the
+entropies, ``metrics.hidden_state_statistics`` for the hidden states). ``COMPENDIUM_KERNEL=off`` switches the
+extension off (for comparisons and benchmarks).
 
 ``entropy_attention(query, key, value, ...)`` runs it: query (B, H, Q, D), key/value
 (B, H_kv, K, D|Dv) on the CPU, any float dtype (computed in float32); returns the output
 (B, Q, H, Dv) in the query's dtype (transformers' layout after attention), the log-sum-exp and the
 row entropies (B, H, Q) in float32. The GPU counterpart, in Triton, is ``helpers.core.kernels.triton_entropy``.
+
+``hidden_statistics(hidden, token_mask, epsilons)`` reduces one layer's hidden states (B, T, D) in one call:
+every statistic of ``metrics.hidden_state_statistics``, equal to it (the per-row sums follow torch's own
+summation order; ``row_sums_match_torch`` checks that once per process and otherwise has torch compute
+them), and the mean-pooled vectors of ``metrics.mean_pooled`` (summed in float64).
 """
 
 from __future__ import annotations
@@ -25,16 +31,23 @@ import torch
 
 from helpers.base import paths
 
-SOURCE: Path = Path(__file__).with_name("entropy_attention.cpp")
+SOURCES: tuple[Path, ...] = tuple(
+    Path(__file__).with_name(name) for name in ("entropy_attention.cpp", "hidden_statistics.cpp", "module.cpp")
+)
 BUILD_ROOT: Path = paths.CACHE / "kernels"
 SWITCH = "COMPENDIUM_KERNEL"
 """Environment variable: "off" keeps the fused path on its two-call route (the kernel is not built)."""
 
 PROFILE_NAME = "compendium::entropy_attention"
 """The one-pass kernel's name in a torch.profiler profile."""
+STATISTICS_PROFILE_NAME = "compendium::hidden_statistics"
+"""The hidden-state statistics kernel's name in a torch.profiler profile."""
 ONE_PASS = "one-pass kernel"
 TWO_CALL = "two flash calls"
 """The names a run records (``attrs["attention_kernel"]``) for the two fused routes."""
+TORCH_OPERATIONS = "torch operations"
+"""The name a run records (``attrs["statistics_kernel"]``) for hidden states reduced without the kernel (else
+``ONE_PASS``)."""
 
 _CAPABILITY_FLAGS: dict[str, list[str]] = {
     "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mavx2"],
@@ -55,13 +68,17 @@ def capability() -> str:
 def build_name() -> str:
     """Extension and folder name: one build per torch version and CPU capability (a shared .cache stays valid)."""
     version = torch.__version__.split("+")[0].replace(".", "_")
-    return f"entropy_attention_torch{version}_{capability().lower()}"
+    return f"compendium_kernels_torch{version}_{capability().lower()}"
 
 
 def _compile_flags() -> list[str]:
-    """-O3, OpenMP (at::parallel_for) and at::vec at the capability torch itself uses here; never -march=native."""
+    """-O3, OpenMP (at::parallel_for) and at::vec at the capability torch itself uses here; never -march=native.
+
+    No contraction of a * b + c into one fused multiply-add unless the source asks for it (``fmadd``): the
+    statistics kernel repeats torch's own sums operation for operation.
+    """
     level = capability()
-    flags = ["-O3", "-fopenmp", "-fno-math-errno"]
+    flags = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off"]
     if level in _CAPABILITY_FLAGS and sys.platform.startswith("linux"):
         return [*flags, *_CAPABILITY_FLAGS[level], f"-DCPU_CAPABILITY={level}", f"-DCPU_CAPABILITY_{level}"]
     return [*flags, "-DCPU_CAPABILITY=DEFAULT"]
@@ -87,7 +104,7 @@ def build(verbose: bool = False) -> ModuleType:
     directory.mkdir(parents=True, exist_ok=True)
     return cpp_extension.load(
         name=build_name(),
-        sources=[str(SOURCE)],
+        sources=[str(source) for source in SOURCES],
         extra_cflags=_compile_flags(),
         extra_ldflags=["-fopenmp"],
         build_directory=str(directory),
@@ -170,3 +187,49 @@ def entropy_attention(
             int(range_block),
         )
     return output.to(query.dtype), lse, entropy
+
+
+def row_sums_match_torch(module: ModuleType) -> bool:
+    """Whether the kernel's per-row sums (sum, squared norm, sum of |x|) equal torch's bit for bit here; once per process.
+
+    Random rows of the widths where torch's summation changes route (below, at and above the vector width, the
+    ILP and cascade steps, every remainder), with values of mixed signs and scales. False: ``hidden_statistics``
+    asks torch for the two sums the relative thresholds depend on (and the sum of |x| stays within rounding).
+    """
+    with _lock:
+        if "row_sums_match" not in _state:
+            generator = torch.Generator().manual_seed(0)
+            match = True
+            for width in (1, 3, 7, 8, 15, 16, 17, 31, 64, 65, 100, 128, 257, 576, 960, 1023, 1536, 2048, 4099):
+                rows = torch.randn(64, width, generator=generator) * torch.logspace(-3, 3, 64)[:, None]
+                rows[::7] = rows[::7].abs()  # rows of one sign too: no cancellation hides a wrong order
+                values = torch.linalg.vector_norm(rows, dim=-1).square()
+                expected = (rows.sum(dim=-1), values, rows.abs().sum(dim=-1))
+                found = module.row_sums(rows)
+                match &= all(torch.equal(a, b) for a, b in zip(found, expected, strict=True))
+            _state["row_sums_match"] = match
+        return bool(_state["row_sums_match"])
+
+
+def hidden_statistics(
+    hidden: torch.Tensor,
+    token_mask: torch.Tensor,
+    epsilons: tuple[float, ...],
+    *,
+    pool: bool = True,
+    module: ModuleType | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One layer's statistics (S, B) float64 in ``metrics.hidden_statistic_names(epsilons)`` order, and the
+    mean-pooled vectors (B, D) float32 (None without ``pool``), from hidden (B, T, D) on the CPU.
+
+    hidden: float32, bfloat16 or float16, contiguous; token_mask (B, T): nonzero on real tokens. Equal to
+    ``metrics.hidden_state_statistics`` (stacked) and within float32 rounding of ``metrics.mean_pooled``.
+    """
+    module = module if module is not None else cpu_kernel()
+    if module is None:
+        raise RuntimeError(f"the CPU kernels are not available: {unavailable()}")
+    with torch.profiler.record_function(STATISTICS_PROFILE_NAME):
+        stats, pooled = module.hidden_statistics(
+            hidden, token_mask, list(epsilons), pool, not row_sums_match_torch(module)
+        )
+    return stats, pooled if pool else None

@@ -62,8 +62,6 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   }
 }
 
-bool uses_blas() { return sgemm_ != nullptr; }
-
 float row_max(const float* x, int64_t n) {
   int64_t j = 0;
   float best = kNegInf;
@@ -107,6 +105,8 @@ void scale_row(float* x, int64_t n, float factor) {
 }
 
 }  // namespace
+
+bool uses_blas() { return sgemm_ != nullptr; }
 
 // query (B, H, Q, D), key (B, Hkv, K, D), value (B, Hkv, K, Dv): float32, last dim contiguous.
 // mask: empty or bool (B|1, H|1, Q, K), last dim contiguous. key_ranges: empty or int64 (ceil(Q / range_block), 2).
@@ -252,10 +252,4 @@ std::vector<at::Tensor> entropy_attention(const at::Tensor& query, const at::Ten
     }
   });
   return {output, lse, entropy};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("entropy_attention", &entropy_attention,
-        "One-pass attention: output (B, Q, H, Dv), log-sum-exp and row entropy (B, H, Q)");
-  m.def("uses_blas", &uses_blas, "True when the tile products go to the BLAS sgemm_ torch links");
 }
