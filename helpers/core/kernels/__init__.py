@@ -190,7 +190,7 @@ def entropy_attention(
 
 
 def row_sums_match_torch(module: ModuleType) -> bool:
-    """Whether the kernel's per-row sums (sum, squared norm, sum of |x|) equal torch's bit for bit here; once per process.
+    """Whether the kernel's per-row sums (sum, squared norm, sum of |x|) equal torch's bit for bit; once per process.
 
     Random rows of the widths where torch's summation changes route (below, at and above the vector width, the
     ILP and cascade steps, every remainder), with values of mixed signs and scales. False: ``hidden_statistics``
