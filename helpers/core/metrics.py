@@ -293,9 +293,15 @@ def mean_pooled(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
     if they hold an inf or NaN (which a zero weight would not remove).
     """
     values = hidden if hidden.dtype == torch.float32 else hidden.float()
-    weights = token_mask.to(torch.float32)
-    weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1.0)  # (B, T)
+    weights = pooling_weights(token_mask)
     pooled = torch.bmm(weights[:, None, :], values)[:, 0]
     if not bool(torch.isfinite(pooled).all()):  # rare: a non-finite value, on a real token or on padding
         pooled = torch.bmm(weights[:, None, :], torch.where(token_mask.bool()[..., None], values, 0.0))[:, 0]
     return pooled
+
+
+def pooling_weights(token_mask: torch.Tensor) -> torch.Tensor:
+    """Each token's weight in its prompt's mean (``mean_pooled``): 1 / real tokens on real tokens, 0 on padding, (B, T)
+    float32."""
+    weights = token_mask.to(torch.float32)
+    return weights / weights.sum(dim=1, keepdim=True).clamp_min(1.0)

@@ -169,6 +169,8 @@ class _BatchRecord:
     last_block: torch.Tensor | None = None  # (S, B) of the last block's output (before a final norm)
     kernel: ModuleType | None = None  # the CPU kernels (kernels.cpu_kernel()), or None: torch operations
     statistics_kernels: set[str] = field(default_factory=set)  # how hidden states were reduced (kernels.ONE_PASS, ...)
+    _is_real: torch.Tensor | None = None  # token_mask as a contiguous bool tensor, for the kernel (made once)
+    _pool_weights: torch.Tensor | None = None  # metrics.pooling_weights(token_mask) (made once)
     attention_heads: list[torch.Tensor] = field(default_factory=list)  # each (B, H)
     normalized_sums: list[torch.Tensor] = field(default_factory=list)  # each (B,)
     normalized_counts: list[torch.Tensor] = field(default_factory=list)  # each (B,)
@@ -182,8 +184,15 @@ class _BatchRecord:
         """
         pool = pool and self.pool_vectors
         if self.kernel is not None and hidden.dtype in STATISTICS_KERNEL_DTYPES and hidden.is_contiguous():
+            if self._is_real is None:
+                self._is_real = self.token_mask.bool().contiguous()
+                self._pool_weights = metrics.pooling_weights(self.token_mask)
             stats, pooled = kernels.hidden_statistics(
-                hidden, self.token_mask, metrics.SPARSITY_EPSILONS, pool=pool, module=self.kernel
+                hidden,
+                self._is_real,
+                metrics.SPARSITY_EPSILONS,
+                pool_weights=self._pool_weights if pool else None,
+                module=self.kernel,
             )
             self.statistics_kernels.add(kernels.ONE_PASS)
         else:

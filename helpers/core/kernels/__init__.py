@@ -16,7 +16,7 @@ row entropies (B, H, Q) in float32. The GPU counterpart, in Triton, is ``helpers
 ``hidden_statistics(hidden, token_mask, epsilons)`` reduces one layer's hidden states (B, T, D) in one call:
 every statistic of ``metrics.hidden_state_statistics``, equal to it (the per-row sums follow torch's own
 summation order; ``row_sums_match_torch`` checks that once per process and otherwise has torch compute
-them), and the mean-pooled vectors of ``metrics.mean_pooled`` (summed in float64).
+them), and the mean-pooled vectors of ``metrics.mean_pooled``: all bit for bit.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -41,7 +42,7 @@ SWITCH = "COMPENDIUM_KERNEL"
 PROFILE_NAME = "compendium::entropy_attention"
 """The one-pass kernel's name in a torch.profiler profile."""
 STATISTICS_PROFILE_NAME = "compendium::hidden_statistics"
-"""The hidden-state statistics kernel's name in a torch.profiler profile."""
+"""The hidden-state statistics kernel's name in a torch.profiler profile (hidden_statistics.cpp records it)."""
 ONE_PASS = "one-pass kernel"
 TWO_CALL = "two flash calls"
 """The names a run records (``attrs["attention_kernel"]``) for the two fused routes."""
@@ -196,40 +197,42 @@ def row_sums_match_torch(module: ModuleType) -> bool:
     ILP and cascade steps, every remainder), with values of mixed signs and scales. False: ``hidden_statistics``
     asks torch for the two sums the relative thresholds depend on (and the sum of |x| stays within rounding).
     """
-    with _lock:
-        if "row_sums_match" not in _state:
+    match = _state.get("row_sums_match")
+    if match is None:
+        with _lock:
             generator = torch.Generator().manual_seed(0)
             match = True
-            for width in (1, 3, 7, 8, 15, 16, 17, 31, 64, 65, 100, 128, 257, 576, 960, 1023, 1536, 2048, 4099):
+            for width in (1, 3, 4, 5, 7, 8, 12, 15, 16, 17, 31, 64, 65, 100, 128, 257, 576, 960, 1023, 1536, 2051):
                 rows = torch.randn(64, width, generator=generator) * torch.logspace(-3, 3, 64)[:, None]
                 rows[::7] = rows[::7].abs()  # rows of one sign too: no cancellation hides a wrong order
-                values = torch.linalg.vector_norm(rows, dim=-1).square()
-                expected = (rows.sum(dim=-1), values, rows.abs().sum(dim=-1))
-                found = module.row_sums(rows)
-                match &= all(torch.equal(a, b) for a, b in zip(found, expected, strict=True))
+                expected = (rows.sum(dim=-1), torch.linalg.vector_norm(rows, dim=-1).square(), rows.abs().sum(dim=-1))
+                match &= all(torch.equal(a, b) for a, b in zip(module.row_sums(rows), expected, strict=True))
             _state["row_sums_match"] = match
-        return bool(_state["row_sums_match"])
+    return bool(match)
 
 
 def hidden_statistics(
     hidden: torch.Tensor,
     token_mask: torch.Tensor,
-    epsilons: tuple[float, ...],
+    epsilons: Sequence[float],
     *,
-    pool: bool = True,
+    pool_weights: torch.Tensor | None = None,
     module: ModuleType | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One layer's statistics (S, B) float64 in ``metrics.hidden_statistic_names(epsilons)`` order, and the
-    mean-pooled vectors (B, D) float32 (None without ``pool``), from hidden (B, T, D) on the CPU.
+    """One layer's statistics (S, B) float64 in ``metrics.hidden_statistic_names(epsilons)`` order, and with
+    ``pool_weights`` (``metrics.pooling_weights``) the mean-pooled vectors (B, D) float32, from hidden (B, T, D).
 
-    hidden: float32, bfloat16 or float16, contiguous; token_mask (B, T): nonzero on real tokens. Equal to
-    ``metrics.hidden_state_statistics`` (stacked) and within float32 rounding of ``metrics.mean_pooled``.
+    hidden: float32, bfloat16 or float16, contiguous, on the CPU; token_mask (B, T): nonzero on real tokens (a
+    contiguous bool mask is used as it is). Equal to ``metrics.hidden_state_statistics`` (stacked) and
+    ``metrics.mean_pooled``, bit for bit. Named "compendium::hidden_statistics" in a torch.profiler profile.
     """
     module = module if module is not None else cpu_kernel()
     if module is None:
         raise RuntimeError(f"the CPU kernels are not available: {unavailable()}")
-    with torch.profiler.record_function(STATISTICS_PROFILE_NAME):
-        stats, pooled = module.hidden_statistics(
-            hidden, token_mask, list(epsilons), pool, not row_sums_match_torch(module)
-        )
-    return stats, pooled if pool else None
+    if token_mask.dtype != torch.bool or not token_mask.is_contiguous():
+        token_mask = token_mask.bool().contiguous()
+    weights = torch.empty(0) if pool_weights is None else pool_weights
+    stats, pooled = module.hidden_statistics(
+        hidden, token_mask, weights, list(epsilons), not row_sums_match_torch(module)
+    )
+    return stats, None if pool_weights is None else pooled

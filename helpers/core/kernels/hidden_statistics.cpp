@@ -2,26 +2,27 @@
 //
 // What metrics.hidden_state_statistics computes with about thirty torch operations, here in two parallel
 // sweeps over the token rows of hidden (B, T, D), padding rows skipped:
-//   sweep 1, one read of each row: the row's sum, sum of squares (as ||h||^2), sum of |h|, max |h| and the
-//           counts |h| < eps for every absolute threshold;
-//   then each prompt's mean and std (the relative thresholds eps * std need every row of the prompt first);
-//   sweep 2, a second read of each row (mostly from cache): the counts |h| < eps * std and the Hoyer terms.
-// Exactness: the per-row sums follow the order of torch's own CPU kernels at the same vector width
-// (ATen/native/cpu/SumKernel.cpp's cascade sum for `sum` and `abs().sum`, ReduceOpsKernel.cpp's lane
-// accumulation for `linalg.vector_norm`; BSD licence), so they equal torch's bit for bit; the square roots of
-// the Hoyer terms (torch's float32 sqrt is not always correctly rounded) and the reductions over tokens are the
-// reference's own ATen calls on tensors of the same shape. Every statistic, the relative thresholds included,
-// is then the reference's number exactly; the Python wrapper checks the per-row sums against torch once per
-// process (`torch_sums=true` has torch compute them instead).
+//   sweep 1, one read of each row, every 8-wide vector of it loaded once: the row's sum, ||h||^2, sum of |h|,
+//            max |h| and the counts |h| < eps for every absolute threshold;
+//   then each prompt's mean and std (a relative threshold eps * std needs every row of its prompt first);
+//   sweep 2, a second read of each row (from cache for the usual batches): the counts |h| < eps * std, the Hoyer
+//            term and the non-finite flag.
+// Exactness: the per-row sums follow the order of torch's own CPU kernels (ATen/native/cpu/SumKernel.cpp's
+// cascade sum for `sum` and `abs().sum`, ReduceOpsKernel.cpp's lane accumulation for `linalg.vector_norm`, as
+// torch's x86 build compiles them; BSD licence), so they equal torch's bit for bit; the reductions over tokens,
+// the std and the square roots of the Hoyer terms (torch's float32 sqrt is not always correctly rounded) are
+// torch's own calls on tensors of the reference's shapes; the rest is IEEE arithmetic in the reference's order
+// (built with -ffp-contract=off). Every statistic, the relative thresholds included, is then the reference's
+// number exactly. The Python wrapper checks the per-row sums against torch once per process (`torch_sums`
+// has torch compute the two that decide the thresholds otherwise: another CPU, another torch build).
 // The mean-pooled vectors (metrics.mean_pooled) are torch's batched product, called from here: a float64 sum in
-// sweep 1 was within float32 rounding of it, but changed ~0.03% of the float16 vectors the study stores by one
-// float16 step; the product costs one more read of the tensor.
+// sweep 1 was within float32 rounding of it but changed ~0.03% of the float16 vectors the study stores by one
+// float16 step; the product reads the tensor once more.
 // Inputs float32, bfloat16 or float16 (converted to float32 exactly, as the reference's `hidden.float()`).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -31,13 +32,14 @@
 
 namespace {
 
-using Vec = at::vec::Vectorized<float>;
 // torch's float32 `sum` and `linalg.vector_norm` run 8 lanes wide on x86 whether it dispatches to AVX2 or AVX512
-// (their AVX512 kernels are not registered); the replicas use GCC's vector types of exactly that width.
+// (they have no AVX512 kernels); the replicas use GCC's vector types of exactly that width.
 typedef float Lanes __attribute__((vector_size(32)));
+typedef int32_t Bits __attribute__((vector_size(32)));
 constexpr int64_t kWidth = 8;
 constexpr int64_t kIlp = 4;     // SumKernel.cpp: ilp_factor
 constexpr int64_t kLevels = 4;  // SumKernel.cpp: num_levels
+constexpr int64_t kMaxThresholds = 8;
 
 inline Lanes load_lanes(const float* x) {
   Lanes v;
@@ -45,27 +47,22 @@ inline Lanes load_lanes(const float* x) {
   return v;
 }
 
-inline Lanes abs_lanes(Lanes v) {
-  typedef int32_t Bits __attribute__((vector_size(32)));
-  return reinterpret_cast<Lanes>(reinterpret_cast<Bits>(v) & 0x7fffffff);
-}
+inline Lanes abs_lanes(Lanes v) { return reinterpret_cast<Lanes>(reinterpret_cast<Bits>(v) & 0x7fffffff); }
 
 int64_t ceil_log2(int64_t x) {  // ATen/native/cpu/utils.h CeilLog2
   if (x <= 2) return 1;
   return 64 - __builtin_clzll(static_cast<uint64_t>(x - 1));
 }
 
-// SumKernel.cpp's row_sum over `size` elements load(0..size-1) (multi_row_sum with ilp rows, then the tail, then
-// the partial sums left to right), for a float or a Lanes accumulator.
-template <typename Acc, typename Load>
-Acc cascade_sum(const Load& load, int64_t size) {
+// SumKernel.cpp's multi_row_sum + row_sum over `size` scalars load(0..size-1): the scalar route of torch's sum
+// (rows shorter than the vector width).
+template <typename Load>
+float cascade_scalar_sum(const Load& load, int64_t size) {
   const int64_t rows = size / kIlp;
   const int64_t level_power = std::max<int64_t>(4, ceil_log2(rows) / kLevels);
   const int64_t level_step = int64_t(1) << level_power;
   const int64_t level_mask = level_step - 1;
-  Acc acc[kLevels][kIlp];
-  for (auto& level : acc)
-    for (auto& value : level) value = Acc{};
+  float acc[kLevels][kIlp] = {};
   int64_t i = 0;
   for (; i + level_step <= rows;) {
     for (int64_t j = 0; j < level_step; ++j, ++i)
@@ -73,7 +70,7 @@ Acc cascade_sum(const Load& load, int64_t size) {
     for (int64_t j = 1; j < kLevels; ++j) {
       for (int64_t k = 0; k < kIlp; ++k) {
         acc[j][k] = acc[j][k] + acc[j - 1][k];
-        acc[j - 1][k] = Acc{};
+        acc[j - 1][k] = 0.f;
       }
       if ((i & (level_mask << (j * level_power))) != 0) break;
     }
@@ -87,39 +84,9 @@ Acc cascade_sum(const Load& load, int64_t size) {
   return acc[0][0];
 }
 
-// torch's sum of a contiguous row of n floats (of |x| when absolute): SumKernel.cpp's vectorized_inner_sum
-// when n >= the vector width, else its scalar_inner_sum.
-template <bool absolute>
-float torch_row_sum(const float* x, int64_t n) {
-  if (n < kWidth) {
-    return 0.f + cascade_sum<float>([x](int64_t i) { return absolute ? std::abs(x[i]) : x[i]; }, n);
-  }
-  const int64_t vectors = n / kWidth;
-  const Lanes total = cascade_sum<Lanes>(
-      [x](int64_t i) {
-        const Lanes v = load_lanes(x + i * kWidth);
-        return absolute ? abs_lanes(v) : v;
-      },
-      vectors);
-  float result = 0.f;
-  for (int64_t k = vectors * kWidth; k < n; ++k) result += absolute ? std::abs(x[k]) : x[k];
-  for (int64_t k = 0; k < kWidth; ++k) result += total[k];
-  return 0.f + result;  // CastStoreAccumulate: the output starts at 0
-}
-
-// torch's linalg.vector_norm(x, 2) of a contiguous row of n floats, squared as the reference squares it:
-// ReduceOpsKernel.cpp's last-dim route (lanes acc += x * x, the lanes added left to right, then the tail) as
-// torch's x86 build compiled it: the tail's first four squares rounded and added in turn, any further ones fused
-// into the sum (fma).
-float torch_row_norm_squared(const float* x, int64_t n) {
-  Lanes acc{};
-  int64_t d = 0;
-  for (; d < n - (n % kWidth); d += kWidth) {
-    const Lanes v = load_lanes(x + d);
-    acc = acc + v * v;
-  }
-  float total = acc[0];
-  for (int64_t j = 1; j < kWidth; ++j) total = total + acc[j];
+// ReduceOpsKernel.cpp's norm tail as torch's x86 build compiled it: the first four squares rounded and added in
+// turn, any further ones fused into the sum (fma); then sqrt and the reference's square of the norm.
+inline float finish_norm_squared(float total, const float* x, int64_t d, int64_t n) {
   if (n - d >= 4) {
     for (const int64_t stop = d + 4; d < stop; ++d) {
       const float square = x[d] * x[d];
@@ -131,45 +98,154 @@ float torch_row_norm_squared(const float* x, int64_t n) {
   return norm * norm;
 }
 
-// max |x| over a row (NaN if any entry is NaN, as torch's amax) and the counts |x| < threshold[k], k < n_thresholds
-// (at most kMaxThresholds).
-constexpr int64_t kMaxThresholds = 8;
+struct RowStatistics {
+  float sum, squares, magnitude, max_abs;
+  int32_t counts[kMaxThresholds];
+};
 
-float row_max_and_counts(const float* x, int64_t n, const float* thresholds, int64_t n_thresholds, int32_t* counts) {
-  constexpr int64_t width = Vec::size();
-  const Vec one(1.f);
-  Vec best(0.f), limits[kMaxThresholds], tallies[kMaxThresholds];
-  for (int64_t k = 0; k < n_thresholds; ++k) {
-    limits[k] = Vec(thresholds[k]);
-    tallies[k] = Vec(0.f);
+// One read of a row of n floats: torch's sum, ||x||^2 (squared norm) and sum |x| bit for bit, max |x| (NaN if
+// any entry is NaN, as torch's amax) and the counts |x| < limits[k] for k < E.
+template <int E>
+void row_statistics(const float* x, int64_t n, const float* limits, RowStatistics& out) {
+  Lanes max_lanes{};
+  Bits nan_lanes{}, count_lanes[E > 0 ? E : 1] = {};
+  Lanes limit_lanes[E > 0 ? E : 1];
+  for (int k = 0; k < E; ++k) limit_lanes[k] = Lanes{} + limits[k];
+  auto tally = [&](Lanes magnitude) {
+    max_lanes = magnitude > max_lanes ? magnitude : max_lanes;
+    nan_lanes |= magnitude != magnitude;
+    for (int k = 0; k < E; ++k) count_lanes[k] -= magnitude < limit_lanes[k];  // true is -1
+  };
+  const int64_t vectors = n / kWidth;
+  float sum = 0.f, magnitude = 0.f, squares_total = 0.f;
+  if (n < kWidth) {  // torch's scalar route for the sums; the norm is all tail
+    sum = 0.f + cascade_scalar_sum([x](int64_t i) { return x[i]; }, n);
+    magnitude = 0.f + cascade_scalar_sum([x](int64_t i) { return std::abs(x[i]); }, n);
+  } else {
+    // SumKernel.cpp's cascade over the vectors (4 interleaved accumulators, 4 levels), for the sum and the sum
+    // of |x| at once; the norm's single lane accumulator takes the same vectors in the same order.
+    const int64_t rows = vectors / kIlp;
+    const int64_t level_power = std::max<int64_t>(4, ceil_log2(rows) / kLevels);
+    const int64_t level_step = int64_t(1) << level_power;
+    const int64_t level_mask = level_step - 1;
+    Lanes sums[kLevels][kIlp] = {}, magnitudes[kLevels][kIlp] = {}, squares{};
+    auto visit = [&](int64_t index, Lanes& sum_lanes, Lanes& magnitude_lanes) {
+      const Lanes v = load_lanes(x + index * kWidth);
+      const Lanes m = abs_lanes(v);
+      sum_lanes = sum_lanes + v;
+      magnitude_lanes = magnitude_lanes + m;
+      squares = squares + v * v;
+      tally(m);
+    };
+    int64_t i = 0;
+    for (; i + level_step <= rows;) {
+      for (int64_t j = 0; j < level_step; ++j, ++i)
+        for (int64_t k = 0; k < kIlp; ++k) visit(i * kIlp + k, sums[0][k], magnitudes[0][k]);
+      for (int64_t j = 1; j < kLevels; ++j) {
+        for (int64_t k = 0; k < kIlp; ++k) {
+          sums[j][k] = sums[j][k] + sums[j - 1][k];
+          sums[j - 1][k] = Lanes{};
+          magnitudes[j][k] = magnitudes[j][k] + magnitudes[j - 1][k];
+          magnitudes[j - 1][k] = Lanes{};
+        }
+        if ((i & (level_mask << (j * level_power))) != 0) break;
+      }
+    }
+    for (; i < rows; ++i)
+      for (int64_t k = 0; k < kIlp; ++k) visit(i * kIlp + k, sums[0][k], magnitudes[0][k]);
+    for (int64_t j = 1; j < kLevels; ++j) {
+      for (int64_t k = 0; k < kIlp; ++k) {
+        sums[0][k] = sums[0][k] + sums[j][k];
+        magnitudes[0][k] = magnitudes[0][k] + magnitudes[j][k];
+      }
+    }
+    for (int64_t index = rows * kIlp; index < vectors; ++index) visit(index, sums[0][0], magnitudes[0][0]);
+    for (int64_t k = 1; k < kIlp; ++k) {
+      sums[0][0] = sums[0][0] + sums[0][k];
+      magnitudes[0][0] = magnitudes[0][0] + magnitudes[0][k];
+    }
+    // vectorized_inner_sum: the scalar tail first, then the lanes left to right, into an output that starts at 0
+    for (int64_t k = vectors * kWidth; k < n; ++k) {
+      sum += x[k];
+      magnitude += std::abs(x[k]);
+    }
+    for (int64_t k = 0; k < kWidth; ++k) {
+      sum += sums[0][0][k];
+      magnitude += magnitudes[0][0][k];
+    }
+    sum = 0.f + sum;
+    magnitude = 0.f + magnitude;
+    squares_total = squares[0];
+    for (int64_t k = 1; k < kWidth; ++k) squares_total = squares_total + squares[k];
   }
-  int64_t d = 0;
-  for (; d + width <= n; d += width) {
-    const Vec magnitude = Vec::loadu(x + d).abs();
-    best = at::vec::maximum(best, magnitude);  // propagates NaN
-    for (int64_t k = 0; k < n_thresholds; ++k) tallies[k] = tallies[k] + ((magnitude < limits[k]) & one);
-  }
-  alignas(64) float lanes[width];
-  float result = 0.f;
+  out.sum = sum;
+  out.magnitude = magnitude;
+  out.squares = finish_norm_squared(squares_total, x, vectors * kWidth, n);
+  float best = 0.f;
   bool nan = false;
-  best.store(lanes);
-  for (int64_t j = 0; j < width; ++j) {
-    nan |= std::isnan(lanes[j]);
-    result = std::max(result, lanes[j]);
+  for (int64_t k = 0; k < kWidth; ++k) {
+    best = std::max(best, max_lanes[k]);
+    nan |= nan_lanes[k] != 0;
   }
-  for (int64_t k = 0; k < n_thresholds; ++k) {
-    tallies[k].store(lanes);
-    float total = 0.f;  // whole numbers below 2^24: exact
-    for (int64_t j = 0; j < width; ++j) total += lanes[j];
-    counts[k] = static_cast<int32_t>(total);
+  for (int k = 0; k < E; ++k) {
+    int32_t total = 0;
+    for (int64_t j = 0; j < kWidth; ++j) total += count_lanes[k][j];
+    out.counts[k] = total;
+  }
+  for (int64_t d = vectors * kWidth; d < n; ++d) {
+    const float m = std::abs(x[d]);
+    nan |= std::isnan(m);
+    best = std::max(best, m);
+    for (int k = 0; k < E; ++k) out.counts[k] += m < limits[k] ? 1 : 0;
+  }
+  out.max_abs = nan ? std::numeric_limits<float>::quiet_NaN() : best;
+}
+
+// The counts |x| < limits[k], k < E, of a row of n floats (sweep 2).
+template <int E>
+void row_counts(const float* x, int64_t n, const float* limits, int32_t* counts) {
+  Bits count_lanes[E > 0 ? E : 1] = {};
+  Lanes limit_lanes[E > 0 ? E : 1];
+  for (int k = 0; k < E; ++k) limit_lanes[k] = Lanes{} + limits[k];
+  int64_t d = 0;
+  for (; d + kWidth <= n; d += kWidth) {
+    const Lanes m = abs_lanes(load_lanes(x + d));
+    for (int k = 0; k < E; ++k) count_lanes[k] -= m < limit_lanes[k];
+  }
+  for (int k = 0; k < E; ++k) {
+    int32_t total = 0;
+    for (int64_t j = 0; j < kWidth; ++j) total += count_lanes[k][j];
+    counts[k] = total;
   }
   for (; d < n; ++d) {
-    const float magnitude = std::abs(x[d]);
-    nan |= std::isnan(magnitude);
-    result = std::max(result, magnitude);
-    for (int64_t k = 0; k < n_thresholds; ++k) counts[k] += magnitude < thresholds[k] ? 1 : 0;
+    const float m = std::abs(x[d]);
+    for (int k = 0; k < E; ++k) counts[k] += m < limits[k] ? 1 : 0;
   }
-  return nan ? std::numeric_limits<float>::quiet_NaN() : result;
+}
+
+// The two row functions for a number of thresholds known at run time (0..kMaxThresholds).
+struct RowFunctions {
+  void (*statistics)(const float*, int64_t, const float*, RowStatistics&);
+  void (*counts)(const float*, int64_t, const float*, int32_t*);
+};
+
+template <int E>
+RowFunctions row_functions_for() {
+  return {&row_statistics<E>, &row_counts<E>};
+}
+
+RowFunctions row_functions(int64_t thresholds) {
+  switch (thresholds) {
+    case 0: return row_functions_for<0>();
+    case 1: return row_functions_for<1>();
+    case 2: return row_functions_for<2>();
+    case 3: return row_functions_for<3>();
+    case 4: return row_functions_for<4>();
+    case 5: return row_functions_for<5>();
+    case 6: return row_functions_for<6>();
+    case 7: return row_functions_for<7>();
+    default: return row_functions_for<8>();
+  }
 }
 
 // Row `row` of hidden (rows of n entries from `base`) as float32: the row itself, or converted into `scratch`
@@ -199,106 +275,112 @@ std::vector<at::Tensor> row_sums(const at::Tensor& rows) {
   auto sums = at::empty({N}, rows.options()), squares = at::empty({N}, rows.options());
   auto magnitudes = at::empty({N}, rows.options());
   const float* data = rows.data_ptr<float>();
+  RowStatistics statistics;
   for (int64_t i = 0; i < N; ++i) {
-    sums.data_ptr<float>()[i] = torch_row_sum<false>(data + i * D, D);
-    squares.data_ptr<float>()[i] = torch_row_norm_squared(data + i * D, D);
-    magnitudes.data_ptr<float>()[i] = torch_row_sum<true>(data + i * D, D);
+    row_statistics<0>(data + i * D, D, nullptr, statistics);
+    sums.data_ptr<float>()[i] = statistics.sum;
+    squares.data_ptr<float>()[i] = statistics.squares;
+    magnitudes.data_ptr<float>()[i] = statistics.magnitude;
   }
   return {sums, squares, magnitudes};
 }
 
-// hidden (B, T, D) float32|bfloat16|float16, contiguous; token_mask (B, T), nonzero = a real token;
-// epsilons: the thresholds, each used absolutely (|h| < eps) and relatively (|h| < eps * the prompt's std).
-// Returns stats (4 + 2 E + 2, B) float64 in the order of metrics.hidden_state_statistics' keys (mean, mean_abs,
-// std, max_abs, near_zero_<eps>..., near_zero_relative_<eps>..., hoyer, nonfinite_tokens) and, if pool, the mean
-// over real tokens of each prompt's rows (B, D) float32 (else an empty tensor).
-std::vector<at::Tensor> hidden_statistics(const at::Tensor& hidden, const at::Tensor& token_mask,
-                                          const std::vector<double>& epsilons, bool pool, bool torch_sums) {
-  TORCH_CHECK(hidden.dim() == 3 && hidden.is_contiguous(), "hidden must be a contiguous (B, T, D) tensor");
-  TORCH_CHECK(token_mask.dim() == 2 && token_mask.size(0) == hidden.size(0) && token_mask.size(1) == hidden.size(1),
-              "token_mask must be (B, T) like hidden");
+// hidden (B, T, D) float32|bfloat16|float16, contiguous; is_real (B, T) bool, contiguous: the real tokens;
+// pool_weights: (B, T) float32 (metrics.mean_pooled's weights: 1 / real tokens on real tokens, else 0) to pool,
+// or an empty tensor; epsilons: the thresholds, each used absolutely (|h| < eps) and relatively
+// (|h| < eps * the prompt's std); torch_sums: take the per-row sum and ||h||^2 from torch's own calls.
+// Returns stats (4 + 2 E + 2, B) float64 in the order of metrics.hidden_statistic_names (mean, mean_abs, std,
+// max_abs, near_zero_<eps>..., near_zero_relative_<eps>..., hoyer, nonfinite_tokens) and the mean-pooled vectors
+// (B, D) float32 (empty without pool_weights).
+std::vector<at::Tensor> hidden_statistics(const at::Tensor& hidden, const at::Tensor& is_real,
+                                          const at::Tensor& pool_weights, const std::vector<double>& epsilons,
+                                          bool torch_sums) {
+  RECORD_FUNCTION("compendium::hidden_statistics", std::vector<c10::IValue>());
   const auto dtype = hidden.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
               "hidden must be float32, bfloat16 or float16");
+  TORCH_CHECK(hidden.dim() == 3 && hidden.is_contiguous(), "hidden must be a contiguous (B, T, D) tensor");
   const int64_t B = hidden.size(0), T = hidden.size(1), D = hidden.size(2);
+  TORCH_CHECK(is_real.scalar_type() == at::kBool && is_real.is_contiguous() && is_real.dim() == 2 &&
+                  is_real.size(0) == B && is_real.size(1) == T,
+              "is_real must be a contiguous bool (B, T) tensor like hidden");
   const int64_t E = static_cast<int64_t>(epsilons.size());
   TORCH_CHECK(E <= kMaxThresholds, "at most ", kMaxThresholds, " thresholds");
+  const bool pool = pool_weights.numel() > 0;
   const void* base = hidden.data_ptr();
-  const auto is_real = token_mask.to(at::kBool).contiguous();
   const bool* real = is_real.data_ptr<bool>();
-  auto f64 = hidden.options().dtype(at::kDouble);
+  const auto f64 = hidden.options().dtype(at::kDouble), f32 = hidden.options().dtype(at::kFloat);
+  const RowFunctions functions = row_functions(E);
+  const int64_t plane = B * T, threads = at::get_num_threads();
+  const bool convert = dtype != at::kFloat;
+  std::vector<float> scratch(convert ? threads * D : 0);
+  std::vector<int64_t> n_real(B, 0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) n_real[b] += real[b * T + t];
 
-  // torch's own per-row sums, if asked (the wrapper found the replicas differ from this torch build)
-  at::Tensor given_sums, given_squares;
-  const float *sums_given = nullptr, *squares_given = nullptr;
+  at::Tensor given_sums, given_squares;  // torch's own per-row sums, if asked
   if (torch_sums) {
     const auto values = hidden.to(at::kFloat);
     given_sums = values.sum(-1).contiguous();
     given_squares = at::linalg_vector_norm(values, 2, {-1}).square().contiguous();
-    sums_given = given_sums.data_ptr<float>();
-    squares_given = given_squares.data_ptr<float>();
   }
+  const float* sums_given = torch_sums ? given_sums.data_ptr<float>() : nullptr;
+  const float* squares_given = torch_sums ? given_squares.data_ptr<float>() : nullptr;
 
-  // sweep 1: first = (sum, ||h||^2, sum |h|, counts |h| < eps...) per row, zero on padding, as the reference stacks it
+  // sweep 1: first = (sum, ||h||^2, sum |h|, counts |h| < eps...) per row, 0 on padding, as the reference stacks it
   auto first = at::zeros({3 + E, B, T}, f64);
-  auto row_max = at::zeros({B, T}, hidden.options().dtype(at::kFloat));
-  auto row_squares = at::zeros({B, T}, hidden.options().dtype(at::kFloat));
+  auto row_squares = at::zeros({B, T}, f32);
+  std::vector<float> row_max(plane, 0.f), absolute(E);
   double* first_data = first.data_ptr<double>();
-  float* max_data = row_max.data_ptr<float>();
   float* squares_data = row_squares.data_ptr<float>();
-  std::vector<float> absolute(E);
   for (int64_t k = 0; k < E; ++k) absolute[k] = static_cast<float>(epsilons[k]);  // torch compares in float32
-  const int64_t threads = at::get_num_threads();
-  const bool convert = dtype != at::kFloat;
-  std::vector<float> scratch(convert ? threads * D : 0);
-  const int64_t plane = B * T;
   at::parallel_for(0, plane, grain(D), [&](int64_t begin, int64_t end) {
-    const int64_t thread = at::get_thread_num();
-    float* row_buffer = convert ? scratch.data() + thread * D : nullptr;
-    int32_t counts[kMaxThresholds];
+    float* row_buffer = convert ? scratch.data() + at::get_thread_num() * D : nullptr;
+    RowStatistics statistics;
     for (int64_t row = begin; row < end; ++row) {
       if (!real[row]) continue;
       const float* x = float_row(base, dtype, row, D, row_buffer);
-      const float sum = torch_sums ? sums_given[row] : torch_row_sum<false>(x, D);
-      const float squares = torch_sums ? squares_given[row] : torch_row_norm_squared(x, D);
-      first_data[row] = sum;
+      functions.statistics(x, D, absolute.data(), statistics);
+      const float squares = torch_sums ? squares_given[row] : statistics.squares;
+      first_data[row] = torch_sums ? sums_given[row] : statistics.sum;
       first_data[plane + row] = squares;
+      first_data[2 * plane + row] = statistics.magnitude;
+      for (int64_t k = 0; k < E; ++k) first_data[(3 + k) * plane + row] = statistics.counts[k];
       squares_data[row] = squares;
-      first_data[2 * plane + row] = torch_row_sum<true>(x, D);
-      max_data[row] = row_max_and_counts(x, D, absolute.data(), E, counts);
-      for (int64_t k = 0; k < E; ++k) first_data[(3 + k) * plane + row] = counts[k];
+      row_max[row] = statistics.max_abs;
     }
   });
 
-  // over tokens, with the reference's own calls: (sum over real tokens) / (real tokens x D)
-  const auto count = is_real.sum(1).to(at::kDouble) * D;
-  const auto over_first = first.sum(-1) / count;
-  const auto mean = over_first[0], mean_square = over_first[1];
-  const auto std_dev = at::sqrt((mean_square - mean * mean).clamp_min(0.0));
-
-  // each row's L2 norm for the Hoyer term, as the reference's squares.sqrt(): torch's float32 sqrt (not always
-  // correctly rounded: it is not std::sqrt) on the same (B, T) tensor
-  const auto row_norms = at::sqrt(row_squares);
+  // over tokens (the reference's own calls): sum over real tokens / (real tokens x D); std from mean and mean square
+  std::vector<double> count(B);
+  for (int64_t b = 0; b < B; ++b) count[b] = static_cast<double>(n_real[b]) * static_cast<double>(D);
+  const auto first_sums = first.sum(-1).contiguous();
+  const auto count_tensor = at::from_blob(count.data(), {B}, at::TensorOptions().dtype(at::kDouble));
+  const auto moments = first_sums.narrow(0, 0, 2) / count_tensor;
+  const auto mean = moments[0], mean_square = moments[1];
+  const auto std_dev = at::sqrt((mean_square - mean * mean).clamp_min(0.0)).contiguous();
+  const auto row_norms = at::sqrt(row_squares);  // the reference's squares.sqrt(), torch's float32 sqrt
+  const double* std_data = std_dev.data_ptr<double>();
   const float* norms_data = row_norms.data_ptr<float>();
 
-  // sweep 2: second = (counts |h| < eps * std..., Hoyer x D, non-finite x D) per row
+  // sweep 2: second = (counts |h| < eps * std..., Hoyer term x D, non-finite flag x D) per row
   std::vector<float> relative(B * E);
-  const double* std_data = std_dev.contiguous().data_ptr<double>();
   for (int64_t b = 0; b < B; ++b)
     for (int64_t k = 0; k < E; ++k) relative[b * E + k] = static_cast<float>(epsilons[k] * std_data[b]);
   auto second = at::zeros({E + 2, B, T}, f64);
   double* second_data = second.data_ptr<double>();
   const double root = std::sqrt(static_cast<double>(D));
   at::parallel_for(0, plane, grain(D), [&](int64_t begin, int64_t end) {
-    const int64_t thread = at::get_thread_num();
-    float* row_buffer = convert ? scratch.data() + thread * D : nullptr;
+    float* row_buffer = convert ? scratch.data() + at::get_thread_num() * D : nullptr;
     int32_t counts[kMaxThresholds];
     for (int64_t row = begin; row < end; ++row) {
       if (!real[row]) continue;
-      const float* x = float_row(base, dtype, row, D, row_buffer);
-      row_max_and_counts(x, D, relative.data() + (row / T) * E, E, counts);
-      for (int64_t k = 0; k < E; ++k) second_data[k * plane + row] = counts[k];
-      // metrics.hoyer_sparsity(sum |h|, sqrt(||h||^2), D) * D and the non-finite flag x D, as the reference
+      if (E > 0) {
+        const float* x = float_row(base, dtype, row, D, row_buffer);
+        functions.counts(x, D, relative.data() + (row / T) * E, counts);
+        for (int64_t k = 0; k < E; ++k) second_data[k * plane + row] = counts[k];
+      }
+      // metrics.hoyer_sparsity(sum |h|, sqrt(||h||^2), D) * D and the non-finite flag x D
       const float l1 = static_cast<float>(first_data[2 * plane + row]);
       const double l2 = norms_data[row];
       const double ratio = l2 > 0 ? static_cast<double>(l1) / l2 : 1.0;
@@ -306,22 +388,42 @@ std::vector<at::Tensor> hidden_statistics(const at::Tensor& hidden, const at::Te
       second_data[(E + 1) * plane + row] = std::isfinite(l1) ? 0.0 : static_cast<double>(D);
     }
   });
-  const auto over_second = second.sum(-1) / count;
-  const auto max_abs = row_max.to(at::kDouble).amax(1);
+  const auto second_sums = second.sum(-1).contiguous();
 
-  std::vector<at::Tensor> parts = {mean, over_first[2], std_dev, max_abs};
-  for (int64_t k = 0; k < E; ++k) parts.push_back(over_first[3 + k]);
-  for (int64_t k = 0; k < E + 2; ++k) parts.push_back(over_second[k]);
-  auto stats = at::stack(parts);
+  // the (S, B) table: mean, mean_abs, std, max_abs, near_zero..., near_zero_relative..., hoyer, nonfinite_tokens
+  auto stats = at::empty({4 + 2 * E + 2, B}, f64);
+  double* out = stats.data_ptr<double>();
+  const double* over_first = first_sums.data_ptr<double>();
+  const double* over_second = second_sums.data_ptr<double>();
+  const double* moments_data = moments.contiguous().data_ptr<double>();
+  for (int64_t b = 0; b < B; ++b) {
+    double best = 0.0;  // max over the prompt's real tokens (padding counts as 0, as the reference's where)
+    bool nan = false;
+    for (int64_t t = 0; t < T; ++t) {
+      const float m = row_max[b * T + t];
+      nan |= std::isnan(m);
+      best = std::max(best, static_cast<double>(m));
+    }
+    out[0 * B + b] = moments_data[b];
+    out[1 * B + b] = over_first[2 * B + b] / count[b];
+    out[2 * B + b] = std_data[b];
+    out[3 * B + b] = nan ? std::numeric_limits<double>::quiet_NaN() : best;
+    for (int64_t k = 0; k < E; ++k) out[(4 + k) * B + b] = over_first[(3 + k) * B + b] / count[b];
+    for (int64_t k = 0; k < E + 2; ++k) out[(4 + E + k) * B + b] = over_second[k * B + b] / count[b];
+  }
 
-  at::Tensor pooled = at::empty({0}, hidden.options().dtype(at::kFloat));
+  at::Tensor pooled = at::empty({0}, f32);
   if (pool) {  // metrics.mean_pooled, call for call
+    TORCH_CHECK(pool_weights.scalar_type() == at::kFloat && pool_weights.dim() == 2 && pool_weights.size(0) == B &&
+                    pool_weights.size(1) == T,
+                "pool_weights must be float32 (B, T)");
     const auto values = hidden.to(at::kFloat);
-    auto weights = token_mask.to(at::kFloat);
-    weights = weights / weights.sum(1, true).clamp_min(1.0);
-    pooled = at::bmm(weights.unsqueeze(1), values).select(1, 0);
-    if (!at::isfinite(pooled).all().item<bool>()) {  // a non-finite value, on a real token or on padding
-      pooled = at::bmm(weights.unsqueeze(1), at::where(is_real.unsqueeze(-1), values, 0.0)).select(1, 0);
+    pooled = at::bmm(pool_weights.unsqueeze(1), values).select(1, 0);
+    const float* p = pooled.data_ptr<float>();
+    bool finite = true;
+    for (int64_t i = 0; i < B * D; ++i) finite &= std::isfinite(p[i]);
+    if (!finite) {  // a non-finite value, on a real token or on padding
+      pooled = at::bmm(pool_weights.unsqueeze(1), at::where(is_real.unsqueeze(-1), values, 0.0)).select(1, 0);
     }
   }
   return {stats, pooled};

@@ -7,8 +7,9 @@ std::vector<at::Tensor> entropy_attention(const at::Tensor& query, const at::Ten
                                           const at::Tensor& mask, bool is_causal, double scale,
                                           const at::Tensor& key_ranges, int64_t range_block);
 bool uses_blas();
-std::vector<at::Tensor> hidden_statistics(const at::Tensor& hidden, const at::Tensor& token_mask,
-                                          const std::vector<double>& epsilons, bool pool, bool torch_sums);
+std::vector<at::Tensor> hidden_statistics(const at::Tensor& hidden, const at::Tensor& is_real,
+                                          const at::Tensor& pool_weights, const std::vector<double>& epsilons,
+                                          bool torch_sums);
 std::vector<at::Tensor> row_sums(const at::Tensor& rows);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
