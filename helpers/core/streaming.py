@@ -230,13 +230,22 @@ class _BatchRecord:
 
         The one place attention statistics are made, whichever path computed the rows.
         """
-        rows = rows.to(torch.float64)
-        query_mask = self.token_mask[:, -rows.shape[-1] :]
-        self.attention_heads.append(metrics.attention_entropy_per_head(rows, query_mask))
         n_keys = self.key_counts(mask, rows.shape[-1], causal)
-        sums, counts = metrics.normalized_row_entropy_sums(rows, query_mask, n_keys)
+        if self.kernel is not None and rows.device.type == "cpu":  # one call (helpers/core/kernels)
+            query_mask = self._cached(None, ("query rows", rows.shape[-1]), lambda: self.query_mask(rows.shape[-1]))
+            heads, sums, counts = kernels.attention_statistics(rows, query_mask, n_keys, module=self.kernel)
+        else:
+            rows = rows.to(torch.float64)
+            query_mask = self.query_mask(rows.shape[-1])
+            heads = metrics.attention_entropy_per_head(rows, query_mask)
+            sums, counts = metrics.normalized_row_entropy_sums(rows, query_mask, n_keys)
+        self.attention_heads.append(heads)
         self.normalized_sums.append(sums)
         self.normalized_counts.append(counts)
+
+    def query_mask(self, q_len: int) -> torch.Tensor:
+        """Which of the last ``q_len`` positions are real tokens (the attention's query rows), (B, Q) bool."""
+        return self.token_mask[:, -q_len:].bool().contiguous()
 
 
 COUNT_ROWS = 1024
@@ -362,7 +371,7 @@ def _fused_attention(records: list[_BatchRecord]) -> Callable[..., tuple[torch.T
         q_len = query.shape[2]
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         causal = bool(q_len > 1 and attention_mask is None and causal)  # as sdpa decides
-        kernel = kernels.cpu_kernel() if query.device.type == "cpu" and query.dtype in _KERNEL_DTYPES else None
+        kernel = record.kernel if query.device.type == "cpu" and query.dtype in _KERNEL_DTYPES else None
         if kernel is not None:  # output, log-sum-exp and row entropies in one pass (helpers/core/kernels)
             output, _, rows = kernels.entropy_attention(
                 query, key, value, scale=scale, mask=metrics.as_allowed(attention_mask), is_causal=causal,
@@ -715,7 +724,7 @@ def _measure(
         truncated = [full > kept for full, kept in zip(full_lengths, lengths, strict=True)]
     check_lengths(loaded, lengths)
 
-    prompt_rows: dict[int, dict[str, Any]] = {}
+    prompt_frames: list[pd.DataFrame] = []
     layer_frames: list[pd.DataFrame] = []
     vectors: np.ndarray | None = None  # (n_texts, L+1, D) float16, allocated at the first batch
     batches = _length_sorted_batches(lengths, batch_size)
@@ -752,12 +761,12 @@ def _measure(
                 vectors[batch] = pooled
             prompt_frame, layer_frame = _tables(record, loaded.n_layers, layers)
             prompt_frame.index = batch
-            prompt_rows.update(prompt_frame.to_dict("index"))
+            prompt_frames.append(prompt_frame)
             if layers:
                 layer_frame["text_index"] = [batch[i] for i in layer_frame.pop("batch_position")]
                 layer_frames.append(layer_frame)
 
-    prompt_table = pd.DataFrame.from_dict(prompt_rows, orient="index").sort_index()
+    prompt_table = pd.concat(prompt_frames).sort_index()
     prompt_table.index.name = "text_index"
     prompt_table.insert(0, "model", loaded.name)
     prompt_table.insert(2, "truncated", truncated)

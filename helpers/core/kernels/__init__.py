@@ -1,12 +1,13 @@
-"""The CPU kernels of ``measure``: attention with each row's entropy in one pass, and a layer's hidden-state statistics.
+"""The CPU kernels of ``measure``: attention with each row's entropy in one pass, and a layer's statistics.
 
-``cpu_kernel()`` builds (once per machine, torch version and CPU capability, into
-``.cache/kernels/``) and loads the C++ extension (``entropy_attention.cpp``, ``hidden_statistics.cpp``,
+``cpu_kernel()`` builds (once per machine, torch version and CPU capability, into ``.cache/kernels/``) and
+loads the C++ extension (``entropy_attention.cpp``, ``hidden_statistics.cpp``, ``attention_statistics.cpp``,
 ``module.cpp``) with ``torch.utils.cpp_extension``; ``python -m helpers.core.kernels build`` does it ahead of
 time (``make install``). If it cannot be built or loaded (no compiler, another platform), ``cpu_kernel()``
 returns None, ``unavailable()`` says why, and ``measure`` keeps its exact torch routes (two flash calls for the
-entropies, ``metrics.hidden_state_statistics`` for the hidden states). ``COMPENDIUM_KERNEL=off`` switches the
-extension off (for comparisons and benchmarks).
+entropies, ``metrics.hidden_state_statistics`` and ``metrics.mean_pooled`` for the hidden states, the
+``metrics`` functions for the attention statistics). ``COMPENDIUM_KERNEL=off`` switches the extension off (for
+comparisons and benchmarks).
 
 ``entropy_attention(query, key, value, ...)`` runs it: query (B, H, Q, D), key/value
 (B, H_kv, K, D|Dv) on the CPU, any float dtype (computed in float32); returns the output
@@ -14,9 +15,11 @@ extension off (for comparisons and benchmarks).
 row entropies (B, H, Q) in float32. The GPU counterpart, in Triton, is ``helpers.core.kernels.triton_entropy``.
 
 ``hidden_statistics(hidden, token_mask, epsilons)`` reduces one layer's hidden states (B, T, D) in one call:
-every statistic of ``metrics.hidden_state_statistics``, equal to it (the per-row sums follow torch's own
-summation order; ``row_sums_match_torch`` checks that once per process and otherwise has torch compute
-them), and the mean-pooled vectors of ``metrics.mean_pooled``: all bit for bit.
+every statistic of ``metrics.hidden_state_statistics`` and the mean-pooled vectors of ``metrics.mean_pooled``,
+bit for bit (the per-row sums follow torch's own summation order; ``row_sums_match_torch`` checks that once per
+process and otherwise has torch compute them). ``attention_statistics(rows, query_mask, n_keys)`` reduces one
+layer's row entropies to its per-head and normalised sums (float64; equal to the ``metrics`` functions to float64
+rounding).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import torch
 from helpers.base import paths
 
 SOURCES: tuple[Path, ...] = tuple(
-    Path(__file__).with_name(name) for name in ("entropy_attention.cpp", "hidden_statistics.cpp", "module.cpp")
+    Path(__file__).with_name(name)
+    for name in ("entropy_attention.cpp", "hidden_statistics.cpp", "attention_statistics.cpp", "module.cpp")
 )
 BUILD_ROOT: Path = paths.CACHE / "kernels"
 SWITCH = "COMPENDIUM_KERNEL"
@@ -42,7 +46,8 @@ SWITCH = "COMPENDIUM_KERNEL"
 PROFILE_NAME = "compendium::entropy_attention"
 """The one-pass kernel's name in a torch.profiler profile."""
 STATISTICS_PROFILE_NAME = "compendium::hidden_statistics"
-"""The hidden-state statistics kernel's name in a torch.profiler profile (hidden_statistics.cpp records it)."""
+ATTENTION_STATISTICS_PROFILE_NAME = "compendium::attention_statistics"
+"""The statistics kernels' names in a torch.profiler profile (each C++ function records its own)."""
 ONE_PASS = "one-pass kernel"
 TWO_CALL = "two flash calls"
 """The names a run records (``attrs["attention_kernel"]``) for the two fused routes."""
@@ -175,18 +180,16 @@ def entropy_attention(
     else:
         mask_arg = mask if mask.dim() == 4 else mask[:, None]
         mask_arg = mask_arg if mask_arg.stride(-1) == 1 else mask_arg.contiguous()
-    # named for torch.profiler (benchmarks/profile_gap.py): a pybind call is no operator of its own
-    with torch.profiler.record_function(PROFILE_NAME):
-        output, lse, entropy = module.entropy_attention(
-            as_float(query),
-            as_float(key),
-            as_float(value),
-            mask_arg,
-            bool(is_causal and mask is None),
-            float(scale),
-            ranges,
-            int(range_block),
-        )
+    output, lse, entropy = module.entropy_attention(  # named PROFILE_NAME in a torch.profiler profile
+        as_float(query),
+        as_float(key),
+        as_float(value),
+        mask_arg,
+        bool(is_causal and mask is None),
+        float(scale),
+        ranges,
+        int(range_block),
+    )
     return output.to(query.dtype), lse, entropy
 
 
@@ -236,3 +239,21 @@ def hidden_statistics(
         hidden, token_mask, weights, list(epsilons), not row_sums_match_torch(module)
     )
     return stats, None if pool_weights is None else pooled
+
+
+def attention_statistics(
+    rows: torch.Tensor, query_mask: torch.Tensor, n_keys: torch.Tensor, *, module: ModuleType | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer's per-head sums of row entropy (B, H) and the sum and count (B,) of row entropy / log(keys), float64.
+
+    rows (B, H, Q) float32|float64 on the CPU; query_mask (B, Q): the real query rows; n_keys (B, 1|H, Q) float64:
+    the keys each row may attend to. ``metrics.attention_entropy_per_head`` and ``metrics.normalized_row_entropy_sums``
+    in one call, summed in float64 (they agree to float64 rounding).
+    """
+    module = module if module is not None else cpu_kernel()
+    if module is None:
+        raise RuntimeError(f"the CPU kernels are not available: {unavailable()}")
+    if query_mask.dtype != torch.bool:
+        query_mask = query_mask.bool()
+    heads, sums, counts = module.attention_statistics(rows, query_mask, n_keys.to(torch.float64))
+    return heads, sums, counts

@@ -21,6 +21,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -115,6 +116,7 @@ bool uses_blas() { return sgemm_ != nullptr; }
 std::vector<at::Tensor> entropy_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                                           const at::Tensor& mask, bool is_causal, double scale,
                                           const at::Tensor& key_ranges, int64_t range_block) {
+  RECORD_FUNCTION("compendium::entropy_attention", std::vector<c10::IValue>());
   TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && value.dim() == 4, "query, key, value must be 4-d");
   TORCH_CHECK(query.scalar_type() == at::kFloat && key.scalar_type() == at::kFloat && value.scalar_type() == at::kFloat,
               "float32 inputs only");
