@@ -57,7 +57,7 @@ TORCH_OPERATIONS = "torch operations"
 
 _CAPABILITY_FLAGS: dict[str, list[str]] = {
     "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mavx2"],
-    "AVX2": ["-mavx2", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c"],
 }
 _lock = threading.Lock()
 _state: dict[str, object] = {}
