@@ -183,7 +183,7 @@ class _BatchRecord:
         (B, D) is kept too. One kernel call on the CPU where the kernels are built, else torch operations.
         """
         pool = pool and self.pool_vectors
-        if self.kernel is not None and hidden.dtype in STATISTICS_KERNEL_DTYPES and hidden.is_contiguous():
+        if self.kernel is not None and STATISTICS_KERNELS and hidden.dtype in _KERNEL_DTYPES and hidden.is_contiguous():
             if self._is_real is None:
                 self._is_real = self.token_mask.bool().contiguous()
                 self._pool_weights = metrics.pooling_weights(self.token_mask)
@@ -231,7 +231,7 @@ class _BatchRecord:
         The one place attention statistics are made, whichever path computed the rows.
         """
         n_keys = self.key_counts(mask, rows.shape[-1], causal)
-        if self.kernel is not None and rows.device.type == "cpu":  # one call (helpers/core/kernels)
+        if self.kernel is not None and STATISTICS_KERNELS and rows.device.type == "cpu":  # one kernel call
             query_mask = self._cached(None, ("query rows", rows.shape[-1]), lambda: self.query_mask(rows.shape[-1]))
             heads, sums, counts = kernels.attention_statistics(rows, query_mask, n_keys, module=self.kernel)
         else:
@@ -312,9 +312,10 @@ _UNSUPPORTED_ATTENTION_ARGUMENTS = ("softcap", "s_aux", "sinks", "position_bias"
 _REGISTRATIONS = itertools.count()
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 """Dtypes the one-pass CPU kernel takes (computed in float32); float64 keeps the two-call route."""
-STATISTICS_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-"""Dtypes of hidden states ``kernels.hidden_statistics`` reduces (as float32, like the reference); float64 keeps
-``metrics.hidden_state_statistics``. Empty: torch operations everywhere (the tests compare the two routes)."""
+STATISTICS_KERNELS = True
+"""Whether the statistics kernels (``kernels.hidden_statistics`` for hidden states of the ``_KERNEL_DTYPES``,
+``kernels.attention_statistics`` for row entropies) run where the kernels are built. False: torch operations, the
+route before them (the tests and benchmarks compare the two)."""
 
 
 def fused_attention_unsupported(loaded: LoadedModel) -> str | None:

@@ -30,7 +30,7 @@ def both_routes(
     model: str | helpers.LoadedModel, monkeypatch: pytest.MonkeyPatch, **options: object
 ) -> tuple[helpers.Measurements, helpers.Measurements]:
     kernel = helpers.measure_with_layers(model, TEXTS, batch_size=3, progress=False, **options)
-    monkeypatch.setattr(streaming, "STATISTICS_KERNEL_DTYPES", ())
+    monkeypatch.setattr(streaming, "STATISTICS_KERNELS", False)
     torch_route = helpers.measure_with_layers(model, TEXTS, batch_size=3, progress=False, **options)
     monkeypatch.undo()
     assert kernel.statistics_kernel == kernels.ONE_PASS and torch_route.statistics_kernel == kernels.TORCH_OPERATIONS
