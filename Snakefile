@@ -23,6 +23,7 @@ from helpers.study import MAIN_RUN, canonical_params, load_params, model_key  # 
 from helpers.study.outputs import (  # noqa: E402
     FINDINGS_FIGURES,
     FINDINGS_TABLES,
+    RELEASED_DATA,
     SIGNATURE_FIGURES,
     SIGNATURE_TABLES,
     STUDY_FIGURES,
@@ -30,7 +31,14 @@ from helpers.study.outputs import (  # noqa: E402
     RunOutputs,
     numbered_notebooks,
 )
-from helpers.workflow import code_inputs, content_stamp, runner_inputs, text_stamp  # noqa: E402
+from helpers.workflow import (  # noqa: E402
+    code_inputs,
+    content_stamp,
+    module_closure,
+    module_file,
+    runner_inputs,
+    text_stamp,
+)
 
 # one spelling of the path: params/x.yaml, ./params/x.yaml and /abs/params/x.yaml are one command
 PARAMS = canonical_params(config.get("params", "params/default.yaml"))
@@ -55,6 +63,7 @@ REFERENCE = stamped([*sorted(paths.REFERENCE.glob("*.csv")), *sorted((paths.REFE
 FOLDERS = {key: stamped([name]) for key, name in MODELS.items() if resolve(name).source == "folder"}
 ACTIVATIONS = STUDY.results / "activations"
 TABLE_FORMATS, FIGURE_FORMATS = ("csv", "md", "tex"), ("png", "svg")
+FRONT_PAGE_CODE = sorted(module_file(m) for m in module_closure({"helpers.report.front_page"}))
 
 
 def code(stem):
@@ -72,6 +81,13 @@ def tables(folder, names, flag=update):
 
 def figures(names, flag=update):
     return [flag(OUT.figures / f"{name}.{suffix}") for name in names for suffix in FIGURE_FORMATS]
+
+
+def released(flag=update):
+    """The released data (paper/data[/<run>]/): each table as parquet and CSV, and the data card."""
+    return [flag(OUT.released(name, suffix)) for name in RELEASED_DATA for suffix in ("parquet", "csv")] + [
+        flag(OUT.data_card)
+    ]
 
 
 def plain(path):
@@ -100,9 +116,11 @@ rule all:
         expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers", "_vectors")),
         OUT.metrics,
         OUT.signatures,
+        OUT.signatures_earlier,
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
         OUT.all_reports(),
         tables(OUT.tables, [*STUDY_TABLES, *FINDINGS_TABLES, *SIGNATURE_TABLES], plain),
+        released(plain),
         figures([*STUDY_FIGURES, *FINDINGS_FIGURES, *SIGNATURE_FIGURES], plain),
 
 
@@ -188,9 +206,11 @@ rule export_tables:
         code("05_export_tables"),
         INPUTS,
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
-        OUT.metrics,  # the entry counts behind the threshold tolerance
+        OUT.metrics,  # the entry counts behind the threshold tolerance, and the released per-prompt data
+        expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),  # the released per-layer summaries
     output:
         tables(OUT.tables, STUDY_TABLES),
+        released(),
         OUT.reproduction("05_export_tables"),
         OUT.reports / "05_export_tables.html",
     log:
@@ -209,6 +229,7 @@ rule robustness:
         OUT.metrics,
         expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),
         OUT.signatures,  # finding 5's per-model tests, from notebook 08
+        OUT.signatures_earlier,  # and under its earlier rule (the deviations log)
     output:
         tables(OUT.tables, FINDINGS_TABLES),
         figures(FINDINGS_FIGURES),
@@ -234,10 +255,13 @@ rule signatures:
         OUT.metrics,  # the entry counts behind the threshold tolerance of the reproduction check
     output:
         OUT.signatures,
+        OUT.signatures_earlier,
         tables(OUT.tables, SIGNATURE_TABLES),
         figures(SIGNATURE_FIGURES),
         OUT.reproduction("08_signatures"),
         OUT.reports / "08_signatures.html",
+        # the default run quotes its per-model answer in docs/signatures.md, rewriting only the marked section
+        [update(paths.ROOT / "docs" / "signatures.md")] if STUDY.name == MAIN_RUN else [],
     log:
         OUT.executed("08_signatures"),
     benchmark:
@@ -273,11 +297,12 @@ rule index:
         [OUT.reproduction(n) for n in ("04_plot", "05_export_tables", "06_robustness", "08_signatures")],  # the front page's summary
         stamped(NOTEBOOKS.values()),  # each report's one-line description comes from its notebook
         stamped(runner_inputs()),
+        stamped(FRONT_PAGE_CODE),  # the front page's own code (its cards count the findings' tables)
         INPUTS,
     output:
         OUT.reports / "index.html",
     shell:
-        "{PY} -m helpers.report.notebooks index --params {PARAMS_ARG}"
+        "{PY} -m helpers.report.front_page --params {PARAMS_ARG}"
 
 
 # A failed run leaves no front page that shows the earlier run's results as if current.

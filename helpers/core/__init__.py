@@ -1,7 +1,7 @@
 """The measurement core: which models exist and how they are installed (``registry``, ``assemble``,
-``onnx_bert``), loading them (``models``), the metrics (``metrics``), the streaming measurement
-(``streaming``: ``measure``) and the one-pass attention kernels (``kernels``).
+``onnx_bert``, ``packed_e5``), loading them (``models``), the metrics (``metrics``), the streaming
+measurement (``streaming``: ``measure``) and the one-pass attention kernels (``kernels``).
 
-Importing this package imports nothing: ``registry``, ``assemble`` and ``onnx_bert`` stay free of
-torch, so the name checks and the installer run without it.
+Importing this package imports nothing: ``registry``, ``assemble``, ``onnx_bert`` and ``packed_e5`` stay free
+of torch, so the name checks and the installer run without it.
 """

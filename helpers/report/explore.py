@@ -378,7 +378,7 @@ def summary(analysis: PromptAnalysis) -> pd.DataFrame:
         "truncated": "truncated",
     }
     values = [analysis.measures[column] for column in names]
-    shown = [f"{v:.4g}" if isinstance(v, float | np.floating) else str(v) for v in values]
+    shown = [f"{v:.3g}" if isinstance(v, float | np.floating) else str(v) for v in values]
     return pd.DataFrame({"value": shown}, index=pd.Index(list(names.values()), name=analysis.display_name))
 
 
@@ -425,11 +425,14 @@ def context_note(context: Context) -> Any:
 
 
 def context_table(context: Context) -> Any:
-    """The context's percentile table for display (whole percents; '-' where a group is empty), or None."""
+    """The context's percentile table for display (2 significant digits; blank where a group is empty), or None."""
     if context.table is None:
         return None
-    percentiles = [column for column in context.table.columns if column.endswith("percentile")]
-    return context.table.style.format("{:.0f}", subset=percentiles, na_rep="-").hide(axis="index")
+    from IPython.display import HTML
+
+    from helpers.report.tables import frame_html
+
+    return HTML(frame_html(context.table, digits=2))  # escaped there: the category's name comes from data
 
 
 def default_layer(analysis: PromptAnalysis, layer: int | None) -> int:

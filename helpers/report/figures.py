@@ -17,6 +17,16 @@ from helpers.study.outputs import FINDINGS_FIGURES, SIGNATURE_FIGURES, STUDY_FIG
 from helpers.study.tables import PAPER_METRICS, finite_only
 
 plt.rcParams["svg.hashsalt"] = "neural-activation-compendium"  # stable SVG ids: reruns give identical files
+plt.rcParams.update(
+    {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9.5, "ytick.labelsize": 9.5,
+     "legend.fontsize": 9.5, "legend.title_fontsize": 9.5, "figure.titlesize": 12}
+)  # fmt: skip
+
+SMALLEST_TEXT = 9.0
+"""No text in a figure is smaller than this (points)."""
+WIDEST = 12.0
+"""No figure is wider than this (inches; 1800 px at 150 dpi), so a figure shown 1100 px wide (a page at 1400 px)
+writes its smallest text at 9 x 1100 / (12 x 72) px = 11.5 CSS px or more, about 9 pt on screen."""
 
 LABELS = {
     "final_activation": "final activation $A_f$",
@@ -54,6 +64,20 @@ CATEGORY_COLOURS: dict[str, tuple[float, float, float]] = dict(
     zip(CATEGORIES, [sns.color_palette("tab20", 20)[i] for i in (*range(0, 20, 2), 1, 5)], strict=True)
 )
 """One fixed colour per category, the same in every figure (10 dark tab20 shades, then 2 light ones)."""
+
+
+def category_order(present: object) -> list[str]:
+    """The categories present, the paper's 12 in their order first, then a prompt set's own (sorted)."""
+    found = {str(c) for c in present}
+    return [c for c in CATEGORIES if c in found] + sorted(found - set(CATEGORIES))
+
+
+def category_colours(categories: list[str]) -> dict[str, tuple[float, float, float]]:
+    """``CATEGORY_COLOURS`` for the paper's categories; a prompt set's own get the other tab20 shades in turn."""
+    spare = [sns.color_palette("tab20", 20)[i] for i in range(20) if i not in (*range(0, 20, 2), 1, 5)]
+    own = [c for c in categories if c not in CATEGORY_COLOURS]
+    return {**CATEGORY_COLOURS, **{c: spare[i % len(spare)] for i, c in enumerate(own)}}
+
 
 ANNOTATION_DIGITS = 3
 """Significant digits of every number written into a heatmap cell."""
@@ -98,10 +122,31 @@ def save_figure(figure: plt.Figure, name: str, notebook: str, folder: Path = pat
         metadata = {"Title": name, "Description": f"made by {notebook}", "Source": f"{SOURCE} {DRAWING_CODE}"}
         if suffix == "svg":
             metadata["Date"] = None  # no timestamp: reruns give identical files
+        else:
+            metadata["Smallest text"] = f"{smallest_text(figure):g} pt"  # the browser tests read it
         with store.atomic_path(path) as temporary:
             figure.savefig(temporary, format=suffix, dpi=150, bbox_inches="tight", metadata=metadata)
         written.append(path)
     return written
+
+
+def smallest_text(figure: plt.Figure) -> float:
+    """The size (points) of the smallest visible, non-empty text of ``figure``: titles, labels, ticks, legends,
+    annotations."""
+    from matplotlib.text import Text
+
+    figure.canvas.draw()  # tick labels exist once drawn
+    sizes = [
+        float(text.get_fontsize())
+        for text in figure.findobj(Text)
+        if text.get_visible() and text.get_text().strip() and (text.axes is None or text.axes.get_visible())
+    ]
+    return min(sizes) if sizes else 0.0
+
+
+def category_label(category: str) -> str:
+    """A category as words: 'mathematical reasoning'."""
+    return str(category).replace("_", " ")
 
 
 def drawn_by(path: Path) -> str:
@@ -171,7 +216,7 @@ def category_heatmap(cells: pd.DataFrame, metric: str, by_model: bool = False) -
     """
     column = PAPER_METRICS[metric]
     grid = cells.pivot_table(index="Model", columns="Category", values=column, sort=False)
-    grid = grid[[c for c in CATEGORIES if c in grid.columns]]
+    grid = grid[category_order(grid.columns)]
     rows_annotated = [annotations(row.to_numpy()) for _, row in grid.iterrows()]
     exponents = [exponent for exponent, _ in rows_annotated]
     texts = np.array([row for _, row in rows_annotated])
@@ -194,12 +239,12 @@ def category_heatmap(cells: pd.DataFrame, metric: str, by_model: bool = False) -
     else:
         colours, style = grid, {"cmap": "viridis"}
         label, title = LABELS[metric], f"{LABELS[metric]}: mean per model and category"
-    figure, axes = plt.subplots(figsize=(12.5, 0.6 * len(grid) + 2.6))
+    figure, axes = plt.subplots(figsize=(WIDEST, 0.6 * len(grid) + 2.8))
     sns.heatmap(
-        colours.set_axis(rows, axis=0),
+        colours.set_axis(rows, axis=0).set_axis([category_label(c) for c in grid.columns], axis=1),
         annot=texts,
         fmt="",
-        annot_kws={"fontsize": 8},
+        annot_kws={"fontsize": SMALLEST_TEXT},
         ax=axes,
         cbar_kws={"label": label},
         **style,
@@ -215,7 +260,7 @@ def category_heatmap(cells: pd.DataFrame, metric: str, by_model: bool = False) -
 
 def architecture_comparison(metrics: pd.DataFrame) -> plt.Figure:
     """Per-prompt distributions of the paper's three metrics by model, coloured by encoder/decoder."""
-    figure, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    figure, axes = plt.subplots(1, 3, figsize=(WIDEST, 4.6))
     order = list(dict.fromkeys(metrics["display_name"]))
     for axis, metric in zip(axes, PAPER_METRICS, strict=True):
         sns.boxplot(data=metrics, x="display_name", y=metric, hue="architecture", order=order, ax=axis, dodge=False)
@@ -256,7 +301,7 @@ def layer_profiles(
         label, unit = LAYER_STATISTICS.get(statistic, (statistic.replace("_", " "), "value"))
         axis.set_xlabel("relative depth (0 = embedding output, 1 = last layer)")
         axis.set_ylabel(unit)
-        axis.set_title(label, fontsize=10)
+        axis.set_title(label)
     for axis in list(axes.flat)[len(statistics) :]:
         axis.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -265,33 +310,42 @@ def layer_profiles(
     return figure
 
 
+def panel_grid(count: int, columns: int = 4) -> tuple[int, int]:
+    """(rows, columns) of a grid of ``count`` panels, at most ``columns`` a row."""
+    columns = max(1, min(columns, count))
+    return math.ceil(count / columns), columns
+
+
 def entropy_vs_tokens(metrics: pd.DataFrame) -> plt.Figure:
-    """Attention entropy against prompt length, one panel per model, coloured by category (legend below), with r."""
+    """Attention entropy against prompt length, one panel per model (four a row), coloured by category (legend
+    below), with r."""
     models = list(dict.fromkeys(metrics["display_name"]))
-    categories = [c for c in CATEGORIES if c in set(metrics["category"])]
-    figure, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 4.6), squeeze=False, layout="constrained")
-    for axis, model in zip(axes[0], models, strict=True):
-        rows = metrics[metrics["display_name"] == model]
+    categories = category_order(metrics["category"])
+    colours = category_colours(categories)
+    rows, columns = panel_grid(len(models))
+    figure, axes = plt.subplots(rows, columns, figsize=(WIDEST, 2.9 * rows + 1.3), squeeze=False, layout="constrained")
+    for axis, model in zip(axes.flat, models, strict=False):
+        selected = metrics[metrics["display_name"] == model]
         sns.scatterplot(
-            data=rows,
+            data=selected,
             x="n_tokens",
             y="attention_entropy",
             hue="category",
             hue_order=categories,
-            palette=CATEGORY_COLOURS,
+            palette=colours,
             ax=axis,
-            s=18,
+            s=14,
             legend=False,
         )
-        r = np.corrcoef(rows["n_tokens"], rows["attention_entropy"])[0, 1] if len(rows) > 2 else float("nan")
-        axis.set_title(f"{model}: r = {r:.3f}")
+        r = np.corrcoef(selected["n_tokens"], selected["attention_entropy"])[0, 1] if len(selected) > 2 else np.nan
+        axis.set_title(f"{model}: r = {r:.2f}")
         axis.set_xlabel(LABELS["n_tokens"])
-        axis.set_ylabel(LABELS["attention_entropy"])
-    handles = [
-        plt.Line2D([], [], marker="o", linestyle="", color=CATEGORY_COLOURS[c], markersize=6) for c in categories
-    ]
-    labels = [c.replace("_", " ") for c in categories]
-    figure.legend(handles, labels, loc="outside lower center", ncol=min(6, len(categories)), frameon=False, fontsize=9)
+        axis.set_ylabel("H_att (nats)")
+    for axis in list(axes.flat)[len(models) :]:
+        axis.set_visible(False)
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[c], markersize=6) for c in categories]
+    labels = [category_label(c) for c in categories]
+    figure.legend(handles, labels, loc="outside lower center", ncol=min(4, len(categories)), frameon=False)
     figure.suptitle("Attention entropy grows with prompt length (it sums over query rows)")
     return figure
 
@@ -303,7 +357,7 @@ def category_ranking(comparison: pd.DataFrame, metric: str = "Attention_Entropy"
     for column, label in (("published", "published (paper's six models)"), ("reproduced", "reproduced (this run)")):
         data[label] = data[column] / data[column].abs().max()
     long = data.melt(id_vars="Category", value_vars=[c for c in data.columns if "(" in c], var_name="source")
-    sns.barplot(data=long, y="Category", x="value", hue="source", ax=axis, order=list(CATEGORIES))
+    sns.barplot(data=long, y="Category", x="value", hue="source", ax=axis, order=category_order(long["Category"]))
     sns.move_legend(axis, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=None, frameon=False)
     axis.set_xlabel(f"{metric.replace('_', ' ').lower()}, scaled to the largest category")
     axis.set_ylabel("")
@@ -346,61 +400,79 @@ def save_figures(
 def _note_figure(text: str) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(8, 1.5))
     axis.axis("off")
-    axis.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    axis.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=11)
     return figure
 
 
-def finding1_categories(categories: pd.DataFrame, math: str = "mathematical_reasoning") -> plt.Figure:
-    """Per model: each category's mean H_att at matched length (95% interval) and raw (hollow), math in red.
+def finding1_categories(
+    categories: pd.DataFrame,
+    math: str = "mathematical_reasoning",
+    per_model: pd.DataFrame | None = None,
+    verdict: str = "",
+) -> plt.Figure:
+    """Finding 1's test, one panel per model (four a row): each category's mean H_att at matched prompt length
+    with its 95% interval (filled) and raw (hollow), math in red; the model's verdict in its panel's title and the
+    run's verdict, counted over models, in the figure's.
 
-    ``categories``: the ``finding1_categories`` table (``helpers.stats.findings``), or a one-column note.
+    ``categories``: the ``finding1_categories`` table (``helpers.stats.findings``), or a one-column note;
+    ``per_model``: ``finding1_per_model`` (the panels' verdicts); ``verdict``: the scorecard's.
     """
+    from helpers.report.counting import count_verdicts
+
     if "matched_length_mean" not in categories:
         return _note_figure(str(categories.iloc[0, 0]))
     models = list(dict.fromkeys(categories["model"]))
-    figure, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 5.2), squeeze=False, sharey=True)
-    for axis, model in zip(axes[0], models, strict=True):
-        rows = (
-            categories[categories["model"] == model]
-            .set_index("category")
-            .reindex([c for c in CATEGORIES if c in set(categories["category"])])
-        )
-        position = np.arange(len(rows))[::-1]
-        colours = ["crimson" if c == math else "tab:blue" for c in rows.index]
+    verdicts = {}
+    if per_model is not None and {"model", "verdict"} <= set(per_model.columns):
+        verdicts = dict(zip(per_model["model"].astype(str), per_model["verdict"].astype(str), strict=False))
+    order = category_order(categories["category"])
+    rows, columns = panel_grid(len(models))
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(WIDEST, (0.2 * len(order) + 1.1) * rows + 1.3), squeeze=False, sharey=True,
+        layout="constrained",
+    )  # fmt: skip
+    position = np.arange(len(order))[::-1]
+    for axis, model in zip(axes.flat, models, strict=False):
+        table = categories[categories["model"] == model].set_index("category").reindex(order)
+        colours = ["crimson" if c == math else "tab:blue" for c in order]
         axis.errorbar(
-            rows["matched_length_mean"], position, xerr=1.96 * rows["matched_length_se"], fmt="none", ecolor=colours
-        )
-        axis.scatter(rows["matched_length_mean"], position, c=colours, zorder=3, label="at matched length (95% CI)")
-        axis.scatter(rows["raw_mean"], position, facecolors="none", edgecolors=colours, label="raw mean")
-        for y, (_, row) in zip(position, rows.iterrows(), strict=True):
-            axis.annotate(
-                f"rank {row['rank_set_low']}-{row['rank_set_high']}",
-                (1.0, y),
-                xycoords=("axes fraction", "data"),
-                xytext=(4, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=7,
-            )
-        axis.set_yticks(position, rows.index)
-        axis.set_title(model)
-        axis.set_xlabel("attention entropy H_att (nats)")
-    axes[0][0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, ncol=2, frameon=False)
-    figure.suptitle("Finding 1: category means of attention entropy at matched prompt length (rank sets at right)")
-    figure.tight_layout()
+            table["matched_length_mean"], position, xerr=1.96 * table["matched_length_se"], fmt="none",
+            ecolor=colours, elinewidth=1.4,
+        )  # fmt: skip
+        axis.scatter(table["matched_length_mean"], position, c=colours, s=18, zorder=3, label="at matched length")
+        axis.scatter(table["raw_mean"], position, facecolors="none", edgecolors=colours, s=18, label="raw mean")
+        axis.set_yticks(position, [category_label(c) for c in order])
+        axis.set_title(f"{model}\n{verdicts[str(model)]}" if str(model) in verdicts else str(model))
+        axis.set_xlabel("H_att (nats)")
+        axis.xaxis.set_major_locator(plt.MaxNLocator(4))
+    for axis in list(axes.flat)[len(models) :]:
+        axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], color="tab:blue", linewidth=1.4))
+    labels.append("95% interval at matched length")
+    figure.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
+    counted = count_verdicts(per_model) if per_model is not None else ""
+    head = f"Finding 1 {verdict}" if verdict else "Finding 1"
+    figure.suptitle(
+        f"{head}: is math's attention entropy (red) the highest at matched prompt length?"
+        + (f"\n{counted[0].upper() + counted[1:]}" if counted else "")
+    )
     return figure
 
 
-def sparsity_variants(variants: pd.DataFrame, about: tuple[float, float]) -> plt.Figure:
-    """Decoder/encoder sparsity ratio under every sparsity measure: each pair (95% interval) and, where
-    testable, the architecture ratio; the paper's 'about 7x' band shaded; each variant's verdict at right.
+def sparsity_variants(
+    variants: pd.DataFrame, about: tuple[float, float], verdict: str = "", level: str = ""
+) -> plt.Figure:
+    """Finding 2's test: decoder/encoder sparsity ratio under every sparsity measure: each pair (95% interval,
+    light) and, where testable, the architecture ratio (black); the paper's 'about 7x' band shaded; each
+    measure's 'sparser' verdict at right, the scorecard's ``verdict`` in the title.
 
     Markers are hollow and the interval bars drawn over them with caps, so an interval narrower than a
     marker still shows as a bar; the legend sits right below the axis label.
     """
     measures = list(dict.fromkeys(variants["measure"]))
     comparisons = list(dict.fromkeys(variants["comparison"]))
-    figure, axis = plt.subplots(figsize=(11, 0.55 * len(measures) + 2.0), layout="constrained")
+    figure, axis = plt.subplots(figsize=(11, 0.55 * len(measures) + 2.4), layout="constrained")
     axis.axvspan(*about, color="crimson", alpha=0.12, label=f"'about' band ({about[0]:.3g}-{about[1]:.3g})")
     axis.axvline(1.0, color="grey", linestyle=":", label="no difference")
     offsets = np.linspace(-0.25, 0.25, len(comparisons)) if len(comparisons) > 1 else [0.0]
@@ -410,27 +482,36 @@ def sparsity_variants(variants: pd.DataFrame, about: tuple[float, float]) -> plt
         finite = np.isfinite(rows["ratio"].to_numpy(float))
         if not finite.any():
             continue
+        overall = comparison.startswith("decoders")
         error = [(rows["ratio"] - rows["low"]).to_numpy(float), (rows["high"] - rows["ratio"]).to_numpy(float)]
-        axis.errorbar(rows["ratio"], y, xerr=error, fmt="D" if comparison.startswith("decoders") else "o",
-                      markersize=5, markerfacecolor="none", elinewidth=2.2, capsize=5, capthick=1.6,
-                      label=f"{comparison} (95% interval)", zorder=3)  # fmt: skip
-    overall = variants[variants["comparison"].str.startswith("decoders")].set_index("measure").reindex(measures)
+        axis.errorbar(rows["ratio"], y, xerr=error, fmt="D" if overall else "o",
+                      markersize=6 if overall else 4, markerfacecolor="none", elinewidth=2.2 if overall else 2.0,
+                      capsize=5 if overall else 2, capthick=1.6, color="black" if overall else "tab:blue",
+                      alpha=1.0 if overall else 0.45, zorder=3 if overall else 2,
+                      label=f"{comparison} ({level + ' ' if level else ''}interval)" if overall else None)  # fmt: skip
+    if any(not c.startswith("decoders") for c in comparisons):
+        axis.errorbar([], [], xerr=[], fmt="o", markerfacecolor="none", color="tab:blue", alpha=0.45, elinewidth=2.0,
+                      label="one decoder / one encoder (95% interval)")  # fmt: skip
+    overall_rows = variants[variants["comparison"].str.startswith("decoders")].set_index("measure").reindex(measures)
     for k, measure in enumerate(measures):
-        verdict = overall.loc[measure, "verdict_sparser"] if "verdict_sparser" in overall else ""
-        verdict = "" if pd.isna(verdict) else str(verdict)
-        axis.annotate(verdict, (1.0, len(measures) - 1 - k), xycoords=("axes fraction", "data"),
-                      xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)  # fmt: skip
+        shown = overall_rows.loc[measure, "verdict_sparser"] if "verdict_sparser" in overall_rows else ""
+        shown = "" if pd.isna(shown) else str(shown)
+        axis.annotate(shown, (1.0, len(measures) - 1 - k), xycoords=("axes fraction", "data"),
+                      xytext=(6, 0), textcoords="offset points", va="center", fontsize=SMALLEST_TEXT)  # fmt: skip
     axis.set_yticks(len(measures) - 1 - np.arange(len(measures)), measures)
     axis.set_xscale("log")
-    axis.set_xlabel("decoder / encoder mean sparsity (log scale); bars: 95% intervals, some narrower than a marker")
-    axis.set_title("Finding 2 under every sparsity measure (verdict of 'sparser' at right)")
-    figure.legend(loc="outside lower center", fontsize=8, ncol=2, frameon=False)
+    axis.set_xlabel("decoder / encoder mean sparsity (log scale); bars: intervals, some narrower than a marker")
+    head = f"Finding 2 {verdict}" if verdict else "Finding 2"
+    axis.set_title(
+        f"{head}: are decoders sparser than encoders, about 7x?\n('sparser' verdict of each measure at right)"
+    )
+    figure.legend(loc="outside lower center", ncol=2, frameon=False)
     return figure
 
 
 def finding1_length_contrasts(curves: pd.DataFrame, math: str = "mathematical_reasoning") -> plt.Figure:
-    """Per model: math minus each other category across the token range every category covers (95% pointwise
-    intervals shaded), from finding 1's primary model on the summed scale.
+    """Per model (four panels a row): math minus each other category across the token range every category
+    covers (95% pointwise intervals shaded), from finding 1's primary model on the summed scale.
 
     ``curves``: the ``finding1_length_contrasts`` table (``model, category, n_tokens, difference, lower, upper``)
     or a one-column note.
@@ -438,25 +519,23 @@ def finding1_length_contrasts(curves: pd.DataFrame, math: str = "mathematical_re
     if "difference" not in curves:
         return _note_figure(str(curves.iloc[0, 0]))
     models = list(dict.fromkeys(curves["model"]))
-    columns = min(4, len(models))
-    rows = -(-len(models) // columns)  # ceil: the parameter `math` hides the module here
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharex=False)
+    rows, columns = panel_grid(len(models))
+    figure, axes = plt.subplots(rows, columns, figsize=(WIDEST, 2.9 * rows + 1.4), squeeze=False, layout="constrained")
     for axis, model in zip(axes.flat, models, strict=False):
         frame = curves[curves["model"] == model]
         for category, group in frame.groupby("category", sort=False):
             colour = CATEGORY_COLOURS.get(category, "grey")
-            axis.plot(group["n_tokens"], group["difference"], color=colour, linewidth=1, label=category)
+            axis.plot(group["n_tokens"], group["difference"], color=colour, linewidth=1, label=category_label(category))
             axis.fill_between(group["n_tokens"], group["lower"], group["upper"], color=colour, alpha=0.08)
         axis.axhline(0, color="black", linewidth=0.8)
-        axis.set_title(model, fontsize=10)
+        axis.set_title(model)
         axis.set_xlabel("prompt length (tokens)")
-        axis.set_ylabel("math minus category, H_att (nats)")
+        axis.set_ylabel("math minus category (nats)")
     for axis in list(axes.flat)[len(models) :]:
         axis.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    figure.legend(handles, labels, loc="outside lower center", ncol=4, frameon=False)
     figure.suptitle("Finding 1 by length: above 0, math has the higher entropy at that length")
-    figure.tight_layout(rect=(0, 0.12 if rows == 1 else 0.08, 1, 0.95))
     return figure
 
 
@@ -470,14 +549,31 @@ def sparsity_layer_profiles(layers: pd.DataFrame) -> plt.Figure:
     )
 
 
-def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, about: tuple[float, float]) -> dict:
-    """All of ``FINDINGS_FIGURES`` from notebook 06's tables and the run's per-layer table."""
+def _verdict_of(tables: dict[str, pd.DataFrame], number: int) -> str:
+    """The scorecard's verdict of finding ``number`` ('' when the tables lack it)."""
+    scorecard = tables.get("findings_scorecard")
+    if scorecard is None or not {"finding", "verdict"} <= set(scorecard.columns):
+        return ""
+    match = scorecard[scorecard["finding"].astype(str) == str(number)]
+    return str(match["verdict"].iloc[0]) if len(match) else ""
+
+
+def findings_figures(
+    tables: dict[str, pd.DataFrame], layers: pd.DataFrame, about: tuple[float, float], level: str = ""
+) -> dict:
+    """All of ``FINDINGS_FIGURES`` from notebook 06's tables and the run's per-layer table; each finding's key
+    figure says the scorecard's verdict in its title (``level``: finding 2's interval, e.g. '90%')."""
     tables = {name: _drawn(table) for name, table in tables.items()}
     layers = _drawn(layers)
+    per_model = tables.get("finding1_per_model")
     result = {
-        "finding1_categories": finding1_categories(tables["finding1_categories"]),
+        "finding1_categories": finding1_categories(
+            tables["finding1_categories"],
+            per_model=per_model if per_model is not None and "verdict" in per_model else None,
+            verdict=_verdict_of(tables, 1),
+        ),
         "finding1_length_contrasts": finding1_length_contrasts(tables["finding1_length_contrasts"]),
-        "sparsity_variants": sparsity_variants(tables["sparsity_variants"], about),
+        "sparsity_variants": sparsity_variants(tables["sparsity_variants"], about, _verdict_of(tables, 2), level),
         "sparsity_layer_profiles": sparsity_layer_profiles(layers),
     }
     assert tuple(result) == FINDINGS_FIGURES
@@ -487,69 +583,88 @@ def findings_figures(tables: dict[str, pd.DataFrame], layers: pd.DataFrame, abou
 # --- notebook 08: activation signatures (finding 5) ---------------------------------------------------
 
 
-def signature_probe_depth(probes: pd.DataFrame) -> plt.Figure:
-    """Per model, probe accuracy (surface features + one layer's mean-pooled vectors) by relative depth, with the
-    surface-only baseline (band), the control task (random labels of the same class sizes) and chance.
+def signature_probe_depth(probes: pd.DataFrame, verdicts: pd.DataFrame | None = None) -> plt.Figure:
+    """Finding 5's test, per model (four panels a row): probe accuracy (surface features + one layer's mean-pooled
+    vectors) by relative depth, against what the words alone give: the lexical probe (TF-IDF n-grams of the text,
+    no model) and layer 0 (the embedding output) as reference lines, the surface-only probe and chance below them;
+    each model's verdict (``verdicts``: ``signature_verdicts``) in its title and the count over models in the
+    figure's.
 
-    ``probes``: the ``signature_probes`` table (``helpers.stats.findings.signatures.layer_probes`` per model).
+    ``probes``: the ``signature_probes`` table (``helpers.stats.findings.beyond_words.test_model`` per model).
     """
+    from helpers.report.counting import count_verdicts
+    from helpers.stats.findings.finding5 import run_verdict
+
     if "accuracy" not in probes:
         return _note_figure(str(probes.iloc[0, 0]))
     models = list(dict.fromkeys(probes["model"]))
-    columns = min(4, len(models))
-    rows = math.ceil(len(models) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    of_model = {}
+    if verdicts is not None and {"model", "verdict"} <= set(verdicts.columns):
+        of_model = dict(zip(verdicts["model"].astype(str), verdicts["verdict"].astype(str), strict=False))
+    rows, columns = panel_grid(len(models))
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(WIDEST, 2.8 * rows + 1.3), squeeze=False, sharey=True, layout="constrained"
+    )
     for axis, model in zip(axes.flat, models, strict=False):
         table = probes[probes["model"] == model]
         depth = table["relative_depth"]
-        surface = float(table["surface_accuracy"].iloc[0])
-        axis.axhspan(surface - 0.01, surface + 0.01, color="tab:orange", alpha=0.35, label="surface only")
-        axis.fill_between(
-            depth,
-            table["control_surface_accuracy"],
-            table["control_accuracy"],
-            color="tab:gray",
-            alpha=0.35,
-            label="control task",
-        )
-        axis.axhline(float(table["chance"].iloc[0]), color="black", linestyle=":", linewidth=1, label="chance")
+        first = table.iloc[0]
+        axis.axhline(first["lexical_accuracy"], color="tab:red", linewidth=1.2, label="words alone (lexical probe)")
+        axis.axhline(first["layer0_accuracy"], color="tab:purple", linestyle="--", linewidth=1.2, label="layer 0")
+        axis.axhline(first["surface_accuracy"], color="tab:orange", linewidth=1, label="surface only")
+        axis.axhline(first["chance"], color="black", linestyle=":", linewidth=1, label="chance")
         axis.plot(depth, table["accuracy"], marker="o", markersize=3, color="tab:blue", label="surface + layer")
-        axis.set_title(model)
+        axis.set_title(f"{model}\n{of_model[str(model)]}" if str(model) in of_model else str(model))
         axis.set_xlabel("relative depth (0 = embeddings)")
         axis.set_ylim(0, 1)
-    for axis in axes.flat[len(models) :]:
-        axis.axis("off")
-    axes[0, 0].set_ylabel("cross-validated accuracy")
-    axes[0, 0].legend(fontsize=7, loc="upper left")
-    figure.tight_layout()
+    for axis in list(axes.flat)[len(models) :]:
+        axis.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("cross-validated accuracy")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=5, frameon=False)
+    counted = count_verdicts(verdicts) if verdicts is not None else ""
+    verdict = run_verdict(pd.Series(list(of_model.values()))) if of_model else ""
+    head = f"Finding 5 {verdict}" if verdict else "Finding 5"
+    figure.suptitle(
+        f"{head}: does a layer tell the category better than the words alone?"
+        + (f"\n{counted[0].upper() + counted[1:]}" if counted else "")
+    )
     return figure
 
 
 def signature_units_depth(units: pd.DataFrame) -> plt.Figure:
     """Per model, the share of a layer's units that are category-selective, by relative depth, with the
-    label-permutation null (mean, and its 95% quantile as the top of the band)."""
+    label-permutation null (up to its 95% quantile) and, where the run has one, the random-weights copy's share
+    (dashed): what word identity and an untrained network of the same architecture already give."""
     if "selective" not in units:
         return _note_figure(str(units.iloc[0, 0]))
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, axis = plt.subplots(figsize=(9, 4.6), layout="constrained")
     for index, (model, table) in enumerate(units.groupby("model", sort=False)):
         color = sns.color_palette("tab10")[index % 10]
         axis.plot(table["relative_depth"], table["share"], marker="o", markersize=3, color=color, label=model)
+        if "random_copy_selective" in table and table["random_copy_selective"].notna().any():
+            axis.plot(
+                table["relative_depth"], table["random_copy_selective"] / table["units"], color=color, linestyle="--"
+            )
         axis.fill_between(
             table["relative_depth"], 0, table["null_q95"] / table["units"], color=color, alpha=0.15, linewidth=0
         )
     axis.set_xlabel("relative depth (0 = embeddings)")
     axis.set_ylabel("share of units selective")
-    axis.set_title("Category-selective units (|d| >= 0.8, FDR 5%); bands: permutation null up to its 95% quantile")
-    axis.legend(fontsize=7)
-    figure.tight_layout()
+    axis.set_title(
+        "Category-selective units (|d| >= 0.8, FDR 5%)\nbands: permutation null up to its 95% quantile; dashed: "
+        "random-weights copy"
+    )
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return figure
 
 
 def signature_figures(tables: dict[str, pd.DataFrame]) -> dict[str, plt.Figure]:
-    """All of ``SIGNATURE_FIGURES`` from notebook 08's tables."""
+    """All of ``SIGNATURE_FIGURES`` from notebook 08's tables; finding 5's key figure says each model's verdict."""
     tables = {name: _drawn(table) for name, table in tables.items()}
     result = {
-        "signature_probe_depth": signature_probe_depth(tables["signature_probes"]),
+        "signature_probe_depth": signature_probe_depth(tables["signature_probes"], tables.get("signature_verdicts")),
         "signature_units_depth": signature_units_depth(tables["signature_units"]),
     }
     assert tuple(result) == SIGNATURE_FIGURES

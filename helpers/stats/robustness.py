@@ -145,6 +145,20 @@ class StudyData:
         """The table rows of one model."""
         return self.table[self.table["display_name"] == model]
 
+    def restricted_to(self, models: list[str]) -> StudyData:
+        """The same study with only ``models`` (display names, in this study's order): the same items and bootstrap
+        weights. Of the cache only per-model tables made elsewhere (a ``model`` column, such as finding 5's tests)
+        are kept, their rows of these models; fits are computed again, on these models alone."""
+        keep = [model for model in self.models.index if model in set(models)]
+        names = {*keep, *self.models.loc[keep, "model"].astype(str)}
+        table = self.table[self.table["display_name"].isin(keep)]
+        cache = {
+            key: value[value["model"].astype(str).isin(names)]
+            for key, value in self.cache.items()
+            if isinstance(value, pd.DataFrame) and "model" in value
+        }
+        return StudyData(table, self.models.loc[keep], self.items, self.weights, self.item_kind, self.source, cache)
+
 
 def weighted_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Bootstrap means: values (n_items, k) with NaN for missing, weights (B, n_items) -> (B, k)."""
@@ -295,7 +309,11 @@ class LengthCoverageError(ValueError):
     """A model's prompts do not cover lengths well enough to compare categories at matched length."""
 
 
-def length_coverage_problem(frame: pd.DataFrame, minimum_per_quarter: int = 3) -> str:
+MIN_PROMPTS_PER_LENGTH_QUARTER = 3
+"""Prompts every category needs in each quarter of the shared length range (``length_coverage_problem``)."""
+
+
+def length_coverage_problem(frame: pd.DataFrame, minimum_per_quarter: int = MIN_PROMPTS_PER_LENGTH_QUARTER) -> str:
     """Why ``frame`` (one model: category, n_tokens) cannot support a matched-length comparison, or "".
 
     Every category must have at least ``minimum_per_quarter`` prompts in each quarter of the token
@@ -759,6 +777,20 @@ def crossed_mixed_model(data: StudyData, metric: str) -> dict[str, float]:
     return {"ratio": float(np.exp(fit.params[name])), "log_ratio_se": float(fit.bse[name])}
 
 
+SPEARMAN_CLIP = 0.9999
+"""|rho| is clipped to this before Fisher's z (atanh(1) is infinite): a perfect order still gets a finite interval."""
+
+
+def spearman_interval(rho: np.ndarray, n: int, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The ``level`` interval for Spearman's rho from ``n`` pairs, for each sample rho of ``rho`` (any shape):
+    Fisher z with the Bonett-Wright variance (1 + rho^2 / 2) / (n - 3), rho clipped to +-``SPEARMAN_CLIP``.
+
+    Vectorised, so finding 4's power is simulated with the very code its verdict uses (n > 3)."""
+    clipped = np.clip(np.asarray(rho, dtype=float), -SPEARMAN_CLIP, SPEARMAN_CLIP)
+    half = stats.norm.ppf(1 - (1 - level) / 2) * np.sqrt((1 + clipped**2 / 2) / (n - 3))
+    return np.tanh(np.arctanh(clipped) - half), np.tanh(np.arctanh(clipped) + half)
+
+
 def spearman_over_models(x: pd.Series, y: pd.Series, level: float = 0.95, p_value: bool = True) -> dict[str, float]:
     """Spearman rho between two per-model quantities, with models as the unit.
 
@@ -769,9 +801,8 @@ def spearman_over_models(x: pd.Series, y: pd.Series, level: float = 0.95, p_valu
     rho = float(stats.spearmanr(x, y).statistic) if n >= 3 else np.nan
     if n < 4 or np.isnan(rho):
         return {"rho": rho, "low": np.nan, "high": np.nan, "p_value": np.nan, "n": n}
-    clipped = float(np.clip(rho, -0.9999, 0.9999))
-    half = stats.norm.ppf(1 - (1 - level) / 2) * math.sqrt((1 + clipped**2 / 2) / (n - 3)) if n > 3 else np.inf
-    interval = {"low": float(np.tanh(np.arctanh(clipped) - half)), "high": float(np.tanh(np.arctanh(clipped) + half))}
+    low, high = spearman_interval(np.array([rho]), n, level)
+    interval = {"low": float(low[0]), "high": float(high[0])}
     if not p_value:  # the verdict needs only the interval (the calibration's many runs skip the permutations)
         return {"rho": rho, **interval, "p_value": np.nan, "n": n}
     x_ranks, y_ranks = stats.rankdata(x), stats.rankdata(y)

@@ -64,7 +64,9 @@ for (const head of document.querySelectorAll('tbody th')) {
 }
 for (const table of document.querySelectorAll('table')) {
     if (table.querySelectorAll('tbody tr').length === 0) found.push('a table with a header and no rows');
-    if (table.getBoundingClientRect().right > window.innerWidth + 1) found.push('a table wider than the page');
+    // a table wider than a narrow page scrolls inside its own box (numbers are never broken to fit)
+    const box = table.closest('.table-box') || table;
+    if (box.getBoundingClientRect().right > window.innerWidth + 1) found.push('a table wider than the page');
 }
 return found;
 """
@@ -118,7 +120,7 @@ def test_index_links_resolve_and_shows_the_scorecard(browser: Any, smoke_run: Pa
     missing = [href for href in hrefs if not (index.parent / href).resolve().is_file()]
     assert len(hrefs) > 40 and missing == []
     lines = browser.find_elements("css selector", "ul.findings li[class*='verdict-']")
-    rows = browser.find_elements("css selector", ".scorecard > table tbody tr[class^='verdict-']")
+    rows = browser.find_elements("css selector", ".scorecard table tbody tr[class^='verdict-']")
     assert len(lines) == len(rows) >= 4  # one line per finding of the scorecard, each coloured by its verdict
     details = browser.find_elements("css selector", "details")
     assert details and not any(d.get_attribute("open") for d in details)  # the long parts start collapsed

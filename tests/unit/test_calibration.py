@@ -28,6 +28,30 @@ def test_finding1_wrong_verdicts_at_most_5_percent_under_the_nulls(scenario: str
     assert calibration.at_most(wrong, RUNS), f"{planted.name}: {wrong:.1%} wrong verdicts"
 
 
+def test_the_documented_power_of_the_registered_and_the_earlier_finding1_rule() -> None:
+    # docs/statistics.md: "With three models and 45 prompts per category, a category 0.8 SD above math refutes
+    # finding 1 in about 80% of runs (the earlier margin rule: about 12%...)": both rules simulated here
+    import re
+
+    from helpers.base import paths
+
+    text = " ".join((paths.ROOT / "docs" / "statistics.md").read_text(encoding="utf-8").split())
+    found = re.search(
+        r"With three models and (\d+) prompts per category, a category ([\d.]+) SD above math refutes finding 1 in "
+        r"about (\d+)% of runs \(the earlier margin rule: about (\d+)%",
+        text,
+    )
+    assert found, "the sentence on finding 1's power is gone from docs/statistics.md: update this test"
+    per_category, effect, registered, earlier = int(found[1]), found[2], int(found[3]), int(found[4])
+    assert per_category == calibration.PER_CATEGORY and MODELS == 3
+    scenario = f"rival +{effect}"
+    for decision, documented in ((finding1.REGISTERED_RULE, registered), (finding1.RULE_BEFORE_C0E16E4, earlier)):
+        verdicts = calibration.finding1_verdicts(scenario, MODELS, RUNS, decision=decision)
+        power = share(verdicts, DOES_NOT_HOLD)
+        error = 3 * (power * (1 - power) / RUNS) ** 0.5 + 0.05  # simulation error and "about"
+        assert abs(power - documented / 100) <= error, f"{decision}: {power:.0%}, documented {documented}%"
+
+
 def test_finding1_a_category_above_math_refutes_it() -> None:
     # the symmetric rule: evidence against the claim refutes it without a margin. The rules before this one
     # needed a category 0.5 SD above math by a significant margin and called this case inconclusive.
@@ -64,12 +88,10 @@ def test_finding1_a_large_math_effect_holds() -> None:
 
 def test_a_surface_effect_would_hold_without_the_covariates_in_the_primary_model() -> None:
     # the surface-only null is a real threat: with length alone in the model, tokens per word makes math "highest"
-    original = finding1.FINDING1_COVARIATES
-    try:
-        finding1.FINDING1_COVARIATES = ()
-        verdicts = calibration.finding1_verdicts("surface only", MODELS, 40)
-    finally:
-        finding1.FINDING1_COVARIATES = original
+    import dataclasses
+
+    without = dataclasses.replace(finding1.REGISTERED_RULE, covariates=())
+    verdicts = calibration.finding1_verdicts("surface only", MODELS, 40, decision=without)
     assert share(verdicts, HOLDS) >= 0.5
 
 

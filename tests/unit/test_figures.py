@@ -157,3 +157,103 @@ def test_sparsity_variant_intervals_are_drawn_and_the_legend_sits_below_the_labe
     label, legend = _extents(figure, [axis.xaxis.label, figure.legends[0]])
     assert 0 <= label.y0 - legend.y1 < 40  # no blank gap between the axis label and the legend
     plt.close(figure)
+
+
+# --- legible at the width shown: every figure at most WIDEST inches wide, no text under SMALLEST_TEXT points ----------
+
+EIGHT = ["MiniLM-L6", "paraphrase-MiniLM-L3-v2", "all-mpnet-base-v2", "EmbeddingGemma-300M", "SmolLM2-135M",
+         "Gemma3-270M", "Qwen2.5-Coder-0.5B-Instruct", "Qwen2.5-Coder-1.5B-Instruct"]  # fmt: skip
+
+
+def eight_model_figures() -> dict[str, plt.Figure]:
+    """Every figure of notebooks 04, 06 and 08 drawn for eight models with long names and twelve categories."""
+    rng = np.random.default_rng(2)
+    metrics = pd.DataFrame(
+        [
+            {"display_name": m, "architecture": "encoder" if i < 4 else "decoder", "category": c, "n_tokens": n,
+             "attention_entropy": n * 1.5 + rng.normal(), "final_activation": rng.normal(),
+             "max_sparsity": rng.uniform(0, 0.4)}
+            for i, m in enumerate(EIGHT) for c in CATEGORIES for n in (10, 30, 60)
+        ]
+    )  # fmt: skip
+    layers = pd.DataFrame(
+        [{"model": m, "layer": k, "statistic": s, "value": rng.uniform()} for m in EIGHT for k in range(13)
+         for s in ("near_zero_0.01", "attention_entropy", "hoyer", "near_zero_relative_0.01")]
+    )  # fmt: skip
+    categories = pd.DataFrame(
+        [{"model": m, "category": c, "matched_length_mean": rng.normal(60, 5), "matched_length_se": 0.5,
+          "raw_mean": rng.normal(60, 8)} for m in EIGHT for c in CATEGORIES]
+    )  # fmt: skip
+    per_model = pd.DataFrame({"model": EIGHT, "verdict": ["does not hold"] * 6 + ["inconclusive"] * 2})
+    curves = pd.DataFrame(
+        [{"model": m, "category": c, "n_tokens": n, "difference": rng.normal(), "lower": -1.0, "upper": 1.0}
+         for m in EIGHT for c in CATEGORIES[1:] for n in range(10, 60, 10)]
+    )  # fmt: skip
+    measures = ["|h| < 0.01, max over layers (the paper's S_max; primary)", "Hoyer sparsity, max over layers"]
+    variants = pd.DataFrame(
+        [{"measure": s, "comparison": f"{d} / {e}", "ratio": 2.0, "low": 1.8, "high": 2.2, "verdict_sparser": np.nan}
+         for s in measures for d in EIGHT[4:] for e in EIGHT[:4]]
+        + [{"measure": s, "comparison": "decoders / encoders (models as replicates)", "ratio": 3.0, "low": 0.5,
+            "high": 20.0, "verdict_sparser": "inconclusive"} for s in measures]
+    )  # fmt: skip
+    probes = pd.DataFrame(
+        [{"model": m, "relative_depth": d / 10, "accuracy": 0.9, "surface_accuracy": 0.2, "lexical_accuracy": 0.82,
+          "layer0_accuracy": 0.86, "chance": 1 / 12} for m in EIGHT for d in range(11)]
+    )  # fmt: skip
+    units = pd.DataFrame(
+        [{"model": m, "relative_depth": d / 10, "share": 0.3, "null_q95": 5.0, "units": 100, "selective": 30}
+         for m in EIGHT for d in range(11)]
+    )  # fmt: skip
+    cells_eight = pd.DataFrame(
+        [{"Model": m, "Category": c, "Final_Activation": rng.normal(), "Attention_Entropy": rng.normal(60, 5),
+          "Max_Sparsity": rng.uniform()} for m in EIGHT for c in CATEGORIES]
+    )  # fmt: skip
+    comparison = pd.DataFrame(
+        [{"Category": c, "metric": "Attention_Entropy", "published": 100 + i, "reproduced": 60 - i}
+         for i, c in enumerate(CATEGORIES)]
+    )  # fmt: skip
+    return {
+        "heatmap": figures.category_heatmap(cells_eight, "attention_entropy"),
+        "heatmap_by_model": figures.category_heatmap(cells_eight, "attention_entropy", by_model=True),
+        "architecture_comparison": figures.architecture_comparison(metrics),
+        "layer_profiles": figures.layer_profiles(layers),
+        "entropy_vs_tokens": figures.entropy_vs_tokens(metrics),
+        "category_ranking": figures.category_ranking(comparison),
+        "finding1_categories": figures.finding1_categories(categories, per_model=per_model, verdict="does not hold"),
+        "finding1_length_contrasts": figures.finding1_length_contrasts(curves),
+        "sparsity_variants": figures.sparsity_variants(variants, (2.2, 8.8), "inconclusive"),
+        "sparsity_layer_profiles": figures.sparsity_layer_profiles(layers),
+        "signature_probe_depth": figures.signature_probe_depth(probes, per_model.assign(verdict="holds")),
+        "signature_units_depth": figures.signature_units_depth(units),
+    }
+
+
+def test_every_figure_is_at_most_12_inches_wide_with_no_text_under_9_points() -> None:
+    """Shown 1100 px wide (a page at 1400 px), a figure at most WIDEST inches wide writes its smallest text at
+    about 9 pt or more; the saved size (tight bounding box, legends included) is what counts."""
+    import io
+
+    from PIL import Image
+
+    problems = {}
+    for name, figure in eight_model_figures().items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        width = Image.open(io.BytesIO(buffer.getvalue())).width / 100
+        smallest = figures.smallest_text(figure)
+        if width > figures.WIDEST + 0.6 or smallest < figures.SMALLEST_TEXT:
+            problems[name] = (round(width, 1), smallest)
+        plt.close(figure)
+    assert problems == {}
+
+
+def test_each_findings_key_figure_says_its_verdict_in_its_title() -> None:
+    drawn = eight_model_figures()
+    assert drawn["finding1_categories"]._suptitle.get_text().startswith("Finding 1 does not hold:")
+    assert "Does not hold in 6 of 8 models, inconclusive in 2" in drawn["finding1_categories"]._suptitle.get_text()
+    assert drawn["sparsity_variants"].axes[0].get_title().startswith("Finding 2 inconclusive:")
+    assert drawn["signature_probe_depth"]._suptitle.get_text().startswith("Finding 5 holds:")
+    titles = [axis.get_title() for axis in drawn["finding1_categories"].axes if axis.get_visible()]
+    assert titles[-1] == "Qwen2.5-Coder-1.5B-Instruct\ninconclusive"
+    for figure in drawn.values():
+        plt.close(figure)

@@ -20,7 +20,6 @@ from helpers.stats.findings import (
     INCONCLUSIVE,
     NOT_TESTABLE,
     finding2,
-    finding4,
     rules,
     scorecard,
 )
@@ -243,6 +242,40 @@ def test_the_permutation_test_is_exact_on_a_known_case() -> None:
     assert finding2.sparser_verdict(two_by_two) == NOT_TESTABLE  # 1/6: no test at 5% is possible
 
 
+def test_finding2_says_what_s_max_measures_from_the_runs_own_tables() -> None:
+    sparsity = ENCODERS_AT | {"D1": 0.05, "D2": 0.4, "D3": 0.02, "D4": 0.3}
+    table = synthetic(SEVEN_MODELS, per_category=4, sparsity=sparsity)
+    table["max_sparsity_no_embedding"] = table["max_sparsity"] * np.where(table["architecture"] == "decoder", 0.1, 1.0)
+    table["model"] = table["model"].replace({"e1": "embeddinggemma-300m", "d1": "gemma3-270m"})  # a natural experiment
+    run = data(table)
+    run.cache[finding2.SPARSITY_INTERPRETATION_KEY] = pd.DataFrame(
+        {"model": list(SEVEN_MODELS), "share_s_max_at_embedding": [0.0, 0.05, 0.02, 0.94, 1.0, 0.97, 1.0]}
+    )
+    assessment = SPARSITY_FINDING.assess(run)
+    assert "its maximum sits at the embedding output in 94-100% of decoder prompts (0-5% of encoder prompts)" in (
+        assessment.evidence
+    )
+    variants = assessment.tables["sparsity_variants"].set_index(["variant", "comparison"])
+    for variant in ("max_sparsity_no_embedding", "max_hoyer_sparsity"):
+        ratio = variants.loc[(variant, "decoders / encoders (models as replicates)"), "ratio"]
+        assert f"{rules.significant(ratio)} ('sparser'" in assessment.evidence
+    pair = robustness.paired_contrast(run, "max_sparsity", "D1", "E1")["ratio"]
+    assert "natural experiment D1 / E1 (one family (Gemma 3)" in assessment.evidence
+    assert f"S_max {rules.significant(pair)}" in assessment.evidence
+    means = table.groupby("display_name")["max_sparsity"].mean()
+    spread = {kind: np.log(means[[m for m, (a, _) in SEVEN_MODELS.items() if a == kind]]).std(ddof=1)
+              for kind in ("encoder", "decoder")}  # fmt: skip
+    assert (
+        f"log S_max model means is {rules.significant(spread['encoder'])} (encoders) vs "
+        f"{rules.significant(spread['decoder'])} (decoders)" in assessment.evidence
+    )
+    assert assessment.reason.startswith(f"{assessment.verdict.capitalize()} on the paper's S_max")
+    assert "in these models S_max measures the embedding output, where its maximum sits in 94-100%" in assessment.reason
+    assert scorecard.scorecard([assessment], data(synthetic()), run).loc[0, "reason"] == assessment.reason
+    without = data(table)  # no per-layer table: nothing said about where the maximum sits, nothing made up
+    assert "embedding output in" not in SPARSITY_FINDING.assess(without).evidence
+
+
 # --- finding 3 -------------------------------------------------------------------------------------
 
 WITH_GPT2 = {
@@ -289,11 +322,6 @@ def test_with_one_prompt_per_category_the_test_keeps_its_level() -> None:
 def test_three_models_are_not_testable() -> None:
     assessment = SIZE_FINDING.assess(data(synthetic()))
     assert assessment.verdict == NOT_TESTABLE and "0.33" in assessment.why_not_testable
-
-
-def test_no_link_needs_16_models_to_be_supported_at_all() -> None:
-    assert finding4.MODELS_TO_SUPPORT == 16  # 1.96 / sqrt(n - 3) < atanh(0.5) first at n = 16
-    assert "about 16 to support" in SIZE_FINDING.needs
 
 
 def test_a_monotonic_link_over_six_models_does_not_hold() -> None:

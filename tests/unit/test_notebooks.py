@@ -1,5 +1,5 @@
 """Notebook hygiene and report conventions, for every notebook found by glob; the report renderer and
-the front page's pieces on small known inputs."""
+its pieces on small known inputs (the front page's cards: test_cards.py; tables: test_report_tables.py)."""
 
 from __future__ import annotations
 
@@ -120,55 +120,6 @@ def test_report_leaves_out_tagged_cells_and_loads_nothing(tmp_path: Path) -> Non
     assert "<title>09 Demo (run x)</title>" in page and 'href="index.html"' in page
 
 
-def _scorecard(path: Path, **extra: list[str]) -> Path:
-    rows = {
-        "finding": [1, 2, 5],
-        "claim": ["Math prompts have the highest H_att", "Decoders are sparser", "A fifth finding"],
-        "unit": ["prompts within each model", "models", "models"],
-        "testable_here": ["yes", "no: 1 encoder and 2 decoders; needs at least 2 of each", "yes"],
-        "evidence_this_run": [
-            "MiniLM-L6: math ranks 8 (rank set 2-12; 8 raw); SmolLM2-135M: math ranks 1 (rank set 1-3; 1 raw)",
-            "facts: |h| < 0.01 1.92",
-            "x",
-        ],
-        "evidence_paper_table": ["Kendall's W 0.907", "decoder/encoder ratio of mean S_max: 7.08", "y"],
-        "test_and_statistic": ["t", "none", "z"],
-        "verdict": ["inconclusive", "not testable here", "holds"],
-        **extra,
-    }
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
-def test_front_page_findings_are_one_line_each_verdict_first_from_the_scorecard(tmp_path: Path) -> None:
-    page = notebooks.findings_summary_html(_scorecard(tmp_path / "scorecard.csv"))
-    lines = page.split("<details>")[0].split("<li ")[1:]
-    assert len(lines) == 3  # every scorecard row, a fifth finding too
-    for line, verdict in zip(lines, ["inconclusive", "not testable here", "holds"], strict=True):
-        assert line.index(f'<span class="verdict">{verdict}</span>') < line.index("<b>Finding")  # verdict first
-        assert f'class="finding {notebooks._verdict_class(verdict)}"' in line
-    # one item per model: a "; " inside a model's parenthesised details does not split it
-    assert "MiniLM-L6: math ranks 8 (rank set 2-12; 8 raw) (and 1 more like it in the scorecard)." in lines[0]
-    assert "Not testable with this run: 1 encoder and 2 decoders; needs at least 2 of each." in lines[1]
-    assert "The paper's own table: decoder/encoder ratio of mean S_max: 7.08" in lines[1]
-    assert "<th>test and statistic</th>" in page.split("<details>")[1]  # every column one click away
-    with_reason = _scorecard(tmp_path / "reasoned.csv", reason=["Math is first in one model of three", "", "z"])
-    assert "Math is first in one model of three." in notebooks.findings_summary_html(with_reason)
-    assert "missing" in notebooks.findings_summary_html(tmp_path / "absent.csv")
-    other = tmp_path / "other.csv"
-    pd.DataFrame({"finding": [2], "raw_reproduction": ["ratio 1.1"], "verdict": ["weakened"]}).to_csv(
-        other, index=False
-    )
-    page = notebooks.findings_summary_html(other)  # another schema: the table itself
-    assert "<th>raw reproduction</th>" in page and "ratio 1.1" in page and 'class="verdict-weakened"' in page
-
-
-def test_a_reason_is_shortened_at_a_clause_boundary() -> None:
-    text = "first clause, " + "word " * 60
-    short = notebooks.shorten(text, 60)
-    assert len(short) <= 60 and short.endswith("…") and notebooks.shorten("short", 60) == "short"
-
-
 def test_provenance_is_tables_in_a_collapsed_details_not_json() -> None:
     provenance = {
         "params": {"models": ["a", "b"], "seed": 0, "max_length": None},
@@ -190,11 +141,12 @@ def test_provenance_is_tables_in_a_collapsed_details_not_json() -> None:
 def test_report_tables_have_no_nan_no_bare_index_and_say_why_they_are_empty() -> None:
     table = pd.DataFrame({"model": ["a", "b", "c"], "verdict": ["holds", np.nan, None], "value": [1.5, np.nan, 2.0]})
     filtered = table[table["model"] != "b"]  # index 0, 2: a leftover index, not a column
-    page = notebooks.show_table(filtered).to_html()
+    page = notebooks.show_table(filtered).data
     assert "nan" not in page.lower() and "None" not in page
-    assert '<th class="row_heading' not in page and '<th class="blank' not in page
+    assert "<tbody><tr><td>a</td><td></td>" not in page and page.count("<tr>") == 3  # header and the two rows
+    assert "<th>0</th>" not in page and ">2<" not in page.split("<tbody>")[1].split("</td>")[0]
     grouped = table.groupby("model")[["value"]].mean()  # a named index becomes a column
-    assert ">model</th>" in notebooks.show_table(grouped).to_html()
+    assert "<th>model</th>" in notebooks.show_table(grouped).data
     empty = notebooks.show_table(table.iloc[:0], empty="no rows: no model is one of the paper's six")
     assert "no rows: no model is one of the paper" in empty.data
 

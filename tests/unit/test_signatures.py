@@ -1,109 +1,203 @@
-"""Finding 5 (activation signatures) on synthetic data with planted truths, and its building blocks."""
+"""Finding 5 (signatures beyond the words): its probe, its tests, its negative controls and planted truths, and the
+selective units and transfer beside it."""
 
 from __future__ import annotations
+
+import functools
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from helpers.base import store
+from helpers import study
+from helpers.base import paths, store
 from helpers.stats import findings
-from helpers.stats.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, finding5, rules, signatures
+from helpers.stats.findings import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    NOT_TESTABLE,
+    beyond_words,
+    crossfit,
+    finding5,
+    finding5_calibration,
+    finding5_earlier,
+    lexical,
+    rules,
+    signatures,
+    units,
+    views,
+)
 from helpers.stats.robustness import StudyData
 
-FAST = signatures.Settings(folds=4, repeats=1, permutations=59, unit_permutations=5)
-"""Small enough for make test; 59 permutations still allow p < 0.025 (the rule's level per view)."""
-
-
-def synthetic(
-    seed: int, *, planted: float = 0.0, surface_only: bool = False, per_category: int = 20, categories: int = 6
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """A model's prompt table, metric profiles (n, 10) and vectors (n, 4, 32) with a chosen truth.
-
-    Categories differ in length and digits (the surface carries signal). ``planted``: a category direction of
-    that size (in noise SDs) in layers 2-3; ``surface_only``: vectors and profiles carry length (log tokens) and
-    digits, nothing else.
-    """
-    rng = np.random.default_rng(seed)
-    labels = np.repeat([f"cat{i}" for i in range(categories)], per_category)
-    index = pd.factorize(labels)[0]
-    n_tokens = rng.integers(8, 40, len(labels)) + 3 * index
-    digits = rng.poisson(np.where(index == 0, 5.0, 0.5))
-    prompts = pd.DataFrame(
-        {
-            "prompt_id": [f"p{i}" for i in range(len(labels))],
-            "category": labels,
-            "n_tokens": n_tokens,
-            "n_words": np.maximum(1, (n_tokens * rng.uniform(0.6, 0.9, len(labels))).astype(int)),
-            "n_digits": digits,
-            "text": ["Why?" if rng.random() < 0.5 else "Say it." for _ in labels],
-        }
-    )
-    vectors = rng.standard_normal((len(labels), 4, 32)).astype(np.float32)
-    profiles = rng.standard_normal((len(labels), 10))
-    if planted:
-        directions = rng.standard_normal((categories, 32))
-        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-        vectors[:, 2:] += planted * directions[index][:, None, :]
-    if surface_only:
-        length, digit = np.log(n_tokens)[:, None], np.sqrt(digits)[:, None]
-        vectors += (3 * length * rng.standard_normal(32) + 3 * digit * rng.standard_normal(32))[:, None, :]
-        profiles += 3 * length * rng.standard_normal(10) + 3 * digit * rng.standard_normal(10)
-    return prompts, profiles, vectors.astype(np.float16)
-
-
-def run_tests(seed: int, models: int = 2, **truth: float | bool) -> pd.DataFrame:
-    """Per-model tests of ``models`` synthetic models with the same truth (finding 5's input)."""
-    frames = []
-    for model in range(models):
-        prompts, profiles, vectors = synthetic(1000 * seed + model, **truth)
-        result = signatures.analyse_model(prompts, profiles, vectors, FAST, units=False)
-        frames.append(result.tests.assign(model=f"m{model}"))
-    return pd.concat(frames, ignore_index=True)
-
-
+FAST = finding5.Settings(folds=5, repeats=1, permutations=39, unit_permutations=19)
+"""Small enough for make test; 39 permutations still allow p < 0.05 (the conditional test's level)."""
 FINDING = finding5.ActivationSignatures()
 
 
-def test_finding_5_is_in_the_findings_once_with_its_rule_stated() -> None:
+@functools.cache
+def study_prompts(per_category: int = 20) -> pd.DataFrame:
+    """The study's own prompts (a subset spread over lengths), with a token count: the lexical baseline is real."""
+    prompts = study.load_prompts(paths.PROMPTS / "cognitive_tasks.csv", per_category=per_category)
+    return prompts.assign(n_tokens=(1.3 * prompts["n_words"]).astype(int) + 2)
+
+
+def model_tests(truth: finding5_calibration.Truth, seed: int, settings: finding5.Settings = FAST) -> pd.DataFrame:
+    prompts = study_prompts()
+    vectors = finding5_calibration.simulated_vectors(truth, prompts, seed)
+    profiles = np.random.default_rng(seed).standard_normal((len(prompts), 4))
+    return beyond_words.test_model(prompts, profiles, vectors, settings).tests.assign(model=f"m{seed}")
+
+
+TRUTHS = {truth.name: truth for truth in finding5_calibration.truths()}
+CONTROLS = [name for name in TRUTHS if name.startswith("text only")]
+
+
+# --- the probe: what each registered number does ------------------------------------------------------------
+
+
+def test_the_probe_is_scikit_learns_ridge_classifier_with_the_registered_penalty() -> None:
+    from sklearn.linear_model import RidgeClassifier
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((60, 8))
+    labels = np.repeat(["a", "b", "c"], 20)
+    folds = views.splits(labels, finding5.Settings(folds=3, repeats=1))
+    tested, _ = crossfit.fold_accuracies([features @ features.T], labels, folds)
+    for j, (train, test) in enumerate(folds):
+        fitted = RidgeClassifier(alpha=crossfit.RIDGE, fit_intercept=False).fit(features[train], labels[train])
+        assert tested[0, j] == pytest.approx(np.mean(fitted.predict(features[test]) == labels[test]))
+    assert f"L2 penalty {crossfit.RIDGE:g}" in finding5.rule_text()
+
+
+def test_leave_one_out_scores_equal_refitting_without_each_prompt() -> None:
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((30, 5))
+    kernel = features @ features.T
+    targets = crossfit.onehot(rng.integers(0, 3, 30), np.arange(3))
+    train, test = np.arange(24), np.arange(24, 30)
+    loo = crossfit.FoldFit(kernel, train, test).leave_one_out(targets)
+    for i in range(24):
+        rest = np.delete(train, i)
+        refit = crossfit.FoldFit(kernel, rest, np.array([i])).test_scores(targets)
+        np.testing.assert_allclose(loo[i], refit[0], atol=1e-10)
+
+
+def test_the_folds_are_the_registered_stratified_folds_and_repeats() -> None:
+    settings = finding5.Settings()
+    labels = np.repeat([f"c{i}" for i in range(12)], 45)
+    folds = views.splits(labels, settings)
+    assert len(folds) == settings.folds * settings.repeats
+    for train, test in folds:
+        assert len(test) == len(labels) // settings.folds and len(set(train) & set(test)) == 0
+        assert (pd.Series(labels[test]).value_counts() == 45 // settings.folds).all()  # stratified
+    text = finding5.rule_text()
+    assert f"{settings.folds}-fold" in text and f"over {settings.repeats} seeds" in text
+    assert f"permuted {settings.permutations} times" in text and f"{finding5.MIN_GAIN:.0%}" in FINDING.minimum_effect
+
+
+def test_a_category_with_one_prompt_is_named_before_any_fit() -> None:
+    labels = np.array(["a", "a", "b", "b", "lonely"])
+    with pytest.raises(ValueError, match="lonely"):
+        views.splits(labels, finding5.Settings())
+
+
+def test_the_corrected_resampled_t_is_nadeau_and_bengios() -> None:
+    differences = np.array([0.1, 0.05, 0.12, 0.08, 0.07, 0.11, 0.06, 0.09, 0.1, 0.02])
+    test = crossfit.CorrectedT.of(differences, test_share=0.25)
+    se = np.sqrt((1 / 10 + 0.25) * differences.var(ddof=1))
+    assert test.standard_error == pytest.approx(se) and test.dof == 9
+    assert test.p_above(0.0) == pytest.approx(stats.t.sf(differences.mean() / se, 9))
+    assert test.p_below(0.1) == pytest.approx(stats.t.cdf((differences.mean() - 0.1) / se, 9))
+    low, high = test.interval()
+    assert high - low == pytest.approx(2 * stats.t.ppf(0.975, 9) * se)
+    naive = stats.ttest_1samp(differences, 0.0, alternative="greater").pvalue
+    assert test.p_above(0.0) > naive  # the correction widens the interval: overlapping training sets
+
+
+def test_the_conditional_permutation_p_is_calibrated_when_the_later_layers_carry_nothing() -> None:
+    rng = np.random.default_rng(5)
+    labels = np.repeat(["a", "b", "c", "d"], 15)
+    words = rng.standard_normal((60, 6)) + 1.5 * crossfit.onehot(labels, np.unique(labels)) @ rng.standard_normal(
+        (4, 6)
+    )
+    reduced = 10 + words @ words.T / 6
+    folds = views.splits(labels, finding5.Settings(folds=4, repeats=1))
+    p_values = []
+    for seed in range(20):
+        noise = np.random.default_rng(100 + seed).standard_normal((60, 20))
+        _, p = crossfit.conditional_permutation_p(reduced, reduced + noise @ noise.T / 20, labels, folds, 39, seed)
+        p_values.append(p)
+        assert p * 40 == pytest.approx(round(p * 40))  # (1 + k) / (1 + permutations)
+    assert sum(p < 0.05 for p in p_values) <= 3  # at most 3 of 20 below 5% (binomial upper tail ~0.08)
+    signal = crossfit.onehot(labels, np.unique(labels)) @ rng.standard_normal((4, 20))
+    _, p = crossfit.conditional_permutation_p(reduced, reduced + signal @ signal.T / 20, labels, folds, 39, 0)
+    assert p == pytest.approx(1 / 40)
+
+
+# --- the rule on planted truths: negative controls never hold ----------------------------------------------
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+def test_text_only_views_never_hold(control: str) -> None:
+    for seed in range(3):
+        tests = model_tests(TRUTHS[control], seed)
+        verdict = finding5.model_verdicts(tests)
+        assert (verdict["verdict"] != HOLDS).all(), tests.to_string()
+        assert (tests.loc[tests["decides"], "gain"] < finding5.MIN_GAIN).all()
+
+
+def test_the_earlier_rule_said_holds_for_a_bag_of_words_with_no_model() -> None:
+    """Why the rule changed (the deviations log): the earlier baseline had no word identity."""
+    prompts = study_prompts()
+    vectors = finding5_calibration.simulated_vectors(TRUTHS["text only: bag of words"], prompts, 0)
+    profiles = np.random.default_rng(0).standard_normal((len(prompts), 4))
+    registered = finding5.Settings(repeats=1)  # 99 permutations: p can go below 0.05/2
+    earlier = finding5_earlier.model_tests(prompts, profiles, vectors, registered).assign(model="bag of words")
+    assert finding5_earlier.earlier_verdict(earlier) == HOLDS
+
+
+def test_a_category_signal_beyond_the_words_holds() -> None:
+    truth = TRUTHS[f"category signal beyond the words, {finding5_calibration.SIGNALS[-1]:g} SD"]
+    frames = [model_tests(truth, seed) for seed in range(3)]
+    assessment = FINDING.judge(pd.concat(frames, ignore_index=True))
+    assert assessment.verdict == HOLDS, assessment.evidence
+    verdicts = assessment.tables["signature_verdicts"]
+    assert (verdicts["gain_low"] > 0).all() and (verdicts["p_conditional"] < rules.ALPHA).all()
+
+
+def test_later_layers_that_only_repeat_the_words_do_not_hold_with_enough_prompts() -> None:
+    frames = [model_tests(TRUTHS["text only: TF-IDF word and character n-grams"], seed) for seed in range(2)]
+    assert FINDING.judge(pd.concat(frames, ignore_index=True)).verdict == DOES_NOT_HOLD
+
+
+def test_the_operating_characteristics_table_has_every_truth_and_the_other_findings_columns() -> None:
+    table = finding5_calibration.operating_characteristics(study_prompts(6), runs=1, settings=FAST)
+    assert list(table["planted_truth"]) == list(TRUTHS)
+    assert {"holds", "does_not_hold", "inconclusive", "wrong_verdicts", "power", "simulated_runs"} <= set(table)
+    assert (table.loc[table["right_verdict"] != HOLDS, "power"].isna()).all()
+
+
+# --- what the run-level rule says, and when it cannot say it ------------------------------------------------
+
+
+def test_finding_5_is_in_the_findings_once_with_its_rule_generated_from_the_code() -> None:
     assert [finding.number for finding in findings.FINDINGS] == [1, 2, 3, 4, 5]
     assert isinstance(findings.FINDINGS[4], finding5.ActivationSignatures)
-    assert "Finding 5" in findings.rules_markdown() and f"{finding5.MIN_GAIN:.0%}" in FINDING.minimum_effect
+    assert FINDING.rule == finding5.rule_text() and "Finding 5" in findings.rules_markdown()
+    for name in ("word", "character"):
+        assert name in FINDING.rule
+    assert f"{lexical.WORD_NGRAMS[0]}-{lexical.WORD_NGRAMS[1]}-grams" in FINDING.rule
 
 
-def test_no_signature_rarely_holds() -> None:
-    verdicts = [FINDING.judge(run_tests(seed)).verdict for seed in range(20)]
-    per_model = pd.concat([finding5.model_verdicts(run_tests(seed, models=1)) for seed in range(20, 40)])
-    assert verdicts.count(HOLDS) <= 1  # at most 5% of 20 runs
-    assert (per_model["verdict"] == HOLDS).sum() <= 1  # and of 20 single models
+def test_the_run_holds_only_if_every_model_holds() -> None:
+    assert finding5.run_verdict(pd.Series([HOLDS, HOLDS])) == HOLDS
+    assert finding5.run_verdict(pd.Series([HOLDS, "inconclusive"])) == "inconclusive"
+    assert finding5.run_verdict(pd.Series([HOLDS, DOES_NOT_HOLD])) == DOES_NOT_HOLD
 
 
-def test_a_planted_category_direction_holds() -> None:
-    for seed in range(3):
-        tests = run_tests(seed, planted=1.5)
-        assessment = FINDING.judge(tests)
-        assert assessment.verdict == HOLDS, assessment.evidence
-        representational = tests[tests["kind"] == "representational"]
-        assert (representational["selectivity"] >= finding5.MIN_GAIN).all()
-
-
-def test_a_signature_carried_only_by_length_or_digits_never_holds() -> None:
-    for seed in range(10):
-        tests = run_tests(seed, surface_only=True)
-        assert FINDING.judge(tests).verdict != HOLDS
-        assert (tests["surface_accuracy"] > tests["chance"] + 0.05).all()  # the surface does carry the categories
-
-
-def test_no_signature_at_all_says_does_not_hold_with_enough_prompts() -> None:
-    frames = []
-    for model in range(2):
-        prompts, profiles, vectors = synthetic(model, per_category=60)
-        frames.append(signatures.analyse_model(prompts, profiles, vectors, FAST, units=False).tests.assign(model=model))
-    assert FINDING.judge(pd.concat(frames)).verdict == DOES_NOT_HOLD
-
-
-def test_not_testable_without_vectors_or_with_too_few_prompts() -> None:
+def test_not_testable_without_vectors_with_too_few_prompts_or_with_an_earlier_rules_tests() -> None:
     metrics = pd.DataFrame(
         {
             "display_name": ["A"] * 2,
@@ -117,27 +211,27 @@ def test_not_testable_without_vectors_or_with_too_few_prompts() -> None:
     )
     data = StudyData.from_metrics(metrics, samples=10, seed=0)
     assert FINDING.assess(data).verdict == NOT_TESTABLE
-    data.cache[finding5.CACHE_KEY] = run_tests(0).assign(min_per_category=2)
+    tests = pd.concat([model_tests(TRUTHS["noise: later layers carry nothing"], seed) for seed in range(2)])
+    data.cache[finding5.CACHE_KEY] = tests.assign(min_per_category=2)
     assessment = FINDING.assess(data)
     assert assessment.verdict == NOT_TESTABLE and "fewest: 2" in assessment.why_not_testable
+    data.cache[finding5.CACHE_KEY] = pd.DataFrame({"model": ["a"], "kind": ["scalar"], "min_per_category": [45]})
+    assert "earlier rule" in FINDING.assess(data).why_not_testable
 
 
-def test_the_kernel_probe_is_scikit_learns_ridge_classifier() -> None:
-    from sklearn.linear_model import RidgeClassifier
+def test_the_per_model_table_says_what_the_words_give_and_what_the_layers_add() -> None:
+    tests = model_tests(TRUTHS["noise: later layers carry nothing"], 0)
+    table = finding5.model_verdicts(tests)
+    for column in ("lexical_accuracy", "layer0_accuracy", "layers_accuracy", "gain_beyond_words", "gain_low"):
+        assert column in table
+    row = table.iloc[0]
+    assert row["gain_beyond_words"] == pytest.approx(
+        row["layers_accuracy"] - max(row["lexical_accuracy"], row["layer0_accuracy"])
+    )
+    assert row["gain_low"] < row["gain_beyond_words"] < row["gain_high"]
 
-    rng = np.random.default_rng(0)
-    features = rng.standard_normal((60, 5))
-    labels = np.repeat(["a", "b", "c"], 20)
-    labels_sets = np.stack([labels, rng.permutation(labels)])
-    everyone = np.arange(60)
-    folds = [(np.setdiff1d(everyone, test), test) for test in np.array_split(rng.permutation(60), 3)]
-    correct = signatures.ridge_correct([features @ features.T], labels_sets, folds)[0]
-    for row, target in enumerate(labels_sets):
-        expected = np.zeros(60)
-        for train, test in folds:
-            fitted = RidgeClassifier(alpha=signatures.RIDGE, fit_intercept=False).fit(features[train], target[train])
-            expected[test] += fitted.predict(features[test]) == target[test]
-        assert np.array_equal(correct[row], expected)
+
+# --- selective units and transfer --------------------------------------------------------------------------
 
 
 def test_selective_units_agree_with_scipys_benjamini_hochberg() -> None:
@@ -146,24 +240,49 @@ def test_selective_units_agree_with_scipys_benjamini_hochberg() -> None:
     values = rng.standard_normal((90, 400)).astype(np.float32)
     values[:, :20] += 1.5 * (labels == "b")[:, None]  # 20 units selective for b
     n_tokens = rng.integers(5, 50, 90)
-    effects = signatures.UnitEffects(values, signatures.length_basis(n_tokens))
-    selective, owner = signatures.selective_units(effects, labels)
+    effects = units.UnitEffects(values, views.length_basis(n_tokens))
+    selective, owner = units.selective_units(effects, labels)
     d, t = effects.of(labels)
     q = stats.false_discovery_control(2 * stats.t.sf(t, effects.dof).reshape(-1)).reshape(t.shape)
-    expected = ((q < rules.ALPHA) & (np.abs(d) >= signatures.MIN_UNIT_D)).any(axis=0)
+    expected = ((q < rules.ALPHA) & (np.abs(d) >= units.MIN_UNIT_D)).any(axis=0)
     assert np.array_equal(selective, expected)
     assert selective[:20].all() and selective[20:].sum() <= 2 and (owner[:20] == 1).all()
 
 
-def test_permutations_within_length_bands_keep_each_bands_categories() -> None:
+def test_selective_units_are_counted_beyond_layer_0_and_beyond_a_random_copy() -> None:
     rng = np.random.default_rng(2)
-    labels = np.repeat(["a", "b", "c", "d"], 25)
-    n_tokens = rng.integers(5, 60, 100)
-    bands = signatures.length_bands(n_tokens, 5)
-    shuffled = signatures.permuted_within(labels, bands, rng)
-    assert not np.array_equal(shuffled, labels)
-    for band in range(5):
-        assert sorted(shuffled[bands == band]) == sorted(labels[bands == band])
+    labels = np.repeat(["a", "b", "c"], 30)
+    vectors = rng.standard_normal((90, 3, 50)).astype(np.float32)
+    vectors[:, 0, :5] += 2.0 * (labels == "a")[:, None]  # layer 0: 5 selective units (the words)
+    vectors[:, 2, :15] += 2.0 * (labels == "b")[:, None]  # layer 2: 15, of which the random copy has 5
+    copy = rng.standard_normal((90, 3, 50)).astype(np.float32)
+    copy[:, 2, :5] += 2.0 * (labels == "b")[:, None]
+    settings = finding5.Settings(unit_permutations=99)
+    table, owners = units.unit_selectivity(vectors, labels, rng.integers(5, 50, 90), settings, copy)
+    assert table["selective"].tolist()[0] >= 5 and table.loc[2, "selective"] >= 15
+    assert table.loc[2, "over_layer0"] == table.loc[2, "selective"] - table.loc[0, "selective"]
+    assert table.loc[2, "over_random_copy"] == table.loc[2, "selective"] - table.loc[2, "random_copy_selective"]
+    assert table.loc[2, "p_over_layer0"] == pytest.approx(0.01) and table.loc[2, "p_over_random_copy"] == pytest.approx(
+        0.01
+    )
+    assert table["p_value"].min() >= 1 / 100  # the floor of 99 permutations
+    with pytest.raises(ValueError, match="random-weights copy"):
+        units.unit_selectivity(vectors, labels, rng.integers(5, 50, 90), settings, copy[:, :2])
+
+
+def test_transfer_is_cross_fitted_and_holm_adjusted() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.repeat(["a", "b", "c"], 20)
+    shared = crossfit.onehot(labels, np.unique(labels)) @ rng.standard_normal((3, 6)) + rng.standard_normal((60, 6))
+    profiles = {"A": shared, "B": shared.copy(), "C": rng.standard_normal((60, 6))}
+    table = signatures.transfer(profiles, labels, finding5.Settings())
+    a_to_b = table[(table["trained_on"] == "A") & (table["tested_on"] == "B")].iloc[0]
+    assert a_to_b["accuracy"] == pytest.approx(a_to_b["within"])  # the same profile: as good as within the model
+    assert (table["p_holm"] >= table["p_above_chance"]).all() and len(table) == 6
+    assert "Holm" in signatures.transfer_fact(table)
+
+
+# --- stored vectors ------------------------------------------------------------------------------------------
 
 
 def test_stored_vectors_round_trip_and_a_changed_value_is_caught(tmp_path) -> None:
@@ -190,3 +309,7 @@ def test_a_value_beyond_float16s_range_is_clipped_and_counted_never_stored_as_in
     _, back = store.read_vectors(path)
     assert back[0, 0, 1] == 65504 and back[0, 0, 2] == -65504 and np.isnan(back[0, 0, 3])
     assert store.read_metadata(path)["saturated_values"] == 2
+
+
+def test_the_rule_text_names_no_probe_the_code_does_not_run() -> None:
+    assert not re.search(r"logistic|PCA", FINDING.rule)

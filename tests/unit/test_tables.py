@@ -59,6 +59,18 @@ def test_summaries_of_hand_built_cells() -> None:
     assert summaries["top10_lowest_sparsity"]["Max_Sparsity"].iloc[0] == pytest.approx(0.1)
 
 
+def test_parameter_scale_is_in_numeric_order_of_parameter_count() -> None:
+    published_cells, _ = tables.published_tables()  # 109.5M ... 3.6B: as text, 1.4B would come first
+    for cells in (published_cells, tables.complete_results(_metrics())):
+        scale = tables.parameter_scale(cells)
+        counts = [tables.parameter_count(text) for text in scale["Parameters"]]
+        assert counts == sorted(counts) and len(set(counts)) == len(counts)
+    assert list(tables.parameter_scale(published_cells)["Parameters"])[:2] == ["109.5M", "124.4M"]
+    assert tables.parameter_count("1.5B") == 1.5e9 and tables.parameter_count("17.2M") == 17.2e6
+    with pytest.raises(ValueError, match="followed by M or B"):
+        tables.parameter_count("17.2K")
+
+
 def test_paper_summary_tables_rederive_from_its_own_model_by_category_table() -> None:
     published_cells, published = tables.published_tables()
     consistency = tables.paper_consistency(published_cells, published)

@@ -3,7 +3,8 @@
 ``rules`` (verdicts, ``Finding``, ``Assessment``), ``finding1`` to ``finding5`` (each finding's claim, unit,
 minimum effect and rule, stated before any data are seen), ``signatures`` (finding 5's probes and selective
 units, notebook 08), ``calibration`` (each rule on planted truths), ``scorecard`` (every finding assessed,
-notebook 06's one call) and ``preregistered`` (the rules' committed text). ``python -m helpers.stats.findings
+notebook 06's one call), ``deviations`` (every rule changed after data were seen, its earlier rule runnable) and
+``preregistered`` (the rules' committed text, the deviations log included). ``python -m helpers.stats.findings
 preregister`` records the rules.
 
 The names below are what notebook 06 and the other layers use.

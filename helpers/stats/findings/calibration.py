@@ -136,21 +136,32 @@ FINDING1_SCENARIOS: dict[str, tuple[Scenario, dict[str, float], dict[str, float]
 """Finding 1's planted truths."""
 
 
-def finding1_verdicts(scenario: str, models: int, seeds: int, seed: int = 0) -> list[str]:
-    """The run verdicts of finding 1's rule on ``seeds`` simulated runs of ``models`` models each."""
+def finding1_verdicts(
+    scenario: str,
+    models: int,
+    seeds: int,
+    seed: int = 0,
+    decision: finding1.Finding1Rule = finding1.REGISTERED_RULE,
+) -> list[str]:
+    """The run verdicts of finding 1's rule (``decision``: the registered one unless another, such as the rule
+    before c0e16e4) on ``seeds`` simulated runs of ``models`` models each."""
     _, shifts, options = FINDING1_SCENARIOS[scenario]
     prompts = synthetic_prompts(math_longer=int(options.get("math_longer", 0)), seed=seed)
-    design = robustness.matched_length_design(prompts, MATH, finding1.FINDING1_COVARIATES)
+    design = robustness.matched_length_design(prompts, MATH, decision.covariates)
     rule = finding1.MathHasHighestEntropy
     shift = planted_shift(prompts, shifts, options.get("tokens_per_word_effect", 0.0))
     rng = np.random.default_rng(seed + 1)
     verdicts = []
     for _ in range(seeds):
         fits = {
-            f"model {m}": {scale: design.fit(y) for scale, y in simulate_scales(prompts, shift, rng).items()}
+            f"model {m}": {
+                scale: design.fit(y)
+                for scale, y in simulate_scales(prompts, shift, rng).items()
+                if scale in decision.scales
+            }
             for m in range(models)
         }
-        per_model = rule.verdicts(rule.tests(fits))
+        per_model = rule.verdicts(rule.tests(fits, decision.refute_margin_sd), decision.holm_holds_across_models)
         verdicts.append(rule.overall(per_model["verdict"].tolist()))
     return verdicts
 

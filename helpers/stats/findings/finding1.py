@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,14 @@ from helpers.stats.findings.rules import (
     INCONCLUSIVE,
     MIN_MODELS_FOR_CATEGORIES,
     MIN_PROMPTS_PER_CATEGORY,
+    NOT_TESTABLE,
     Assessment,
     Finding,
     holm,
     significant,
 )
 from helpers.stats.robustness import MATH, StudyData
+from helpers.study import CATEGORIES
 
 FINDING1_SCALES: dict[str, str] = {
     "attention_entropy": "summed H_att (the paper's)",
@@ -33,9 +36,66 @@ FINDING1_SCALES: dict[str, str] = {
 """Finding 1's two pre-specified scales: the paper's sum over query rows, which grows with length, and the
 mean over query rows of row entropy / log(keys allowed), which does not."""
 FINDING1_COVARIATES = ("n_question_marks", "tokens_per_word")
-"""Surface covariates in finding 1's primary model. Digit counts are a sensitivity check only: 8 of the 12
-categories have no digits, so adjusting for them compares math with digit-free math prompts the set barely has
-(an extrapolation that cost most of the power in the rule's calibration: 0.28 instead of 0.8 at 0.8 SD)."""
+"""Surface covariates in finding 1's primary model. Digit counts are a sensitivity check only: most categories
+have no digits (``categories_without_digits``), so adjusting for them compares math with digit-free math prompts
+the set barely has (an extrapolation that cost most of the power in the rule's calibration: 0.28 instead of 0.8 at
+0.8 SD)."""
+COVARIATE_WORDS: dict[str, str] = {
+    "n_question_marks": "question marks",
+    "tokens_per_word": "tokens per word",
+    "n_digits": "digit counts",
+}
+"""How the rule's text names each covariate."""
+
+
+@dataclass(frozen=True)
+class Finding1Rule:
+    """What finding 1's decision depends on, as values: the scales on which math must be highest (all of them,
+    for 'holds' and for 'does not hold'), the surface covariates of the fit, how far above math (in residual SDs of
+    the fit) a category must be to refute, and whether 'holds' is Holm-adjusted across models.
+
+    ``REGISTERED_RULE`` is the rule that decides; an earlier rule stays runnable as another value
+    (``RULE_BEFORE_C0E16E4``), so a deviation's verdict under it is computed, never typed."""
+
+    scales: tuple[str, ...] = tuple(FINDING1_SCALES)
+    covariates: tuple[str, ...] = FINDING1_COVARIATES
+    refute_margin_sd: float = 0.0
+    holm_holds_across_models: bool = False
+
+
+REGISTERED_RULE = Finding1Rule()
+"""Finding 1's registered rule (c0e16e4, 2026-11-29): both scales, question marks and tokens per word, refuted by
+any category above math (no margin), 'holds' an intersection-union test in each model (no Holm across models)."""
+RULE_BEFORE_C0E16E4 = Finding1Rule(
+    scales=("attention_entropy",), covariates=(), refute_margin_sd=0.5, holm_holds_across_models=True
+)
+"""The rule as committed with the three-model run (7a725e3, 2026-11-23) and changed by c0e16e4: the summed scale
+only, no surface covariates, refuted only by a category at least 0.5 residual SD above math, 'holds' Holm-adjusted
+across models (``deviations``)."""
+
+
+def categories_without_digits(prompts_file: Path | None = None) -> tuple[int, int]:
+    """How many of the prompt set's categories have no digit in any prompt, and how many categories it has
+    (the default study's prompt file unless ``prompts_file``)."""
+    from helpers.base import paths
+    from helpers.study import StudyParams, load_prompts, prompt_covariates
+
+    path = prompts_file or paths.ROOT / StudyParams.model_fields["prompts"].default
+    prompts = load_prompts(path)
+    digits = prompt_covariates(prompts["text"])["n_digits"].groupby(prompts["category"]).sum()
+    return int((digits == 0).sum()), len(digits)
+
+
+def _with_margin(result: robustness.MatchedLength, arrays: dict[str, Any], margin_sd: float) -> dict[str, Any]:
+    """``arrays`` (``MatchedLength.difference_arrays``) with ``p_category_above`` tested against a category above
+    math by more than ``margin_sd`` residual SDs of ``result`` (unchanged at 0: no margin)."""
+    if margin_sd == 0:
+        return arrays
+    shifted = arrays["difference"] + margin_sd * result.residual_sd
+    se = arrays["se"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, shifted / se, np.sign(shifted) * np.inf)
+    return arrays | {"p_category_above": stats.t.cdf(np.nan_to_num(t, nan=0.0), result.df_resid)}
 
 
 @dataclass(frozen=True)
@@ -53,32 +113,90 @@ class MathHasHighestEntropy(Finding):
     number = 1
     claim = "Mathematical reasoning prompts have the highest attention entropy H_att"
     unit = "prompts within each model (every model must agree for 'holds')"
-    minimum_effect = (
-        "none either way: 'highest' is math above every other category, refuted by any category above math, "
-        "each shown at the 5% level on both scales"
-    )
-    rule = (
-        "Per model, on each of two pre-specified scales (the paper's summed H_att and the per-row normalised "
-        "H_att), each category's mean is predicted at the same prompts: category x natural cubic spline in token "
-        "count (length may act differently per category), plus the surface covariates question marks and tokens "
-        "per word (math prompts are split into more tokens per word), HC3 errors, averaged "
-        "over the prompts within the length range every category covers. Math minus each other category is "
-        "tested one-sided both ways. It holds in a model if math is above each of the 11 other categories on "
-        "both scales (an intersection-union test at 5%: no correction needed); it does not hold in a model if "
-        "some category is above math on both scales (that category's larger p of the two), Holm-adjusted over "
-        "every category and model of the run; inconclusive otherwise (including when the scales disagree). Over "
-        "the run: holds if it holds in every model, does not hold if it does not hold in some model, "
-        "inconclusive otherwise. Error rates: if math is not above every other category on both scales in "
-        "every model, 'holds' comes out at most 5% of the time; if no category is above math on both scales in "
-        "any model, 'does not hold' comes out at most 5% of the time. Digit counts are not in the primary model "
-        "(8 of 12 categories have none, so adjusting for them extrapolates math to digit-free prompts and "
-        "loses most of the power); math's rank with digits adjusted is reported as a sensitivity check"
-    )
-    needs = (
-        f"prompt-level values with token counts and surface covariates in at least {MIN_MODELS_FOR_CATEGORIES} "
-        f"models, each with math and another category, at least {MIN_PROMPTS_PER_CATEGORY} prompts per category, "
-        "and at least 3 prompts of every category in each quarter of the length range all categories share"
-    )
+
+    def __init__(self, decision: Finding1Rule = REGISTERED_RULE) -> None:
+        self.decision = decision
+
+    def _scales_words(self) -> str:
+        return {1: "its scale", 2: "both scales"}.get(len(self.decision.scales), "every scale")
+
+    @property
+    def minimum_effect(self) -> str:  # type: ignore[override]
+        margin = self.decision.refute_margin_sd
+        if margin == 0:
+            return (
+                "none either way: 'highest' is math above every other category, refuted by any category above math, "
+                f"each shown at the {ALPHA:.0%} level on {self._scales_words()}"
+            )
+        return (
+            "'highest' is shown by math above every other category; it is refuted only by a category at least "
+            f"{margin:g} residual SD above math (the SD of H_att between prompts of one category at equal length)"
+        )
+
+    @property
+    def rule(self) -> str:  # type: ignore[override]
+        decision, others = self.decision, len(CATEGORIES) - 1
+        scales = [FINDING1_SCALES.get(scale, scale) for scale in decision.scales]
+        on_scales = (
+            f"on each of {len(scales)} pre-specified scales ({' and '.join(scales)})"
+            if len(scales) > 1
+            else f"on the pre-specified scale ({scales[0]})"
+        )
+        covariates = " and ".join(COVARIATE_WORDS.get(c, c) for c in decision.covariates)
+        surface = (
+            f", plus the surface covariates {covariates}"
+            + (
+                " (math prompts are split into more tokens per word)"
+                if "tokens_per_word" in decision.covariates
+                else ""
+            )
+            if decision.covariates
+            else ""
+        )
+        both = self._scales_words()
+        refute = (
+            f"some category is above math on {both}"
+            + (" (that category's larger p of the two)" if len(scales) > 1 else "")
+            if decision.refute_margin_sd == 0
+            else f"some category is above math by at least {decision.refute_margin_sd:g} residual SD on {both}"
+        )
+        holds_multiplicity = (
+            "an intersection-union test, Holm-adjusted across models"
+            if decision.holm_holds_across_models
+            else f"an intersection-union test at {ALPHA:.0%}: no correction needed"
+        )
+        without_digits, categories = categories_without_digits()
+        digits = (
+            ""
+            if "n_digits" in decision.covariates
+            else f"Digit counts are not in the primary model ({without_digits} of {categories} categories have none, "
+            "so adjusting for them extrapolates math to digit-free prompts and loses most of the power); math's rank "
+            "with digits adjusted is reported as a sensitivity check"
+        )
+        return (
+            f"Per model, {on_scales}, each category's mean is predicted at the same prompts: category x natural cubic "
+            f"spline in token count ({robustness.SPLINE_DF} degrees of freedom; length may act differently per "
+            f"category){surface}, HC3 errors, averaged over the prompts within the length range every category "
+            f"covers. Math minus each other category is tested one-sided both ways. It holds in a model if math is "
+            f"above each of the {others} other categories on {both} ({holds_multiplicity}); it does not hold in a "
+            f"model if {refute}, Holm-adjusted over every category and model of the run; inconclusive otherwise"
+            + (" (including when the scales disagree)" if len(scales) > 1 else "")
+            + ". Over the run: holds if it holds in every model, does not hold if it does not hold in some model, "
+            f"inconclusive otherwise. Error rates: if math is not above every other category on {both} in every "
+            f"model, 'holds' comes out at most {ALPHA:.0%} of the time; if no category is above math "
+            + ("" if decision.refute_margin_sd == 0 else f"by {decision.refute_margin_sd:g} residual SD ")
+            + f"on {both} in any model, 'does not hold' comes out at most {ALPHA:.0%} of the time"
+            + (f". {digits}" if digits else "")
+        )
+
+    @property
+    def needs(self) -> str:  # type: ignore[override]
+        return (
+            f"prompt-level values with token counts and surface covariates in at least {MIN_MODELS_FOR_CATEGORIES} "
+            f"models, each with math and another category, at least {MIN_PROMPTS_PER_CATEGORY} prompts per "
+            f"category, and at least {robustness.MIN_PROMPTS_PER_LENGTH_QUARTER} prompts of every category in each "
+            "quarter of the length range all categories share"
+        )
 
     def _model_problem(self, frame: pd.DataFrame) -> str:
         counts = frame["category"].value_counts()
@@ -96,10 +214,11 @@ class MathHasHighestEntropy(Finding):
         return frame[np.isfinite(frame[columns].to_numpy(float)).all(axis=1)]
 
     @staticmethod
-    def fit_model(frame: pd.DataFrame) -> Finding1Model:
-        """Both scales, primary and length-only fits, of one model's usable rows (``model_frame``)."""
+    def fit_model(frame: pd.DataFrame, covariates: tuple[str, ...] = FINDING1_COVARIATES) -> Finding1Model:
+        """Both scales, primary (with ``covariates``) and length-only fits, of one model's usable rows
+        (``model_frame``)."""
         designs = {
-            "primary": robustness.matched_length_design(frame, MATH, FINDING1_COVARIATES),
+            "primary": robustness.matched_length_design(frame, MATH, covariates),
             "length_only": robustness.matched_length_design(frame, MATH),
             "with_digits": robustness.matched_length_design(frame, MATH, (*FINDING1_COVARIATES, "n_digits")),
         }
@@ -110,8 +229,8 @@ class MathHasHighestEntropy(Finding):
         return Finding1Model(fits["primary"], fits["length_only"], fits["with_digits"], designs)
 
     def comparisons(self, data: StudyData) -> dict[str, Finding1Model | str]:
-        """Each model's fits, or why it has none (computed once per data set)."""
-        key = "finding1"
+        """Each model's fits, or why it has none (computed once per data set and set of covariates)."""
+        key = ("finding1", self.decision.covariates)
         if key not in data.cache:
             result: dict[str, Finding1Model | str] = {}
             for model in data.models.index:
@@ -125,7 +244,7 @@ class MathHasHighestEntropy(Finding):
                 problem = self._model_problem(frame)
                 if not problem:
                     try:
-                        result[model] = self.fit_model(frame)
+                        result[model] = self.fit_model(frame, self.decision.covariates)
                         continue
                     except robustness.LengthCoverageError as error:
                         problem = str(error)
@@ -147,12 +266,16 @@ class MathHasHighestEntropy(Finding):
         return ""
 
     @staticmethod
-    def tests(fits: dict[str, dict[str, robustness.MatchedLength]]) -> pd.DataFrame:
-        """One row per model and other category: math minus the category on each scale (primary fits), and
-        the joined one-sided p-values (``p_math_above``: larger of the scales; ``p_category_above``: likewise)."""
+    def tests(fits: dict[str, dict[str, robustness.MatchedLength]], refute_margin_sd: float = 0.0) -> pd.DataFrame:
+        """One row per model and other category: math minus the category on each scale of ``fits`` (primary fits),
+        and the joined one-sided p-values (``p_math_above``: larger of the scales; ``p_category_above``: likewise,
+        of 'the category is above math by more than ``refute_margin_sd`` residual SDs of the scale's fit')."""
         columns: dict[str, list[Any]] = {}
         for model, by_scale in fits.items():
-            per_scale = {scale: result.difference_arrays(MATH) for scale, result in by_scale.items()}
+            per_scale = {
+                scale: _with_margin(result, result.difference_arrays(MATH), refute_margin_sd)
+                for scale, result in by_scale.items()
+            }
             first = next(iter(per_scale.values()))
             block: dict[str, Any] = {"model": [model] * len(first["category"]), "category": first["category"]}
             for scale, arrays in per_scale.items():
@@ -169,12 +292,15 @@ class MathHasHighestEntropy(Finding):
         return tests
 
     @staticmethod
-    def verdicts(tests: pd.DataFrame) -> pd.DataFrame:
-        """Per model: the intersection-union p for 'holds', the smallest Holm p for 'does not hold', the verdict."""
+    def verdicts(tests: pd.DataFrame, holm_holds_across_models: bool = False) -> pd.DataFrame:
+        """Per model: the intersection-union p for 'holds' (Holm-adjusted across models if asked), the smallest
+        Holm p for 'does not hold', the verdict."""
         models = list(dict.fromkeys(tests["model"]))
         codes = pd.Categorical(tests["model"], categories=models).codes
         above, refute = tests["p_math_above"].to_numpy(float), tests["p_category_above_holm"].to_numpy(float)
         p_highest = np.array([above[codes == k].max() for k in range(len(models))])
+        if holm_holds_across_models:
+            p_highest = np.array(holm(p_highest.tolist()))
         p_refute = np.array([refute[codes == k].min() for k in range(len(models))])
         verdict = np.where(p_highest < ALPHA, HOLDS, np.where(p_refute < ALPHA, DOES_NOT_HOLD, INCONCLUSIVE))
         return pd.DataFrame(
@@ -189,10 +315,23 @@ class MathHasHighestEntropy(Finding):
             return HOLDS
         return DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts else INCONCLUSIVE
 
+    def per_model(self, data: StudyData) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The rule (``decision``) applied in each testable model: its tests and its per-model verdicts."""
+        comparisons = {m: r for m, r in self.comparisons(data).items() if not isinstance(r, str)}
+        fits = {m: {scale: r.primary[scale] for scale in self.decision.scales} for m, r in comparisons.items()}
+        tests = self.tests(fits, self.decision.refute_margin_sd)
+        return tests, self.verdicts(tests, self.decision.holm_holds_across_models)
+
+    @robustness.single_threaded_blas
+    def verdict_on(self, data: StudyData) -> str:
+        """The run's verdict under this rule (``decision``), without the evidence tables."""
+        if self.why_not_testable(data):
+            return NOT_TESTABLE
+        return self.overall(self.per_model(data)[1]["verdict"].tolist())
+
     def decide(self, data: StudyData) -> Assessment:
         comparisons = {m: r for m, r in self.comparisons(data).items() if not isinstance(r, str)}
-        tests = self.tests({m: r.primary for m, r in comparisons.items()})
-        per_model = self.verdicts(tests)
+        tests, per_model = self.per_model(data)
         primary_scale = next(iter(FINDING1_SCALES))
         model_rows, category_rows, curves = [], [], []
         for model, fits in comparisons.items():
@@ -230,7 +369,7 @@ class MathHasHighestEntropy(Finding):
                         "math_minus_category": difference,
                         "lower_95": difference - critical * se_d,
                         "upper_95": difference + critical * se_d,
-                        "math_minus_category_per_row": test["math_minus_category_attention_entropy_normalized"],
+                        "math_minus_category_per_row": test.get("math_minus_category_attention_entropy_normalized"),
                         "p_math_above": test["p_math_above"],
                         "p_category_above_holm": test["p_category_above_holm"],
                     }

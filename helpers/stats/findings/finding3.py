@@ -24,6 +24,8 @@ from helpers.stats.robustness import StudyData
 
 GPT2 = "GPT2-117M"
 """The model the claim names (the paper's display name)."""
+D_Z_MINIMUM = 0.2
+"""A model above GPT-2 refutes the claim only by at least this many SDs of the paired differences (d_z)."""
 
 
 class GPT2HasHighestActivation(Finding):
@@ -32,14 +34,14 @@ class GPT2HasHighestActivation(Finding):
     unit = "models, each compared with GPT-2 on the shared prompts"
     minimum_effect = (
         "'highest' is shown by GPT-2 above every other model; it is refuted only by a model above GPT-2 by at "
-        "least 0.2 SD of the paired differences (d_z >= 0.2)"
+        f"least {D_Z_MINIMUM} SD of the paired differences (d_z >= {D_Z_MINIMUM})"
     )
     rule = (
         "GPT-2 is named by the claim, never picked from the data (so the paper's own table, from which it was "
         "picked, cannot test it). For each other model, the mean of the paired differences GPT-2 - model over the "
-        "shared items, by a paired t test. Holds if GPT-2 is above every other model (each one-sided test at 5%: "
-        "an intersection-union test); does not hold if some model is above GPT-2 by at least the minimum effect "
-        "(one-sided, Bonferroni over the other models); inconclusive otherwise."
+        "shared items, by a paired t test. Holds if GPT-2 is above every other model (each one-sided test at "
+        f"{ALPHA:.0%}: an intersection-union test); does not hold if some model is above GPT-2 by at least the "
+        f"minimum effect (one-sided at {ALPHA:.0%}, Bonferroni over the other models); inconclusive otherwise"
     )
     needs = f"GPT-2 ({GPT2}) and another model, with at least {MIN_SHARED_ITEMS} shared items"
 
@@ -63,7 +65,7 @@ class GPT2HasHighestActivation(Finding):
             difference = (grid[GPT2] - grid[other]).dropna().to_numpy()
             n, mean, sd = len(difference), float(difference.mean()), float(difference.std(ddof=1))
             se = sd / math.sqrt(n)
-            minimum = 0.2 * sd
+            minimum = D_Z_MINIMUM * sd
             rows.append(
                 {
                     "model": other,

@@ -9,6 +9,7 @@ names the commits that recorded and last changed it.
 from __future__ import annotations
 
 from helpers.base import paths
+from helpers.stats.findings.deviations import deviations_markdown
 from helpers.stats.findings.rules import ALPHA
 from helpers.stats.findings.scorecard import FINDINGS
 
@@ -26,7 +27,7 @@ def rules_markdown() -> str:
             f"\n**Finding {finding.number}: {finding.claim}.** *Unit:* {finding.unit}. "
             f"*Minimum effect:* {finding.minimum_effect}. *Rule:* {finding.rule}. *Needs:* {finding.needs}."
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + deviations_markdown()
 
 
 PREREGISTERED_RULES = paths.PAPER / "preregistered_rules.md"

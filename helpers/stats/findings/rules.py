@@ -70,6 +70,7 @@ class Assessment:
     evidence: str = ""
     test: str = ""
     interval: str = ""
+    reason: str = ""  # one sentence saying why the verdict, for the front page ('' lets it use the evidence)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
@@ -94,6 +95,10 @@ class Finding(ABC):
         if why:
             return Assessment(self, NOT_TESTABLE, why_not_testable=why, evidence=self.facts(data))
         return self.decide(data)
+
+    def verdict_on(self, data: StudyData) -> str:
+        """The verdict on ``data`` alone (a finding may compute it without its evidence tables)."""
+        return self.assess(data).verdict
 
     @abstractmethod
     def why_not_testable(self, data: StudyData) -> str:
