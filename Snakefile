@@ -3,17 +3,21 @@
 # GPU or cluster node. Run it with `make reproduce` (local; profiles/default) or see docs/workflow.md
 # for Slurm (profiles/slurm).
 #
-# Every rule declares what it reads, code included: the helpers modules its notebook runs
-# (helpers.workflow.code_inputs, read off the imports), the parameter and prompt files, the
-# paper's tables and a local model folder's files. So editing a module reruns exactly the rules
-# that use it, and deleting any intermediate file rebuilds it and what depends on it. Source
-# inputs are declared by content (helpers.workflow.content_stamp): an edit reruns even when it
-# kept an older timestamp, a touch without a change reruns nothing. Every output is declared, in every
+# Every rule declares what it reads, code included: every file of code its notebook runs
+# (helpers.workflow.code_inputs: the import closure and the C++ sources its modules declare, from
+# helpers.base.code), the parameter and prompt files, the paper's tables and a local model folder's
+# files. So editing a module or a kernel reruns exactly the rules that use it, and deleting any
+# intermediate file rebuilds it and what depends on it. Source inputs are declared by content
+# (helpers.workflow.content_stamp; code by what it does, code_stamp, so a comment or docstring edit
+# reruns nothing): an edit reruns even when it kept an older timestamp, a touch without a change
+# reruns nothing. Every output is declared, in every
 # format; the executed notebook is the rule's log, kept when it fails.
 import json
+import os
 import re
 import shlex
 import sys
+import time
 
 sys.path.insert(0, workflow.basedir)
 
@@ -31,14 +35,8 @@ from helpers.study.outputs import (  # noqa: E402
     RunOutputs,
     numbered_notebooks,
 )
-from helpers.workflow import (  # noqa: E402
-    code_inputs,
-    content_stamp,
-    module_closure,
-    module_file,
-    runner_inputs,
-    text_stamp,
-)
+from helpers.base.code import code_files  # noqa: E402
+from helpers.workflow import code_inputs, code_stamp, content_stamp, runner_inputs, text_stamp  # noqa: E402
 
 # one spelling of the path: params/x.yaml, ./params/x.yaml and /abs/params/x.yaml are one command
 PARAMS = canonical_params(config.get("params", "params/default.yaml"))
@@ -63,18 +61,19 @@ REFERENCE = stamped([*sorted(paths.REFERENCE.glob("*.csv")), *sorted((paths.REFE
 FOLDERS = {key: stamped([name]) for key, name in MODELS.items() if resolve(name).source == "folder"}
 ACTIVATIONS = STUDY.results / "activations"
 TABLE_FORMATS, FIGURE_FORMATS = ("csv", "md", "tex"), ("png", "svg")
-FRONT_PAGE_CODE = sorted(module_file(m) for m in module_closure({"helpers.report.front_page"}))
+FRONT_PAGE_CODE = code_files({"helpers.report.front_page"})
 
 
 def code(stem):
-    """The notebook and every helpers module it runs (by content)."""
-    return stamped([NOTEBOOKS[stem], *code_inputs(NOTEBOOKS[stem])])
+    """The notebook (by content) and every file of code it runs (by what the code does: helpers.base.code)."""
+    return [*stamped([NOTEBOOKS[stem]]), *(code_stamp(path, STAMPS) for path in code_inputs(NOTEBOOKS[stem]))]
 
 
-# Committed outputs are update(): Snakemake does not delete them before the job, which compares what it
-# computed with them and rewrites only those that differ beyond tolerance (helpers/study/reproduction.py); the
-# others keep their bytes and get a new modification time. Each such job records its check in
-# build/<run>/reproduction/<notebook>.json, which the front page and `make reproduce` summarise.
+# Committed outputs are update(): Snakemake does not delete them before the job, which checks them against what it
+# computed and rewrites only those that differ beyond tolerance or were edited since their run wrote them
+# (helpers/study/reproduction.py); the others keep their bytes and get a new modification time. Each such job
+# records its comparisons in build/<run>/reproduction/<notebook>.json, which the front page and `make reproduce`
+# summarise, and what it wrote (file hashes) in paper/records/[<run>/]<notebook>.json, committed with the outputs.
 def tables(folder, names, flag=update):
     return [flag(folder / f"{name}.{suffix}") for name in names for suffix in TABLE_FORMATS]
 
@@ -93,6 +92,35 @@ def released(flag=update):
 def plain(path):
     """A path without a flag: what rule all asks for (flags such as update() belong to outputs)."""
     return path
+
+
+# Committed outputs are checked against the record of the run that wrote them (paper/records/), at every start:
+# a file edited since (a number, a figure swapped by hand) makes its notebook run again, which reports it by name
+# and rewrites it, even when nothing else changed. A stamp per notebook, dated now when one of its files fails.
+from snakemake_interface_executor_plugins.settings import ExecMode  # noqa: E402
+
+from helpers.study.reproduction import verify  # noqa: E402
+
+
+from helpers.study.reproduction import CHECKED_NOTEBOOKS as CHECKED  # noqa: E402  (outputs committed and checked)
+
+
+def verified(notebook):
+    """The stamp that stands for ``notebook``'s committed outputs being those its last run wrote: rewritten (new
+    content, which Snakemake compares besides the time) whenever one of them fails its record."""
+    stamp = STAMPS / f"outputs-{notebook}.verified"
+    if not stamp.is_file():
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text("no committed output of this notebook has failed its record yet\n")
+        os.utime(stamp, (86400, 86400))
+    if workflow.exec_mode == ExecMode.DEFAULT:  # the main process: not once more in every job
+        edited = verify(OUT.record(notebook))
+        if edited:
+            print(f"Changed since the run that wrote them, so {notebook} runs again:", file=sys.stderr)
+            lines = [item.line() for item in edited]
+            print("".join(f"  {line}\n" for line in lines), end="", file=sys.stderr)
+            stamp.write_text(f"found {time.time()}:\n" + "".join(f"{line}\n" for line in lines))
+    return stamp
 
 
 def benchmark(name):
@@ -122,6 +150,7 @@ rule all:
         tables(OUT.tables, [*STUDY_TABLES, *FINDINGS_TABLES, *SIGNATURE_TABLES], plain),
         released(plain),
         figures([*STUDY_FIGURES, *FINDINGS_FIGURES, *SIGNATURE_FIGURES], plain),
+        [OUT.record(notebook) for notebook in CHECKED],
 
 
 rule collect:
@@ -188,10 +217,12 @@ rule plot:
         OUT.metrics,
         expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
-        OUT.reproduction("05_export_tables"),  # which tables behind the figures reproduced
+        OUT.reproduction("05_export_tables"),  # the tables behind the figures, checked and kept
+        verified("04_plot"),
     output:
         figures(STUDY_FIGURES),
         OUT.reproduction("04_plot"),
+        update(OUT.record("04_plot")),
         OUT.reports / "04_plot.html",
     log:
         OUT.executed("04_plot"),
@@ -208,10 +239,12 @@ rule export_tables:
         [OUT.aggregated / f"{name}.parquet" for name in STUDY_TABLES],
         OUT.metrics,  # the entry counts behind the threshold tolerance, and the released per-prompt data
         expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),  # the released per-layer summaries
+        verified("05_export_tables"),
     output:
         tables(OUT.tables, STUDY_TABLES),
         released(),
         OUT.reproduction("05_export_tables"),
+        update(OUT.record("05_export_tables")),
         OUT.reports / "05_export_tables.html",
     log:
         OUT.executed("05_export_tables"),
@@ -230,10 +263,12 @@ rule robustness:
         expand(ACTIVATIONS / "{model}_layers.parquet", model=MODELS),
         OUT.signatures,  # finding 5's per-model tests, from notebook 08
         OUT.signatures_earlier,  # and under its earlier rule (the deviations log)
+        verified("06_robustness"),
     output:
         tables(OUT.tables, FINDINGS_TABLES),
         figures(FINDINGS_FIGURES),
         OUT.reproduction("06_robustness"),
+        update(OUT.record("06_robustness")),
         OUT.reports / "06_robustness.html",
         # the default run quotes its scorecard in the README, rewriting only the marked section
         [update(paths.ROOT / "README.md")] if STUDY.name == MAIN_RUN else [],
@@ -253,12 +288,14 @@ rule signatures:
         INPUTS,
         expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers", "_vectors")),
         OUT.metrics,  # the entry counts behind the threshold tolerance of the reproduction check
+        verified("08_signatures"),
     output:
         OUT.signatures,
         OUT.signatures_earlier,
         tables(OUT.tables, SIGNATURE_TABLES),
         figures(SIGNATURE_FIGURES),
         OUT.reproduction("08_signatures"),
+        update(OUT.record("08_signatures")),
         OUT.reports / "08_signatures.html",
         # the default run quotes its per-model answer in docs/signatures.md, rewriting only the marked section
         [update(paths.ROOT / "docs" / "signatures.md")] if STUDY.name == MAIN_RUN else [],
@@ -294,10 +331,9 @@ rule explore:
 rule index:
     input:
         OUT.all_reports(),
-        [OUT.reproduction(n) for n in ("04_plot", "05_export_tables", "06_robustness", "08_signatures")],  # the front page's summary
+        [OUT.reproduction(n) for n in CHECKED],  # the front page's summary
         stamped(NOTEBOOKS.values()),  # each report's one-line description comes from its notebook
-        stamped(runner_inputs()),
-        stamped(FRONT_PAGE_CODE),  # the front page's own code (its cards count the findings' tables)
+        [code_stamp(path, STAMPS) for path in FRONT_PAGE_CODE],  # the front page's own code (its cards count the findings' tables)
         INPUTS,
     output:
         OUT.reports / "index.html",
@@ -305,8 +341,22 @@ rule index:
         "{PY} -m helpers.report.front_page --params {PARAMS_ARG}"
 
 
-# A failed run leaves no front page that shows the earlier run's results as if current.
-onerror:
-    from helpers.report.notebooks import write_failed_index
+# No front page shows an earlier run's results as if current: it says that a run is going from the moment jobs
+# start (so a run killed however hard leaves it saying so), that the run failed on error, and nothing on success
+# (helpers.workflow.mark_front_page).
+onstart:
+    from helpers.workflow import mark_front_page
 
-    write_failed_index(STUDY, log)
+    mark_front_page(OUT.reports / "index.html", STUDY.name, "running")
+
+
+onsuccess:
+    from helpers.workflow import mark_front_page
+
+    mark_front_page(OUT.reports / "index.html", STUDY.name, None)
+
+
+onerror:
+    from helpers.workflow import mark_front_page
+
+    mark_front_page(OUT.reports / "index.html", STUDY.name, "failed", log)

@@ -1,9 +1,10 @@
 """What the Snakefile needs beyond paths: each rule's code inputs, and a run that survives being killed.
 
-``code_inputs(notebook)`` lists every ``helpers`` module a numbered notebook runs, found by
-reading the imports of its code cells and, transitively, of the modules (imports inside
-functions included, and the ``__init__.py`` of every package on the way), so that editing a
-module reruns exactly the rules whose code uses it.
+``code_inputs(notebook)`` lists every file of code a numbered notebook runs: the closure of the
+imports of its code cells, with the non-Python files those modules declare (``helpers.base.code``,
+the one place that computes it), so that editing a module or a kernel's source reruns exactly the
+rules whose code uses it. ``code_stamp`` stands for a code file by what its code does: an edit of a
+comment or docstring alone reruns nothing.
 
 ``python -m helpers.workflow run [snakemake arguments]`` runs Snakemake under an exclusive
 lock on ``.snakemake/compendium.lock`` (``fcntl.flock``: the kernel releases it when the
@@ -32,66 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers.base import paths
+from helpers.base import code, paths
 
 LOCK = paths.ROOT / ".snakemake" / "compendium.lock"
 RUNNER = ("helpers.report.notebooks", "helpers.study", "helpers.base.paths", "helpers.base.store")
 """Modules every notebook rule runs: the papermill runner and what it imports (closed over below)."""
-
-
-def module_file(module: str) -> Path | None:
-    """The file of a helpers module or package (``helpers.study`` -> helpers/study/__init__.py); None if none."""
-    relative = Path(*module.split("."))
-    for candidate in (paths.ROOT / relative.with_suffix(".py"), paths.ROOT / relative / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def module_package(module: str) -> str:
-    """The package a module's relative imports start from: the module itself for a package, else its parent."""
-    path = module_file(module)
-    return module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
-
-
-def imported_modules(tree: ast.AST, package: str = "") -> dict[str, int]:
-    """The helpers modules imported anywhere in ``tree`` (imports inside functions too), each with the line of its
-    first import. ``from X import name`` imports module ``X.name`` where there is one, else ``X`` (a package's
-    ``__init__.py`` for a name it defines); ``package``: where relative imports start (``module_package``)."""
-    found: dict[str, int] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parts, *([base] if base else [])])
-            targets = [f"{base}.{a.name}" if module_file(f"{base}.{a.name}") else base for a in node.names]
-        elif isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        else:
-            continue
-        for target in targets:
-            if target.split(".")[0] == "helpers" and module_file(target) is not None:
-                found[target] = min(found.get(target, node.lineno), node.lineno)
-    return found
-
-
-def module_closure(modules: set[str]) -> set[str]:
-    """``modules`` and every helpers module they import, transitively, with every package above each one (Python
-    runs ``helpers/__init__.py``, then ``helpers/study/__init__.py``, before ``helpers.study.tables``)."""
-    closure: set[str] = set()
-    todo = set(modules)
-    while todo:
-        module = todo.pop()
-        if module in closure:
-            continue
-        closure.add(module)
-        parent = module.rpartition(".")[0]
-        if parent:
-            todo.add(parent)
-        source = module_file(module).read_text(encoding="utf-8")
-        todo |= set(imported_modules(ast.parse(source), module_package(module))) - closure
-    return closure
 
 
 def notebook_imports(notebook: Path) -> set[str]:
@@ -103,19 +49,19 @@ def notebook_imports(notebook: Path) -> set[str]:
             continue
         source = "".join(cell["source"])
         lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
-        modules |= set(imported_modules(ast.parse("\n".join(lines))))
+        modules |= set(code.imported_modules(ast.parse("\n".join(lines))))
     return modules
 
 
 def code_inputs(notebook: Path) -> list[Path]:
-    """Every helpers module file that running ``notebook`` through the runner executes, sorted."""
-    closure = module_closure(notebook_imports(notebook) | set(RUNNER))
-    return sorted(module_file(module) for module in closure)
+    """Every file of code that running ``notebook`` through the runner executes (modules and the files they
+    declare), sorted."""
+    return code.code_files(notebook_imports(notebook) | set(RUNNER))
 
 
 def runner_inputs() -> list[Path]:
-    """The helpers module files the runner itself executes (the index rule runs only these)."""
-    return sorted(module_file(module) for module in module_closure(set(RUNNER)))
+    """The files of code the runner itself executes (the index rule runs only these)."""
+    return code.code_files(set(RUNNER))
 
 
 def _label(path: Path) -> str:
@@ -143,6 +89,13 @@ def content_stamp(path: Path, folder: Path) -> Path:
         return text_stamp(_label(path), json.dumps(folder_files(path), sort_keys=True, indent=0), folder)
     digest = store.file_sha256(path)
     return _stamp(folder / f"{_label(path)}.{digest[:20]}.sha256", digest)
+
+
+def code_stamp(path: Path, folder: Path) -> Path:
+    """A stamp file in ``folder`` for a file of code, named by what its code does (``helpers.base.code``): an edit
+    of its comments or docstrings alone keeps the stamp, so it reruns nothing."""
+    digest = code.file_fingerprint(path)
+    return _stamp(Path(folder) / f"{_label(path)}.{digest[:20]}.code", digest)
 
 
 def text_stamp(label: str, text: str, folder: Path) -> Path:
@@ -228,6 +181,72 @@ def run(snakemake_arguments: list[str]) -> int:
             return process.wait()
         except KeyboardInterrupt:  # Ctrl-C reached Snakemake too (same process group): let it shut down
             return process.wait()
+
+
+RUN_STATUS = re.compile(r'<div id="run-status"[^>]*>.*?</div>\n?', re.DOTALL)
+"""The front page's run-status element, put right after its opening <body> tag while a run is going or failed."""
+STALE = 86400
+"""The modification time (2 January 1970) that a marked front page gets: older than any input, so that the next
+run remakes it even when nothing else is out of date (Snakemake reads a time of 0 as unknown)."""
+
+
+def _status(state: str, run: str, log: str) -> str:
+    from datetime import datetime
+
+    now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    style = "border:3px solid #b00020;background:#fdecea;color:#000;padding:0.8em 1em;margin:0 0 1em 0"
+    if state == "running":
+        title = f"Run {run} in progress (started {now})"
+        text = (
+            "A run of this study started and has not finished: it is still running, or it was stopped before its "
+            "end. The results, tables and figures on this page may be partly from that run and partly from an "
+            "earlier one. Run the same command again (make reproduce) to complete it; this notice then goes."
+        )
+    else:
+        title = f"Run {run} failed ({now})"
+        text = (
+            "The last run of this study failed; its results, tables and figures may be missing or out of date, and "
+            "this page may describe an earlier run. Each failed job's executed notebook is in the run's build "
+            f"folder{log}. Fix the cause and run it again; this notice then goes."
+        )
+    return f'<div id="run-status" role="alert" style="{style}"><strong>{title}.</strong> {text}</div>\n'
+
+
+def mark_front_page(page: Path, run: str, state: str | None, log: str | Path | list[str] | None = None) -> Path:
+    """Put a run's state at the top of its front page (``state`` "running" or "failed"), or take it away (None).
+
+    The workflow marks the page "running" when its jobs start (Snakefile ``onstart``), so a run killed however
+    hard (SIGKILL) leaves a page that says so, never an earlier page looking current; "failed" on error; and
+    unmarks it on success. The notice is a ``<div id="run-status">`` right after the opening ``<body>`` tag (a
+    page that does not exist yet gets a page of its own); a marked page is dated ``STALE``, so the next run remakes
+    it whatever else it has to do.
+    """
+    import html as html_
+
+    page = Path(page)
+    text = page.read_text(encoding="utf-8") if page.is_file() else ""
+    text = RUN_STATUS.sub("", text)
+    if state is None:
+        if page.is_file() and text != page.read_text(encoding="utf-8"):
+            from helpers.base import store
+
+            store.write_text(text, page)  # dated now: the run that unmarks it has brought everything up to date
+        return page
+    logs = [str(log)] if isinstance(log, str | Path) else [str(item) for item in log or []]
+    where = f" (Snakemake's log: {', '.join(logs)})" if logs else ""
+    status = _status(state, html_.escape(run), html_.escape(where))
+    body = re.search(r"<body[^>]*>\n?", text, re.IGNORECASE)
+    if body is None:
+        title = html_.escape(f"Run {run} {'in progress' if state == 'running' else 'failed'}")
+        text = (
+            f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>\n</body></html>\n"
+        )
+        body = re.search(r"<body[^>]*>\n?", text)
+    from helpers.base import store
+
+    store.write_text(text[: body.end()] + status + text[body.end() :], page)
+    os.utime(page, (STALE, STALE))
+    return page
 
 
 TIMES_START, TIMES_END = "<!-- run-times:start -->", "<!-- run-times:end -->"

@@ -74,7 +74,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return root
     root = tmp_path_factory.mktemp("compendium") / "repo"
     shutil.copytree(paths.ROOT, root, ignore=IGNORED)
-    for generated in ("figures/smoke", "paper/tables/smoke"):
+    for generated in ("figures/smoke", "paper/tables/smoke", "paper/records/smoke"):
         shutil.rmtree(root / generated, ignore_errors=True)
     shutil.copy(root / "README.md", root.parent / "README.before.md")
     result = snakemake(root)

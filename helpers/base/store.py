@@ -40,6 +40,56 @@ class StoredTableError(OSError):
     """A stored table that cannot be trusted: unreadable, or its content differs from the hash it was written with."""
 
 
+class NotMadeForError(StoredTableError):
+    """A stored result that is intact but was made for another model, run, parameter set or prompt set."""
+
+
+MADE_FOR = "made_for"
+"""The metadata key under which a stored result records whose it is (model, run, parameters, prompt set)."""
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {item!r}" for key, item in value.items()) + "}"
+    return repr(value)
+
+
+def _differences(made: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, str]:
+    """How a result's record (``made``) and what reads it (``wanted``) differ, each in words: their differing keys,
+    and of a mapping (the parameters) only its differing entries."""
+    shown_made, shown_wanted = [], []
+    for key in wanted:
+        a, b = made.get(key), wanted[key]
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+            a, b = {k: a.get(k) for k in keys}, {k: b.get(k) for k in keys}
+        shown_made.append(f"{key} {_shown(a)}")
+        shown_wanted.append(f"{key} {_shown(b)}")
+    return " and ".join(shown_made), " and ".join(shown_wanted)
+
+
+def check_made_for(path: Path, metadata: dict[str, Any], expected: dict[str, Any] | None) -> None:
+    """``NotMadeForError`` unless the result ``path`` (with ``metadata``) records that it was made for ``expected``
+    (each key equal); the message names both. ``expected`` None: nothing to check."""
+    if expected is None:
+        return
+    stored = metadata.get(MADE_FOR)
+    if not isinstance(stored, dict):
+        raise NotMadeForError(
+            f"{path} does not record what it was made for (written by an older version); delete it and run again"
+        )
+    stored = json.loads(json.dumps(stored, default=str))
+    wanted = json.loads(json.dumps(expected, default=str))  # as stored: JSON values
+    made, read = _differences(stored, wanted)
+    if made:
+        raise NotMadeForError(
+            f"{path} was made for {made}, but is read for {read}: it is another result's file (copied, or left from "
+            "another configuration); delete it and run again, which makes it anew"
+        )
+
+
 def _permissions() -> int:
     """What a newly created file gets under the current umask (0644 under 022)."""
     mask = os.umask(0)
@@ -138,8 +188,9 @@ def markdown_table(table: pd.DataFrame, floatfmt: str = "g", empty: str = "(no r
     return shown.to_markdown(index=False, floatfmt=floatfmt)
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a table written by ``write_table``; ``StoredTableError`` if unreadable or not what was written."""
+def read_table(path: Path, made_for: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Read a table written by ``write_table``; ``StoredTableError`` if unreadable or not what was written, and
+    ``NotMadeForError`` unless it records that it was made for ``made_for`` (``check_made_for``), when given."""
     try:
         table = pq.read_table(path).to_pandas()
         expected = read_metadata(path).get("content_sha256")
@@ -151,6 +202,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise StoredTableError(f"{path} carries no content hash (written by an older version); delete it and rerun")
     if content_sha256(table) != expected:
         raise StoredTableError(f"{path} does not match the content hash it was written with; delete it and rerun")
+    check_made_for(path, read_metadata(path), made_for)
     return table
 
 
@@ -227,8 +279,9 @@ def write_vectors(ids: list[str], vectors: np.ndarray, path: Path, metadata: dic
     return Path(path)
 
 
-def read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
-    """The ids and the (n, ...) float16 array written by ``write_vectors``; ``StoredTableError`` unless they verify."""
+def read_vectors(path: Path, made_for: dict[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
+    """The ids and the (n, ...) float16 array written by ``write_vectors``; ``StoredTableError`` unless they verify
+    (and ``NotMadeForError`` unless made for ``made_for``, when given)."""
     try:
         arrow = pq.read_table(path)
         metadata = read_metadata(path)
@@ -241,4 +294,5 @@ def read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
         raise StoredTableError(f"{path} is unreadable ({type(error).__name__}: {error}); delete it and rerun") from None
     if metadata.get("content_sha256") != vectors_sha256(ids, vectors):
         raise StoredTableError(f"{path} does not match the content hash it was written with; delete it and rerun")
+    check_made_for(path, metadata, made_for)
     return ids, vectors

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from helpers.base import paths, store
+from helpers.base import code, paths, store
 from helpers.study import CATEGORIES, reproduction
 from helpers.study.outputs import FINDINGS_FIGURES, SIGNATURE_FIGURES, STUDY_FIGURES
 from helpers.study.tables import PAPER_METRICS, finite_only
@@ -107,8 +109,11 @@ def study_figures(
     return result
 
 
-DRAWING_CODE: str = store.file_sha256(Path(__file__))[:16]
-"""This module's content hash, recorded in every figure: a committed figure drawn by other code is redrawn."""
+DRAWING_CODE: str = hashlib.sha256(
+    f"{code.code_fingerprint([__name__])} matplotlib {matplotlib.__version__} seaborn {sns.__version__}".encode()
+).hexdigest()[:16]
+"""What draws the figures: the fingerprint of this module's code and everything it runs (``helpers.base.code``),
+with the drawing libraries' versions. Recorded in every figure and its run's record: other code draws again."""
 SOURCE = "helpers/report/figures.py"
 """The drawing code as every figure names it, before its hash (figures drawn before the package layout name
 ``helpers/figures.py``)."""
@@ -366,30 +371,23 @@ def category_ranking(comparison: pd.DataFrame, metric: str = "Attention_Entropy"
 
 
 def save_figures(
-    figures: dict[str, plt.Figure],
-    folder: Path,
-    notebook: str,
-    check: reproduction.Check | None = None,
-    tables: list[reproduction.Comparison] | None = None,
+    figures: dict[str, plt.Figure], folder: Path, notebook: str, check: reproduction.Check | None = None
 ) -> list[Path]:
     """Save every figure (PNG and SVG) into ``folder`` and close it.
 
-    With a ``check``, a committed figure is kept (its time renewed) when this code drew it and the
-    tables behind it (``reproduction.FIGURE_DATA``, compared in ``tables``) reproduced within
-    tolerance; otherwise it is drawn again. Each decision is recorded in the check.
+    With a ``check``, a committed figure is kept (its time renewed) when its bytes are those its run recorded,
+    drawn by this code from the data its tables hold now (``reproduction.Check.figure``); otherwise it is drawn
+    again. Each decision is recorded in the check.
     """
     written = []
     for name, figure in figures.items():
         files = [folder / f"{name}.{suffix}" for suffix in ("png", "svg")]
-        if check is not None:
-            drawn = drawn_by(files[0]) if all(path.is_file() for path in files) else None
-            comparison = check.add(reproduction.compare_figure(name, drawn, DRAWING_CODE, tables or []))
-            if comparison.reproduced:
-                reproduction.keep(files)
-                written.extend(files)
-                plt.close(figure)
-                continue
-        written.extend(save_figure(figure, name, notebook, folder))
+        comparison = check.figure(name, files, DRAWING_CODE) if check is not None else None
+        if comparison is None or not comparison.reproduced:
+            save_figure(figure, name, notebook, folder)
+        if check is not None and comparison is not None:
+            check.add(comparison, files)
+        written.extend(files)
         plt.close(figure)
     return written
 

@@ -20,7 +20,6 @@ Report conventions (every notebook follows them):
 from __future__ import annotations
 
 import argparse
-import html
 import os
 import re
 import shlex
@@ -40,7 +39,7 @@ from helpers.report.tables import provenance_html as provenance_html
 from helpers.report.tables import show_provenance as show_provenance
 from helpers.report.tables import show_table as show_table
 from helpers.report.tables import show_text as show_text
-from helpers.study import StudyParams, ensure_writable, load_params
+from helpers.study import ensure_writable, load_params
 from helpers.study.outputs import RunOutputs, numbered_notebooks
 
 # --- what each notebook says about itself -----------------------------------------------------------
@@ -425,29 +424,6 @@ def explore_report(
 # notebook rule runs stays free of the findings' code (helpers.workflow.RUNNER); only a failed run's page is here ----
 
 _relative = relative
-
-
-def write_failed_index(params: StudyParams, log: str | Path | list[str] | None = None) -> Path:
-    """Replace a run's front page with one that says the run failed (the workflow's ``onerror``).
-
-    The earlier page would show the earlier run's scorecard with links to outputs the failed jobs
-    removed. The page is dated 2 January 1970, older than any input, so that the next run rewrites it
-    (Snakemake reads a time of 0 as unknown).
-    """
-    outputs = RunOutputs(params)
-    target = outputs.reports / "index.html"
-    logs = [str(log)] if isinstance(log, str | Path) else [str(item) for item in log or []]
-    where = f" Snakemake's log: <code>{html.escape(', '.join(logs))}</code>." if logs else ""
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {html.escape(params.name)} failed</title>"
-        f"</head><body><h1>Run {html.escape(params.name)} failed</h1><p>The last run of this study failed; "
-        "its results, tables and figures may be missing or out of date. Each failed job's executed notebook is in "
-        f"<code>{html.escape(_relative(outputs.build))}/</code>.{where} Fix the cause and run it again; this page "
-        "is then replaced by the study's front page.</p></body></html>\n"
-    )
-    store.write_text(page, target)
-    os.utime(target, (86400, 86400))
-    return target
 
 
 def main(argv: list[str] | None = None) -> int:

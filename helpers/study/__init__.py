@@ -250,7 +250,8 @@ def canonical_params(path: str | Path) -> str:
 
 
 def load_params(path: str | Path) -> StudyParams:
-    """Read and check a parameter file; the run name defaults to the file's stem."""
+    """Read and check a parameter file, then its prompt set against what every notebook needs (``check_run``),
+    before any model work; the run name defaults to the file's stem."""
     path = params_path(path)
     if not path.is_file():
         raise ParameterError(f"parameter file {path} does not exist; the shipped ones are in {paths.PARAMS}")
@@ -268,7 +269,35 @@ def load_params(path: str | Path) -> StudyParams:
                 f"study, {MAIN_PARAMS}, whose outputs are committed; give this run another name (rename the file or "
                 "set `name:`)"
             )
-    return parse_params(raw, str(path))
+    params = parse_params(raw, str(path))
+    check_run(params, str(path))
+    return params
+
+
+MIN_PROMPTS_PER_CATEGORY = 2
+"""Fewest prompts a category may have in a run: finding 5's probes (notebook 08) cross-validate with stratified
+folds, which need at least 2 prompts of every category."""
+
+
+def check_run(params: StudyParams, source: str = "parameters") -> pd.DataFrame:
+    """Read the run's prompt set and check it against every requirement a notebook has, naming the offending
+    category and the key to change (``ParameterError``); return the prompts. ``load_params`` runs it, so a run is
+    refused before any model work rather than in its last notebook."""
+    try:
+        prompts = load_prompts(params.prompts_path, params.categories, params.prompts_per_category)
+    except PromptFileError as error:
+        raise ParameterError(f"{source}: {error}") from None
+    counts = prompts["category"].value_counts().reindex(list(params.categories), fill_value=0)
+    few = {str(category): int(count) for category, count in counts.items() if count < MIN_PROMPTS_PER_CATEGORY}
+    if few:
+        shown = ", ".join(f"{category!r} has {count}" for category, count in few.items())
+        selection = f" with prompts_per_category: {params.prompts_per_category}" if params.prompts_per_category else ""
+        raise ParameterError(
+            f"{source}: every category needs at least {MIN_PROMPTS_PER_CATEGORY} prompts (finding 5's probes in "
+            f"notebook 08 cross-validate within categories), but in {params.prompts_path}{selection} {shown}; add "
+            "prompts, raise prompts_per_category, or leave the category out of `categories`"
+        )
+    return prompts
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -448,6 +477,23 @@ def ensure_writable(folder: Path) -> Path:
     return folder
 
 
+def made_for(params: StudyParams, model: str | None = None) -> dict[str, Any]:
+    """Whose a stored result is: the model (for one model's files), the run, its checked parameters and its prompt
+    file (by hash). Written into every result's metadata (``store.MADE_FOR``) and checked when it is read."""
+    identity: dict[str, Any] = {} if model is None else {"model": model}
+    return identity | {
+        "run": params.name,
+        "parameters": params.as_dict(),
+        "prompts_sha256": store.file_sha256(params.prompts_path)[:16],
+    }
+
+
+def read_result(path: Path, params: StudyParams, model: str | None = None) -> pd.DataFrame:
+    """A stored result of this run (and ``model``), verified: intact (``store.read_table``) and made for them
+    (``made_for``), else an error naming what it was made for and what reads it."""
+    return store.read_table(path, made_for(params, model))
+
+
 def load_metrics(params: StudyParams) -> pd.DataFrame:
     """The tidy per-prompt table of a run: every model's prompt table with its model metadata."""
     frames = []
@@ -455,7 +501,7 @@ def load_metrics(params: StudyParams) -> pd.DataFrame:
         path = params.activations_path(model)
         if not path.is_file():
             raise FileNotFoundError(f"no measurements for {model!r} at {path}: run notebook 01 (or `make reproduce`)")
-        table = store.read_table(path)
+        table = read_result(path, params, model)
         meta = store.read_metadata(path)["model"]
         keys = ("display_name", "family", "architecture", "n_parameters", "n_layers", "n_heads", "hidden_size")
         identity = pd.DataFrame({key: [meta[key]] * len(table) for key in keys})
@@ -465,7 +511,7 @@ def load_metrics(params: StudyParams) -> pd.DataFrame:
 
 def load_layers(params: StudyParams) -> pd.DataFrame:
     """The long per-layer table of a run (model, prompt_id, category, layer, statistic, value)."""
-    frames = [store.read_table(params.activations_path(model, "layers")) for model in params.models]
+    frames = [read_result(params.activations_path(model, "layers"), params, model) for model in params.models]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -478,6 +524,7 @@ def run_provenance(params: StudyParams) -> dict[str, Any]:
             meta = store.read_metadata(path)
             models[model] = {**meta["model"], "device": meta.get("device"), "store_sha256": store.file_sha256(path)}
     return {
+        store.MADE_FOR: made_for(params),
         "params": params.as_dict(),
         "prompt_file_sha256": store.file_sha256(params.prompts_path),
         "libraries": library_versions(),

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers.base import paths, store
+from helpers.base import code, paths, store
 from helpers.study import (
     StudyParams,
     ensure_writable,
     library_versions,
     load_prompts,
+    made_for,
 )
 
 CHUNK_SIZE = 32
@@ -47,12 +48,14 @@ def _content_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+MEASUREMENT_CODE = (__name__,)
+"""Where the measurement starts: this module. Everything it runs (its import closure: loading, registry,
+converters, streaming, metrics, the kernels and their C++ sources) is the measurement code."""
+
+
 def measurement_code_sha256() -> str:
-    """Hash of the modules that load models and compute the measurements: editing them re-measures."""
-    digest = hashlib.sha256()
-    for module in ("core/models.py", "core/metrics.py", "core/streaming.py", "study/collection.py"):
-        digest.update((paths.ROOT / "helpers" / module).read_bytes())
-    return digest.hexdigest()
+    """The fingerprint of every file of code a collection runs (``helpers.base.code``): editing any re-measures."""
+    return code.code_fingerprint(MEASUREMENT_CODE)
 
 
 def folder_files(folder: str | Path) -> dict[str, str]:
@@ -62,6 +65,35 @@ def folder_files(folder: str | Path) -> dict[str, str]:
     return {path.relative_to(folder).as_posix(): store.file_sha256(path) for path in files}
 
 
+CHUNK_PARTS: dict[str, str] = {"layers": "_layers", "vectors": "_vectors", "prompts": ""}
+"""A chunk's files, in the order they are written: ``<key>_layers.parquet``, ``<key>_vectors.parquet``, then
+``<key>.parquet`` (the prompt table, written last: its presence marks the chunk complete)."""
+
+
+def chunk_files(folder: Path, key: str) -> dict[str, Path]:
+    """The files of the chunk ``key`` in ``folder``, by part (``CHUNK_PARTS``): the one naming of chunk files."""
+    return {part: Path(folder) / f"{key}{suffix}.parquet" for part, suffix in CHUNK_PARTS.items()}
+
+
+def chunk_of(path: Path) -> tuple[str, str] | None:
+    """The (key, part) of a chunk file (``chunk_files`` inverted); None for any other file (a half-written
+    ``.*.tmp``, the ``last_used.json`` record)."""
+    name = Path(path).name
+    if name.startswith(".") or not name.endswith(".parquet"):
+        return None
+    stem = name.removesuffix(".parquet")
+    for part, suffix in CHUNK_PARTS.items():
+        if suffix and stem.endswith(suffix):
+            return stem.removesuffix(suffix), part
+    return stem, "prompts"
+
+
+def complete_chunks(folder: Path) -> list[str]:
+    """The keys of the chunks in ``folder`` whose prompt file, written last, exists: those a rerun can reuse."""
+    found = (chunk_of(path) for path in sorted(Path(folder).glob("*.parquet")))
+    return [found_[0] for found_ in found if found_ is not None and found_[1] == "prompts"]
+
+
 LAST_USED = "last_used.json"
 """In a model's chunk folder: when each chunk key was last used (seconds since the epoch), for ``prune_chunks``."""
 
@@ -69,9 +101,8 @@ LAST_USED = "last_used.json"
 def prune_chunks(folder: Path, keep: list[str], limit: int = CHUNK_CACHE_BYTES) -> list[Path]:
     """Record ``keep`` as used now; remove the least recently used other chunks until they take at most ``limit`` bytes.
 
-    A chunk is its prompt, layer and vector files (``<key>.parquet``, ``<key>_layers.parquet``,
-    ``<key>_vectors.parquet``); when it was
-    last used is in ``LAST_USED`` (else its files' modification time). Returns what was removed.
+    A chunk is its files (``chunk_files``); when it was last used is in ``LAST_USED`` (else its files'
+    modification time). Returns what was removed.
     """
     record = folder / LAST_USED
     try:
@@ -82,9 +113,9 @@ def prune_chunks(folder: Path, keep: list[str], limit: int = CHUNK_CACHE_BYTES) 
     last_used |= dict.fromkeys(keep, now)
     chunks: dict[str, list[Path]] = {}
     for path in folder.glob("*.parquet"):
-        key = path.name.removesuffix(".parquet").removesuffix("_layers").removesuffix("_vectors")
-        if key not in keep:
-            chunks.setdefault(key, []).append(path)
+        found = chunk_of(path)
+        if found is not None and found[0] not in keep:
+            chunks.setdefault(found[0], []).append(path)
 
     def used(key: str) -> float:
         return float(last_used.get(key, max(f.stat().st_mtime for f in chunks[key])))
@@ -99,7 +130,7 @@ def prune_chunks(folder: Path, keep: list[str], limit: int = CHUNK_CACHE_BYTES) 
             path.unlink()
             removed.append(path)
         last_used.pop(key, None)
-    present = {p.name.removesuffix(".parquet").removesuffix("_layers") for p in folder.glob("*.parquet")}
+    present = {found[0] for p in folder.glob("*.parquet") if (found := chunk_of(p)) is not None}
     store.write_text(json.dumps({k: v for k, v in last_used.items() if k in present}, indent=0), record)
     return removed
 
@@ -189,8 +220,8 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         key = _content_key(fingerprint, chunk.drop(columns="tokens").to_dict("records"))
         keys.append(key)
         prompt_ids = chunk["prompt_id"].tolist()
-        prompt_path, layer_path = chunk_folder / f"{key}.parquet", chunk_folder / f"{key}_layers.parquet"
-        vector_path = chunk_folder / f"{key}_vectors.parquet"
+        files = chunk_files(chunk_folder, key)
+        prompt_path, layer_path, vector_path = files["prompts"], files["layers"], files["vectors"]
         stored = _verified_chunk(prompt_path, layer_path, vector_path, key, prompt_ids)
         if stored is None:
             result = measure_with_layers(
@@ -232,6 +263,7 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
             "model out of the parameter file"
         )
     provenance = {
+        store.MADE_FOR: made_for(params, model),
         # attn_implementation is what the loader set; attention_path is what computed the entropies
         "model": {**loaded.metadata(), "attention_path": ", ".join(sorted(attention_paths))},
         "params": params.as_dict(),

@@ -210,6 +210,15 @@ class RunOutputs:
         return self.params.results / "tables"
 
     @property
+    def records(self) -> Path:
+        """Where the records of what each notebook wrote are committed with the outputs (``paper/records/``)."""
+        return self._folder(paths.PAPER / "records")
+
+    def record(self, notebook: str) -> Path:
+        """The committed record of the outputs ``notebook`` wrote: their hashes (``helpers.study.reproduction``)."""
+        return self.records / f"{notebook}.json"
+
+    @property
     def reproduction_records(self) -> Path:
         return self.build / "reproduction"
 

@@ -206,23 +206,33 @@ def write_release(
     for name, table in tables.items():
         parquet, csv = outputs.released(name, "parquet"), outputs.released(name, "csv")
         written += [parquet, csv]
+        output = f"data/{name}"
         if check is not None:
-            comparison = reproduction.compare_table(f"data/{name}", table, csv, check.context)
-            if comparison.reproduced and parquet.is_file():
-                reproduction.keep([parquet, csv])
-                check.add(comparison)
-                continue
-            comparison.action = "written"
-            check.add(comparison)
-        with store.atomic_path(parquet) as temporary:
-            table.to_parquet(temporary, index=False, compression="zstd")
-        store.write_text(reproduction.table_csv(table), csv)
+            kept = check.table(output, table, {"csv": csv}, lambda shown: {"csv": reproduction.table_csv(shown)})
+        else:
+            kept = table
+            store.write_text(reproduction.table_csv(table), csv)
+        edited = check is not None and bool(check.edited(output, [parquet]))
+        if edited or not (parquet.is_file() and _same_parquet(parquet, kept)):
+            with store.atomic_path(parquet) as temporary:
+                kept.to_parquet(temporary, index=False, compression="zstd")
+        if check is not None:  # the record holds both files' bytes, so an edit of either is found at the next start
+            comparison = check.table_comparison(output)
+            if comparison is not None:
+                check.add(comparison, [parquet, csv])
     card = data_card(tables, provenance, notebook, outputs.params.name, outputs.data)
     committed = outputs.data_card.read_text(encoding="utf-8") if outputs.data_card.is_file() else None
+    comparison = reproduction.compare_text("data/DATA_CARD.md", committed, card)
+    if not comparison.reproduced:
+        store.write_text(card, outputs.data_card)
     if check is not None:
-        comparison = check.add(reproduction.compare_text("data/DATA_CARD.md", committed, card))
-        if comparison.reproduced:
-            reproduction.keep([outputs.data_card])
-            return [*written, outputs.data_card]
-    store.write_text(card, outputs.data_card)
+        check.add(comparison, [outputs.data_card], written=not comparison.reproduced)
     return [*written, outputs.data_card]
+
+
+def _same_parquet(path: Path, table: pd.DataFrame) -> bool:
+    """Whether the parquet file at ``path`` holds exactly ``table`` (an unreadable file does not)."""
+    try:
+        return bool(pd.read_parquet(path).equals(table.reset_index(drop=True)))
+    except Exception:  # noqa: BLE001 - a damaged file is rewritten
+        return False

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from helpers.base import paths, store
-from helpers.study import CATEGORIES, load_params, model_key
+from helpers.study import CATEGORIES, collection, load_params, model_key
 from tests.cluster.harness import SlurmCluster
 
 PROFILE = paths.ROOT / "profiles" / "slurm" / "config.yaml"
@@ -38,7 +38,7 @@ MAKE_TIMEOUT = 900
 def copy_repo(destination: Path) -> Path:
     """A copy of the repository without generated folders, using this checkout's .venv."""
     shutil.copytree(paths.ROOT, destination, ignore=IGNORED)
-    for generated in ("figures/smoke", "paper/tables/smoke"):
+    for generated in ("figures/smoke", "paper/tables/smoke", "paper/records/smoke"):
         shutil.rmtree(destination / generated, ignore_errors=True)
     (destination / ".venv").symlink_to(paths.ROOT / ".venv", target_is_directory=True)
     return destination
@@ -197,13 +197,9 @@ def test_smoke_study_through_slurm_gives_the_tables_of_a_local_run(
     assert any("gres/gpu" in job["AllocTRES"] for job in jobs.values()), "no job asked for a GPU"
 
 
-def chunk_files(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet")}
-
-
-def complete_chunks(files: dict[str, int]) -> list[str]:
-    """A chunk is complete once its prompt file exists: it is written after its layers file."""
-    return [name for name in files if not name.endswith("_layers.parquet")]
+def chunk_times(folder: Path) -> dict[str, int]:
+    """Every chunk file in ``folder`` (``collection.chunk_of``: no half-written ``.*.tmp``) by name: its time."""
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet") if collection.chunk_of(p) is not None}
 
 
 def test_a_collection_job_cancelled_with_scancel_resumes_without_remeasuring(
@@ -231,7 +227,7 @@ def test_a_collection_job_cancelled_with_scancel_resumes_without_remeasuring(
 
     with make_reproduce(root, slurm.environment, *variables) as run:
         deadline = time.monotonic() + 600
-        while len(complete_chunks(chunk_files(chunks))) < 3:
+        while len(collection.complete_chunks(chunks)) < 3:
             assert run.process.poll() is None, "the run ended before it could be cancelled:\n" + run.diagnostics(slurm)
             assert time.monotonic() < deadline, "no 3 chunks in 600 s:\n" + run.diagnostics(slurm)
             time.sleep(0.1)
@@ -244,8 +240,8 @@ def test_a_collection_job_cancelled_with_scancel_resumes_without_remeasuring(
     assert code != 0, "Snakemake should report the cancelled job as failed:\n" + log[-4000:]
     assert f"SLURM-job '{job_ids[0]}' failed, SLURM status is: 'CANCELLED'" in log, log[-4000:]
     _wait_until_gone(slurm, job_ids[0])  # its processes are ended: no chunk is written after this
-    before = chunk_files(chunks)
-    complete = complete_chunks(before)
+    before = chunk_times(chunks)
+    complete = collection.complete_chunks(chunks)
     assert 3 <= len(complete) < len(CATEGORIES), f"cancelled after {len(complete)} of {len(CATEGORIES)} chunks"
     assert not final.exists(), "cancelled mid-collection: no final table yet"
     cancelled = jobs_of_run(slurm, run_id(log))
@@ -254,10 +250,10 @@ def test_a_collection_job_cancelled_with_scancel_resumes_without_remeasuring(
     with make_reproduce(root, slurm.environment, *variables) as run:
         code, log = run.finish()
         assert code == 0, run.diagnostics(slurm)
-    after = chunk_files(chunks)
-    kept = [*complete, *(name.replace(".parquet", "_layers.parquet") for name in complete)]
+    after = chunk_times(chunks)
+    kept = [path.name for key in complete for path in collection.chunk_files(chunks, key).values()]
     assert {name: after.get(name) for name in kept} == {name: before[name] for name in kept}, "chunks re-measured"
-    assert len(after) == 2 * len(CATEGORIES) and not list(chunks.glob(".*.tmp"))
+    assert len(after) == len(collection.CHUNK_PARTS) * len(CATEGORIES) and not list(chunks.glob(".*.tmp"))
     assert store.read_metadata(final)["chunks_measured_now"] == len(CATEGORIES) - len(complete)
     resumed = jobs_of_run(slurm, run_id(log))
     assert [job["Comment"] for job in resumed.values()] == [comment]

@@ -165,11 +165,27 @@ def test_findings_scorecard_has_one_row_per_finding_with_a_computed_verdict(smok
     assert (smoke_run / "README.md").read_text() == readme_before  # only the default run quotes its scorecard
 
 
-def _edited(path: Path) -> tuple[str, tuple[float, float]]:
-    """Append a comment to ``path``; return what restores it (its text and times)."""
+COLLECT_ONWARDS = {
+    "collect",
+    "compute_metrics",
+    "aggregate",
+    "plot",
+    "export_tables",
+    "robustness",
+    "explore",
+    "signatures",
+}
+"""Every rule that runs after a collection (and collection itself)."""
+
+
+def _edited(path: Path, comment: bool = False) -> tuple[str, tuple[float, float]]:
+    """Append a definition (or, with ``comment``, a comment) to ``path``; return what restores it (text, times)."""
     stat = path.stat()
     text = path.read_text()
-    path.write_text(text + "\n# an edit\n")
+    if comment:
+        path.write_text(text + "\n# an edit\n")
+    else:
+        path.write_text(text + ("\nstatic const int edited = 1;\n" if path.suffix == ".cpp" else "\nEDITED = 1\n"))
     return text, (stat.st_atime, stat.st_mtime)
 
 
@@ -183,10 +199,11 @@ def _edited(path: Path) -> tuple[str, tuple[float, float]]:
         ("report/figures.py", {"plot", "robustness", "explore", "signatures"}),
         ("study/tables.py", {"aggregate", "plot", "export_tables", "robustness", "explore", "signatures"}),
         ("report/explore.py", {"explore"}),
-        (
-            "core/streaming.py",
-            {"collect", "compute_metrics", "aggregate", "plot", "export_tables", "robustness", "explore", "signatures"},
-        ),
+        ("core/streaming.py", COLLECT_ONWARDS),
+        # issue 35: the kernel's C++ source, the registry and a converter run in every collection
+        ("core/kernels/entropy_attention.cpp", COLLECT_ONWARDS),
+        ("core/registry.py", COLLECT_ONWARDS),
+        ("core/onnx_bert.py", COLLECT_ONWARDS),
     ],
 )
 def test_editing_a_module_reruns_exactly_the_rules_that_use_it(smoke_run: Path, module: str, rules: set[str]) -> None:
@@ -198,6 +215,18 @@ def test_editing_a_module_reruns_exactly_the_rules_that_use_it(smoke_run: Path, 
         path.write_text(text)
         os.utime(path, times)
     assert set(planned) - {"all", "index"} == rules
+
+
+@pytest.mark.parametrize("module", ["core/streaming.py", "report/figures.py"])
+def test_a_comment_reruns_nothing(smoke_run: Path, module: str) -> None:
+    path = smoke_run / "helpers" / module
+    text, times = _edited(path, comment=True)
+    try:
+        planned = planned_jobs(smoke_run)
+    finally:
+        path.write_text(text)
+        os.utime(path, times)
+    assert planned == {}
 
 
 def test_deleting_an_intermediate_rebuilds_it_and_what_depends_on_it(smoke_run: Path) -> None:
@@ -273,7 +302,10 @@ def test_another_machine_reproduces_the_study_and_leaves_every_committed_file_un
     assert all(tiny_model_noise(c.output, d) for c in summary.changed for d in c.differences), noise
     assert summary.reproduced == summary.numbers - len(noise) and len(noise) <= 60
     rewritten = {name for name in before if before[name] != _committed(smoke_run)[name]}
-    assert rewritten <= {f"paper/tables/smoke/{c.output}.{s}" for c in summary.changed for s in ("csv", "md", "tex")}
+    changed = [(c.output, c.note, [(d.where, d.column) for d in c.differences]) for c in summary.changed]
+    assert rewritten <= {f"paper/tables/smoke/{c.output}.{s}" for c in summary.changed for s in ("csv", "md", "tex")}, (
+        changed
+    )
     assert not any(name.startswith("figures/") for name in rewritten)  # byte for byte
     every = (*STUDY_TABLES, *FINDINGS_TABLES, *SIGNATURE_TABLES, *STUDY_FIGURES, *FINDINGS_FIGURES, *SIGNATURE_FIGURES)
     assert summary.outputs == len(every) + len(RELEASED_DATA) + 1  # every committed output (and the data card), checked

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers.base import paths
-from helpers.workflow import imported_modules, module_file, module_package
+from helpers.base.code import imported_modules, module_file, module_package
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("helpers.base",)),

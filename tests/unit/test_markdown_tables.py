@@ -80,8 +80,8 @@ def test_exported_tables_and_the_readme_scorecard_parse(tmp_path: Path) -> None:
     scorecard = pd.DataFrame(
         {column: ["x | y", "multi\nline"] for column in findings.README_COLUMNS} | {"finding": [1, 2]}
     )
-    written = tables.export_tables({"findings_scorecard": scorecard}, tmp_path, "notebooks/test.ipynb")
-    markdown = next(path for path in written if path.suffix == ".md").read_text()
+    tables.export_tables({"findings_scorecard": scorecard}, tmp_path, "notebooks/test.ipynb")
+    markdown = (tmp_path / "findings_scorecard.md").read_text()
     assert malformed(markdown) == [] and len(markdown_tables(markdown)[0]) == 3
     readme = tmp_path / "README.md"
     readme.write_text(f"# R\n\n{findings.README_START}\n{findings.README_END}\n")

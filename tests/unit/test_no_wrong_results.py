@@ -16,7 +16,7 @@ import torch
 from helpers import study
 from helpers.base import paths, store
 from helpers.core import models
-from helpers.report import explore_measure, notebooks
+from helpers.report import explore_measure
 from helpers.study import CATEGORIES, ParameterError, PromptFileError, collection, tables
 from helpers.study.outputs import FINDINGS_FIGURES, SIGNATURE_FIGURES, STUDY_FIGURES
 
@@ -231,14 +231,6 @@ def test_14_a_parameter_file_has_one_spelling() -> None:
 
 
 # --- 15: a failed run's front page ------------------------------------------------------------------------------------
-
-
-def test_15_a_failed_runs_front_page_says_so_and_is_remade_next_time(tmp_path: Path, monkeypatch) -> None:
-    params = _params(tmp_path, monkeypatch, models=["tiny-bert"], name="failing")
-    monkeypatch.setattr(paths, "REPORTS", tmp_path / "reports")
-    page = notebooks.write_failed_index(params, ".snakemake/log/x.log")
-    assert page == tmp_path / "reports" / "failing" / "index.html"
-    assert "Run failing failed" in page.read_text() and page.stat().st_mtime == 86400
 
 
 # --- 16: the small points ---------------------------------------------------------------------------------------------

@@ -36,8 +36,17 @@ def cells() -> pd.DataFrame:
 
 
 def committed(tmp_path: Path, table: pd.DataFrame) -> Path:
-    written = tables.export_tables({"cells": table}, tmp_path, "notebooks/test.ipynb")
-    return written[0]
+    tables.export_tables({"cells": table}, tmp_path, "notebooks/test.ipynb")
+    return tmp_path / "cells.csv"
+
+
+def files_of(folder: Path, name: str = "cells") -> list[Path]:
+    return [folder / f"{name}.{suffix}" for suffix in ("csv", "md", "tex")]
+
+
+def check_in(tmp_path: Path, context: reproduction.Context = CONTEXT) -> reproduction.Check:
+    """A notebook's check, its log and its committed record in ``tmp_path`` (figures' tables there too)."""
+    return reproduction.Check(tmp_path / "log.json", context, tmp_path / "record.json", tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -82,7 +91,8 @@ def test_numbers_agree_within_their_kinds_tolerance_and_the_rounding_of_both() -
 
 def test_machine_noise_reproduces_and_leaves_the_committed_files_untouched(tmp_path: Path) -> None:
     table = cells()
-    files = tables.export_tables({"cells": table}, tmp_path, "notebooks/test.ipynb")
+    check_in(tmp_path).table("cells", table, dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True)), texts)
+    files = files_of(tmp_path)
     before = {path: path.read_bytes() for path in files}
     for path in files:
         os.utime(path, (1, 1))
@@ -91,28 +101,38 @@ def test_machine_noise_reproduces_and_leaves_the_committed_files_untouched(tmp_p
     for column in ("Attention_Entropy", "Final_Activation", "wilcoxon_p"):
         noisy[column] *= 1 + 2e-6 * rng.choice([-1.0, 1.0], len(noisy))  # another CPU's rounding
     noisy.loc[0, "Max_Sparsity"] += 1 / (30 * 384)  # one entry on the other side of the threshold
-    check = reproduction.Check(tmp_path / "record.json", CONTEXT)
-    tables.export_tables({"cells": noisy}, tmp_path, "notebooks/test.ipynb", check)
+    check = check_in(tmp_path)
+    kept = tables.export_tables({"cells": noisy}, tmp_path, "notebooks/test.ipynb", check)["cells"]
     assert {path: path.read_bytes() for path in files} == before
     assert all(path.stat().st_mtime > 1 for path in files)  # newer than the inputs, for Snakemake
-    (comparison,) = reproduction.read_record(tmp_path / "record.json")
+    (comparison,) = reproduction.read_record(tmp_path / "log.json")
     assert comparison.reproduced and comparison.action == "kept" and comparison.numbers == 3 * 7
+    assert reproduction.table_csv(kept) == before[files[0]].decode()  # what follows shows the committed numbers
+    assert reproduction.verify(tmp_path / "record.json") == []
 
 
-def test_a_shift_beyond_tolerance_is_reported_and_rewritten(tmp_path: Path) -> None:
+def texts(table: pd.DataFrame) -> dict[str, str]:
+    return tables.table_texts(table, "notebooks/test.ipynb")
+
+
+def test_a_shift_beyond_tolerance_is_reported_and_rewritten_in_that_cell_alone(tmp_path: Path) -> None:
     table = cells()
     path = committed(tmp_path, table)
     shifted = table.copy()
     shifted.loc[1, "Attention_Entropy"] *= 1.001  # 1e-3: ten times the continuous tolerance
     shifted.loc[2, "Max_Sparsity"] += 10 / (30 * 384)  # ten entries
-    check = reproduction.Check(tmp_path / "record.json", CONTEXT)
-    tables.export_tables({"cells": shifted}, tmp_path, "notebooks/test.ipynb", check)
+    shifted.loc[0, "Attention_Entropy"] *= 1 + 3e-6  # noise: this cell keeps its committed value
+    check = check_in(tmp_path)
+    kept = tables.export_tables({"cells": shifted}, tmp_path, "notebooks/test.ipynb", check)["cells"]
     (comparison,) = check.comparisons
     assert comparison.action == "written" and not comparison.conclusion_changed
     changed = {(d.where, d.column, d.kind) for d in comparison.differences}
     assert changed == {("row 2 B", "Attention_Entropy", "continuous"), ("row 3 C", "Max_Sparsity", "threshold")}
-    assert pd.read_csv(path)["Attention_Entropy"][1] == pytest.approx(shifted.loc[1, "Attention_Entropy"], rel=1e-4)
-    summary = reproduction.summarise(reproduction.read_record(tmp_path / "record.json"))
+    written = pd.read_csv(path)
+    assert written["Attention_Entropy"][1] == pytest.approx(shifted.loc[1, "Attention_Entropy"], rel=1e-4)
+    assert written["Attention_Entropy"][0] == 74.02 and f"{kept.loc[0, 'Attention_Entropy']:.4g}" == "74.02"
+    assert (tmp_path / "cells.md").read_text() == texts(kept)["md"]  # the Markdown says what the CSV says
+    summary = reproduction.summarise(reproduction.read_record(tmp_path / "log.json"))
     assert summary.reproduced == summary.numbers - 2 and summary.lines()[0].startswith(
         f"Reproduced within tolerance: {summary.numbers - 2} of {summary.numbers} numbers"
     )
@@ -154,35 +174,109 @@ def test_the_readme_section_is_kept_when_it_reproduces(tmp_path: Path) -> None:
     readme.write_text(f"intro\n{findings.README_START}\nold\n{findings.README_END}\nrest\n")
     findings.quote_in_readme(scorecard, "Finding 1 ranks 8.", readme, "notebooks/06.ipynb")
     text = readme.read_text()
-    check = reproduction.Check(tmp_path / "record.json")
+    check = check_in(tmp_path)
     findings.quote_in_readme(scorecard, "Finding 1 ranks 8.", readme, "notebooks/06.ipynb", check)
     assert readme.read_text() == text and check.comparisons[0].action == "kept"
     findings.quote_in_readme(scorecard, "Finding 1 ranks 9.", readme, "notebooks/06.ipynb", check)
     assert "ranks 9" in readme.read_text() and check.comparisons[0].action == "written"
+    assert reproduction.verify(tmp_path / "record.json") == []
+    readme.write_text(readme.read_text().replace("rest", "the rest, edited"))  # outside the section: not its
+    assert reproduction.verify(tmp_path / "record.json") == []
+    readme.write_text(readme.read_text().replace("ranks 9", "ranks 1"))
+    assert [item.file for item in reproduction.verify(tmp_path / "record.json")] == [str(readme)]
 
 
-def test_a_figure_is_kept_only_when_its_tables_reproduced_and_this_code_drew_it(tmp_path: Path) -> None:
-    def figure() -> plt.Figure:
-        drawn, axis = plt.subplots()
-        axis.plot([1, 2], [3, 4])
-        return drawn
+def figure() -> plt.Figure:
+    drawn, axis = plt.subplots()
+    axis.plot([1, 2], [3, 4])
+    return drawn
 
-    name = "heatmap_max_sparsity"
-    check = reproduction.Check(tmp_path / "record.json")
-    (png, svg) = figures.save_figures({name: figure()}, tmp_path, "notebooks/test.ipynb", check, [])
+
+def test_a_figure_is_kept_only_as_the_bytes_its_run_made_from_the_same_data_and_code(tmp_path: Path) -> None:
+    name, other = "heatmap_max_sparsity", "heatmap_attention_entropy"
+    committed(tmp_path, cells()).rename(tmp_path / "complete_results.csv")  # the table behind both
+    check = check_in(tmp_path)
+    (png, svg, other_png, _) = figures.save_figures({name: figure(), other: figure()}, tmp_path, "nb", check)
     assert check.comparisons[-1].note.startswith("new") and figures.drawn_by(png) == figures.DRAWING_CODE
     before = (png.read_bytes(), svg.read_bytes())
-    reproduced = reproduction.Comparison("complete_results", numbers=10)
-    changed = reproduction.Comparison("complete_results", numbers=10, note="columns differ")
-    png.write_bytes(before[0])
     os.utime(png, (1, 1))
-    figures.save_figures({name: figure()}, tmp_path, "notebooks/test.ipynb", check, [reproduced])
-    assert check.comparisons[-1].action == "kept" and png.stat().st_mtime > 1
+
+    def save(drawn: plt.Figure, code: str = figures.DRAWING_CODE) -> reproduction.Comparison:
+        check = check_in(tmp_path)
+        comparison = check.figure(name, [png, svg], code)
+        if not comparison.reproduced:
+            figures.save_figure(drawn, name, "nb", tmp_path)
+        return check.add(comparison, [png, svg])
+
+    assert save(figure()).action == "kept" and png.stat().st_mtime > 1
     assert (png.read_bytes(), svg.read_bytes()) == before
-    figures.save_figures({name: figure()}, tmp_path, "notebooks/test.ipynb", check, [changed])
-    assert check.comparisons[-1].note == "its data changed beyond tolerance: complete_results"
-    comparison = reproduction.compare_figure(name, "0123456789abcdef", figures.DRAWING_CODE, [reproduced])
-    assert comparison.note.startswith("drawn by other code")
+    # the same bytes from other code: drawn again, and kept as they are
+    assert save(figure(), "0123456789abcdef").reproduced and (png.read_bytes(), svg.read_bytes()) == before
+    # two committed figures swapped by hand: not what the run made, drawn again
+    png.write_bytes(other_png.read_bytes())
+    assert reproduction.verify(tmp_path / "record.json")[0].file == str(png)
+    drawn = figure()
+    drawn.axes[0].plot([1, 2], [4, 3])
+    comparison = save(drawn)
+    assert comparison.note == "edited after the run that wrote it: drawn again" and comparison.action == "written"
+    assert reproduction.verify(tmp_path / "record.json") == []
+    # its table changed: drawn again from it
+    (tmp_path / "complete_results.csv").write_text((tmp_path / "complete_results.csv").read_text() + "\n")
+    assert save(figure()).note == "its data changed: complete_results"
+
+
+def test_a_hand_edited_markdown_or_latex_table_is_named_and_rewritten_from_the_checked_csv(tmp_path: Path) -> None:
+    table = cells()
+    files = dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True))
+    check_in(tmp_path).table("cells", table, files, texts)
+    original = {suffix: path.read_text() for suffix, path in files.items()}
+    files["md"].write_text(original["md"].replace("inconclusive", "holds", 1))  # a verdict, edited by hand
+    files["tex"].write_text(original["tex"].replace("74.02", "133.2"))  # a number, +80%
+    assert {item.file for item in reproduction.verify(tmp_path / "record.json")} == {
+        str(files["md"]),
+        str(files["tex"]),
+    }
+    check = check_in(tmp_path)
+    check.table("cells", table, files, texts)
+    (comparison,) = check.comparisons
+    assert not comparison.reproduced and comparison.action == "written"
+    assert comparison.note == "edited after the run that wrote it: cells.md, cells.tex"
+    assert {suffix: path.read_text() for suffix, path in files.items()} == original
+    assert "cells: edited after the run that wrote it" in "\n".join(reproduction.summarise([comparison]).lines())
+    # without a record (a first run of this version): what its CSV gives decides, and the edit is still found
+    (tmp_path / "record.json").unlink()
+    files["md"].write_text(original["md"].replace("inconclusive", "holds", 1))
+    check = check_in(tmp_path)
+    check.table("cells", table, files, texts)
+    assert check.comparisons[0].note.startswith("rewritten, not what its checked CSV gives") and (
+        files["md"].read_text() == original["md"]
+    )
+
+
+def test_a_csv_edited_after_its_run_is_never_kept_even_within_tolerance(tmp_path: Path) -> None:
+    table = cells()
+    files = dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True))
+    check_in(tmp_path).table("cells", table, files, texts)
+    original = files["csv"].read_text()
+    files["csv"].write_text(original.replace("74.02", "74.03"))  # within tolerance, but not what the run wrote
+    check = check_in(tmp_path)
+    kept = check.table("cells", table, files, texts)
+    assert check.comparisons[0].note == "edited after the run that wrote it: cells.csv"
+    assert (
+        files["csv"].read_text() == original and kept.loc[0, "Attention_Entropy"] == table.loc[0, "Attention_Entropy"]
+    )
+
+
+def test_text_made_from_a_kept_table_says_what_the_table_says(tmp_path: Path) -> None:
+    scorecard = pd.DataFrame({"finding": [1], "evidence_this_run": ["math ranks 8, 1.53 above [1.52, 1.54]"]})
+    files = dict(zip(("csv", "md", "tex"), files_of(tmp_path, "findings_scorecard"), strict=True))
+    check_in(tmp_path).table("findings_scorecard", scorecard, files, texts)
+    noisy = scorecard.assign(evidence_this_run=["math ranks 8, 1.531 above [1.52, 1.54]"])  # another machine
+    check = check_in(tmp_path)
+    kept = check.table("findings_scorecard", noisy, files, texts)
+    assert kept["evidence_this_run"][0] == scorecard["evidence_this_run"][0] and check.comparisons[0].reproduced
+    paragraph = "Finding 1 is inconclusive: math ranks 8, 1.531 above [1.52, 1.54]."
+    assert check.kept_text(paragraph) == "Finding 1 is inconclusive: math ranks 8, 1.53 above [1.52, 1.54]."
 
 
 def test_every_figure_names_the_tables_behind_it() -> None:
@@ -224,3 +318,105 @@ def test_activation_means_near_zero_compare_absolutely_and_their_ratios_by_the_f
     assert [d.column for d in reproduction.compare_table("architectures", moved, path, CONTEXT).differences] == [
         "decoder_over_encoder"
     ]
+
+
+# --- issue 35: tolerances that fit the statistic (the numbers an Intel Xeon gave for outputs an AMD EPYC made) ----
+
+
+def test_a_continuous_estimate_is_compared_at_its_columns_scale(tmp_path: Path) -> None:
+    contrasts = pd.DataFrame({"model": ["A"] * 4, "n_tokens": [10, 11, 12, 13]})
+    contrasts["difference"] = [0.8542, 0.6871, -2.481e-05, 1.164]  # a column of values near 1
+    path = committed(tmp_path, contrasts)
+    xeon = contrasts.assign(difference=[0.8542, 0.6871, -2.364e-05, 1.164])
+    assert reproduction.compare_table("finding1_length_contrasts", xeon, path, CONTEXT).reproduced
+    shifted = contrasts.assign(difference=[0.8542, 0.6871, 2e-3, 1.164])  # 2e-3 of the scale: a real change
+    assert not reproduction.compare_table("finding1_length_contrasts", shifted, path, CONTEXT).reproduced
+    moved = contrasts.assign(difference=[0.8542 * 1.01, 0.6871, -2.481e-05, 1.164])  # 1% of a value
+    assert not reproduction.compare_table("finding1_length_contrasts", moved, path, CONTEXT).reproduced
+
+
+def test_an_accuracy_is_compared_by_its_resolution_in_prompts() -> None:
+    row = {"model": "SmolLM2-135M", "n_prompts": "540", "accuracy": "0.4481", "surface_accuracy": "0.2139"}
+    assert reproduction.kind("accuracy", row, "signature_tests") == "accuracy"
+    assert reproduction.kind("gain", row, "signature_tests") == "accuracy_difference"
+    assert reproduction.kind("selectivity", row, "signature_tests") == "accuracy_difference"
+    assert reproduction.within("accuracy", "0.4481", "0.4509", items=540, digits=4)  # 1.5 prompts of 540
+    assert not reproduction.within("accuracy", "0.4481", "0.4561", items=540, digits=4)  # 4.3 prompts
+    assert reproduction.within("accuracy_difference", "0.2342", "0.2398", items=540, digits=4)  # 3 prompts
+    probes = reproduction.Context(prompts=540)  # a table without its prompts: the run's
+    assert reproduction.within("accuracy", "0.8722", "0.8741", context=probes, digits=4)
+    assert not reproduction.within("accuracy", "0.8722", "0.8792", context=probes, digits=4)
+
+
+def test_a_frequency_over_resampled_draws_is_compared_by_its_monte_carlo_error() -> None:
+    context = reproduction.Context(draws=(("top10_stability", 1000),))
+    row = {"model": "A", "category": "x", "metric": "final_activation"}
+    assert reproduction.kind("share_of_draws_in_top10", row, "top10_stability", context) == "frequency"
+    assert reproduction.kind("share_of_draws_in_top10", row, "other_table", context) == "share"
+    # 2 x sqrt(0.25 / 1000) = 0.032 at p = 0.5; 2 / 1000 at p = 1
+    assert reproduction.within("frequency", "0.5", "0.53", context=context, digits=4, draws=1000)
+    assert not reproduction.within("frequency", "0.5", "0.54", context=context, digits=4, draws=1000)
+    assert reproduction.within("frequency", "1", "0.998", digits=4, draws=1000)
+    assert not reproduction.within("frequency", "1", "0.99", digits=4, draws=1000)
+    simulated = {"finding": "1", "power": "0.07", "simulated_runs": "100"}  # verdict shares over simulated runs
+    assert reproduction.kind("power", simulated, "operating_characteristics") == "frequency"
+
+
+def test_a_p_value_of_a_count_moves_with_its_count() -> None:
+    row = {"trained_on": "A", "tested_on": "B", "accuracy": "0.1167", "chance": "0.08333"}
+    assert reproduction.kind("p_above_chance", row, "signature_transfer") == "p_binomial"
+    context = reproduction.Context(prompts=540)
+    # 63 of 540 right, then 64 (one prompt classified differently): a binomial tail moves by a factor of 1.5
+    assert reproduction.within("p_binomial", "0.004573", "0.003007", context=context, digits=4, row=row)
+    assert not reproduction.within("p_binomial", "0.004573", "0.0012", context=context, digits=4, row=row)
+    assert reproduction.kind("p_below_minimum", {}, "signature_verdicts") == "p_discrete"
+    assert reproduction.kind("wilcoxon_p", {"variant": "max_sparsity"}, "sparsity_variants") == "p_discrete"
+    assert reproduction.within("p_discrete", "1.2e-05", "1.8e-05")  # 0.18 in log10, allowed 0.02 + 0.1 x 4.9
+    assert not reproduction.within("p_value", "1.2e-05", "1.8e-05")  # a continuous statistic's: 0.02
+
+
+def test_a_count_of_units_that_pass_a_bar_is_compared_by_units() -> None:
+    assert reproduction.kind("selective", {"model": "A", "layer": "3"}, "signature_units") == "unit_count"
+    assert reproduction.within("unit_count", "41", "43") and not reproduction.within("unit_count", "41", "44")
+    assert not reproduction.within("continuous", "41", "42")  # any other integer: exactly
+
+
+def test_a_damaged_committed_csv_is_written_again_not_a_crash(tmp_path: Path) -> None:
+    files = dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True))
+    check_in(tmp_path).table("cells", cells(), files, texts)
+    original = files["csv"].read_bytes()
+    files["csv"].write_bytes(b"\xff\xfe\x00 not text")
+    check = check_in(tmp_path)
+    check.table("cells", cells(), files, texts)
+    assert check.comparisons[0].note.startswith("edited after the run that wrote it: cells.csv; unreadable")
+    assert files["csv"].read_bytes() == original
+    (tmp_path / "record.json").unlink()  # and without a record
+    files["csv"].write_bytes(b"\xff\xfe\x00 not text")
+    check = check_in(tmp_path)
+    check.table("cells", cells(), files, texts)
+    assert check.comparisons[0].note == reproduction.UNREADABLE and files["csv"].read_bytes() == original
+
+
+def test_a_file_no_notebook_made_is_named_once_every_notebook_has_a_record(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    folder = tmp_path / "tables"
+    records = tmp_path / "records"
+    outputs = SimpleNamespace(tables=folder, figures=tmp_path / "figures", records=records)
+    outputs.record = lambda notebook: records / f"{notebook}.json"
+    check = reproduction.Check(tmp_path / "log.json", CONTEXT, records / "05.json", folder)
+    check.table("cells", cells(), dict(zip(("csv", "md", "tex"), files_of(folder), strict=True)), texts)
+    (folder / "stray.csv").write_text("a,b\n1,2\n")  # on the front page, as if the study's
+    assert reproduction.verify_run(outputs, ["05"]) != [] and reproduction.verify_run(outputs, ["05", "06"]) == []
+    (stray,) = reproduction.verify_run(outputs, ["05"])
+    assert stray.file.endswith("tables/stray.csv") and "no notebook of this study made it" in stray.line()
+
+
+def test_a_damaged_record_fails_verification_and_is_written_again(tmp_path: Path) -> None:
+    files = dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True))
+    check_in(tmp_path).table("cells", cells(), files, texts)
+    (tmp_path / "record.json").write_text("{ not json")
+    (item,) = reproduction.verify(tmp_path / "record.json")
+    assert item.output == "record" and "unreadable" in item.line()
+    check_in(tmp_path).table("cells", cells(), files, texts)
+    assert reproduction.verify(tmp_path / "record.json") == []

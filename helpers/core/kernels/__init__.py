@@ -39,6 +39,8 @@ SOURCES: tuple[Path, ...] = tuple(
     Path(__file__).with_name(name)
     for name in ("entropy_attention.cpp", "hidden_statistics.cpp", "attention_statistics.cpp", "module.cpp")
 )
+CODE_FILES = ("*.cpp",)
+"""The C++ sources this package compiles and runs: part of the code behind every measurement (helpers.base.code)."""
 BUILD_ROOT: Path = paths.CACHE / "kernels"
 SWITCH = "COMPENDIUM_KERNEL"
 """Environment variable: "off" keeps the fused path on its two-call route (the kernel is not built)."""

@@ -307,22 +307,18 @@ def quote_section_in_readme(section: str, readme: Path, check: reproduction.Chec
     """Replace the README's scorecard section (between its markers) with ``section``, a generated text naming its
     maker; False if the markers are missing.
 
-    With a ``check``, a section that the new one reproduces within tolerance is left as it is.
+    With a ``check``, a section that is already ``section`` is left as it is.
     """
     text = readme.read_text(encoding="utf-8")
     if README_START not in text or README_END not in text:
         return False
-    head, rest = text.split(README_START, 1)
-    committed, tail = rest.split(README_END, 1)
     section = f"\n{section.strip()}\n\n"
-    if check is not None:
-        comparison = reproduction.compare_text("README.md scorecard", committed, section)
-        comparison.action = "kept" if comparison.reproduced else "written"
-        check.add(comparison)
-        if comparison.reproduced:
-            reproduction.keep([readme])
-            return True
-    store.write_text(f"{head}{README_START}{section}{README_END}{tail}", readme)
+    markers = (README_START, README_END)
+    comparison = check.section("README.md scorecard", readme, markers, section) if check is not None else None
+    if comparison is None or not comparison.reproduced:
+        store.write_between_markers(readme, README_START, README_END, section)
+    if check is not None and comparison is not None:
+        check.add(comparison, [readme])
     return True
 
 
