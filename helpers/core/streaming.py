@@ -3,7 +3,8 @@
 ``measure(model, texts)`` is the one entry point. Everything that instruments the model
 happens only inside ``recording``, a context manager that undoes it in ``finally``: forward
 hooks reduce each layer's hidden states to per-prompt statistics the moment the layer
-produces them, and the attention entropy is recorded on one of two paths:
+produces them (on the CPU in one call of ``kernels.hidden_statistics`` where the kernels are built, else with
+``metrics.hidden_state_statistics``: the same numbers), and the attention entropy is recorded on one of two paths:
 
 * ``"fused"`` (the default wherever it is exact): an attention function registered with
   transformers' ``AttentionInterface`` computes the layer's output with sdpa, exactly as a plain
@@ -33,6 +34,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -84,13 +86,16 @@ class Measurements:
     ``attention_path`` is "fused" or "eager" (also in ``prompts.attrs`` and ``layers.attrs``);
     ``attention_kernel`` how the fused path computed the entropies: ``kernels.ONE_PASS`` (the
     one-pass CPU kernel), ``kernels.TWO_CALL`` (two flash calls on the CPU, or blocked scores on
-    another device), both joined by ", " if batches differed, or "eager" (also in both ``attrs``).
+    another device), both joined by ", " if batches differed, or "eager" (also in both ``attrs``);
+    ``statistics_kernel`` how the hidden-state statistics were reduced: ``kernels.ONE_PASS`` or
+    ``kernels.TORCH_OPERATIONS`` (both joined by ", " if they differed; also ``attrs["statistics_kernel"]``).
     """
 
     prompts: pd.DataFrame
     layers: pd.DataFrame
     attention_path: str
     attention_kernel: str = "eager"
+    statistics_kernel: str = kernels.TORCH_OPERATIONS
     vectors: np.ndarray | None = None
     """(n_texts, L+1, D) float16 in input order: each text's ``hidden_states[l]`` averaged over its real tokens
     (``metrics.mean_pooled``), l = 0 the embedding output; None when measured without layers."""
@@ -158,20 +163,45 @@ class _BatchRecord:
 
     token_mask: torch.Tensor  # (B, T)
     causal: bool
-    hidden: list[dict[str, torch.Tensor]] = field(default_factory=list)  # layer 0..L-1 inputs/outputs
+    hidden: list[torch.Tensor] = field(default_factory=list)  # hidden_states 0..L, each (S, B): hidden_statistic_names
     pool_vectors: bool = True
     pooled: list[torch.Tensor] = field(default_factory=list)  # hidden_states 0..L, each (B, D) mean over real tokens
-    last_block: dict[str, torch.Tensor] | None = None
+    last_block: torch.Tensor | None = None  # (S, B) of the last block's output (before a final norm)
+    kernel: ModuleType | None = None  # the CPU kernels (kernels.cpu_kernel()), or None: torch operations
+    statistics_kernels: set[str] = field(default_factory=set)  # how hidden states were reduced (kernels.ONE_PASS, ...)
+    _is_real: torch.Tensor | None = None  # token_mask as a contiguous bool tensor, for the kernel (made once)
+    _pool_weights: torch.Tensor | None = None  # metrics.pooling_weights(token_mask) (made once)
     attention_heads: list[torch.Tensor] = field(default_factory=list)  # each (B, H)
     normalized_sums: list[torch.Tensor] = field(default_factory=list)  # each (B,)
     normalized_counts: list[torch.Tensor] = field(default_factory=list)  # each (B,)
     attention_kernels: set[str] = field(default_factory=set)  # the fused routes that ran (kernels.ONE_PASS, ...)
     _per_mask: dict[tuple, tuple[Any, torch.Tensor | list]] = field(default_factory=dict)
 
-    def pool(self, hidden: torch.Tensor) -> None:
-        """Keep the mean over real tokens of one entry of ``hidden_states`` (B, T, D) -> (B, D), on the device."""
-        if self.pool_vectors:
-            self.pooled.append(metrics.mean_pooled(hidden, self.token_mask))
+    def hidden_statistics(self, hidden: torch.Tensor, pool: bool = True) -> torch.Tensor:
+        """One entry of ``hidden_states`` (B, T, D) reduced to its statistics (S, B) float64, in
+        ``metrics.hidden_statistic_names`` order; with ``pool`` (and ``pool_vectors``) its mean over real tokens
+        (B, D) is kept too. One kernel call on the CPU where the kernels are built, else torch operations.
+        """
+        pool = pool and self.pool_vectors
+        if self.kernel is not None and STATISTICS_KERNELS and hidden.dtype in _KERNEL_DTYPES and hidden.is_contiguous():
+            if self._is_real is None:
+                self._is_real = self.token_mask.bool().contiguous()
+                self._pool_weights = metrics.pooling_weights(self.token_mask)
+            stats, pooled = kernels.hidden_statistics(
+                hidden,
+                self._is_real,
+                metrics.SPARSITY_EPSILONS,
+                pool_weights=self._pool_weights if pool else None,
+                module=self.kernel,
+            )
+            self.statistics_kernels.add(kernels.ONE_PASS)
+        else:
+            stats = torch.stack(list(metrics.hidden_state_statistics(hidden, self.token_mask).values()))
+            pooled = metrics.mean_pooled(hidden, self.token_mask) if pool else None
+            self.statistics_kernels.add(kernels.TORCH_OPERATIONS)
+        if pooled is not None:
+            self.pooled.append(pooled)
+        return stats
 
     def _cached(self, mask: torch.Tensor | None, what: tuple, make: Callable[[], Any]) -> Any:
         """``make()`` once per mask and ``what`` (layers share masks); the mask is kept, so its id stays unique."""
@@ -200,13 +230,22 @@ class _BatchRecord:
 
         The one place attention statistics are made, whichever path computed the rows.
         """
-        rows = rows.to(torch.float64)
-        query_mask = self.token_mask[:, -rows.shape[-1] :]
-        self.attention_heads.append(metrics.attention_entropy_per_head(rows, query_mask))
         n_keys = self.key_counts(mask, rows.shape[-1], causal)
-        sums, counts = metrics.normalized_row_entropy_sums(rows, query_mask, n_keys)
+        if self.kernel is not None and STATISTICS_KERNELS and rows.device.type == "cpu":  # one kernel call
+            query_mask = self._cached(None, ("query rows", rows.shape[-1]), lambda: self.query_mask(rows.shape[-1]))
+            heads, sums, counts = kernels.attention_statistics(rows, query_mask, n_keys, module=self.kernel)
+        else:
+            rows = rows.to(torch.float64)
+            query_mask = self.query_mask(rows.shape[-1])
+            heads = metrics.attention_entropy_per_head(rows, query_mask)
+            sums, counts = metrics.normalized_row_entropy_sums(rows, query_mask, n_keys)
+        self.attention_heads.append(heads)
         self.normalized_sums.append(sums)
         self.normalized_counts.append(counts)
+
+    def query_mask(self, q_len: int) -> torch.Tensor:
+        """Which of the last ``q_len`` positions are real tokens (the attention's query rows), (B, Q) bool."""
+        return self.token_mask[:, -q_len:].bool().contiguous()
 
 
 COUNT_ROWS = 1024
@@ -273,6 +312,10 @@ _UNSUPPORTED_ATTENTION_ARGUMENTS = ("softcap", "s_aux", "sinks", "position_bias"
 _REGISTRATIONS = itertools.count()
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 """Dtypes the one-pass CPU kernel takes (computed in float32); float64 keeps the two-call route."""
+STATISTICS_KERNELS = True
+"""Whether the statistics kernels (``kernels.hidden_statistics`` for hidden states of the ``_KERNEL_DTYPES``,
+``kernels.attention_statistics`` for row entropies) run where the kernels are built. False: torch operations, the
+route before them (the tests and benchmarks compare the two)."""
 
 
 def fused_attention_unsupported(loaded: LoadedModel) -> str | None:
@@ -329,7 +372,7 @@ def _fused_attention(records: list[_BatchRecord]) -> Callable[..., tuple[torch.T
         q_len = query.shape[2]
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         causal = bool(q_len > 1 and attention_mask is None and causal)  # as sdpa decides
-        kernel = kernels.cpu_kernel() if query.device.type == "cpu" and query.dtype in _KERNEL_DTYPES else None
+        kernel = record.kernel if query.device.type == "cpu" and query.dtype in _KERNEL_DTYPES else None
         if kernel is not None:  # output, log-sum-exp and row entropies in one pass (helpers/core/kernels)
             output, _, rows = kernels.entropy_attention(
                 query, key, value, scale=scale, mask=metrics.as_allowed(attention_mask), is_causal=causal,
@@ -443,18 +486,15 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
         def embedding_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             record = records[-1]
             hidden = args[0] if args else kwargs["hidden_states"]
-            record.hidden.append(metrics.hidden_state_statistics(hidden, record.token_mask))
-            record.pool(hidden)
+            record.hidden.append(record.hidden_statistics(hidden))
 
         def block_hook(module: nn.Module, args: tuple, output: Any) -> None:
             record = records[-1]
             hidden = output[0] if isinstance(output, tuple) else output
-            stats = metrics.hidden_state_statistics(hidden, record.token_mask)
-            if module is blocks[-1]:
-                record.last_block = stats  # before the final norm; the final entry comes from the output
+            if module is blocks[-1]:  # before the final norm; the final entry comes from the output
+                record.last_block = record.hidden_statistics(hidden, pool=False)
             else:
-                record.hidden.append(stats)
-                record.pool(hidden)
+                record.hidden.append(record.hidden_statistics(hidden))
             if record.token_mask.numel() >= TRIM_TOKENS and hidden.device.type == "cpu":
                 _release_free_memory()
 
@@ -685,7 +725,7 @@ def _measure(
         truncated = [full > kept for full, kept in zip(full_lengths, lengths, strict=True)]
     check_lengths(loaded, lengths)
 
-    prompt_rows: dict[int, dict[str, Any]] = {}
+    prompt_frames: list[pd.DataFrame] = []
     layer_frames: list[pd.DataFrame] = []
     vectors: np.ndarray | None = None  # (n_texts, L+1, D) float16, allocated at the first batch
     batches = _length_sorted_batches(lengths, batch_size)
@@ -694,6 +734,8 @@ def _measure(
     accepts_positions = "position_ids" in inspect.signature(base_model.forward).parameters
     first_position = position_offset(base_model)
     kernels_used: set[str] = set()
+    statistics_used: set[str] = set()
+    kernel = kernels.cpu_kernel() if target_device.type == "cpu" else None
     with recording(loaded, path) as records, torch.inference_mode():
         for batch in tqdm(batches, desc=f"measure {loaded.name}", unit="batch", disable=not progress):
             features = tokenizer.pad(
@@ -704,13 +746,15 @@ def _measure(
             if accepts_positions and left_padded:  # positions count real tokens only: left padding shifts nothing
                 positions = (features["attention_mask"].cumsum(dim=-1) - 1).clamp_min(0)
                 features["position_ids"] = positions + first_position
-            records.append(_BatchRecord(token_mask=features["attention_mask"], causal=causal, pool_vectors=layers))
+            records.append(
+                _BatchRecord(token_mask=features["attention_mask"], causal=causal, pool_vectors=layers, kernel=kernel)
+            )
             output = base_model(**features, use_cache=False)
             record = records.pop()
             kernels_used |= record.attention_kernels
             final = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-            record.hidden.append(metrics.hidden_state_statistics(final, record.token_mask))
-            record.pool(final)
+            record.hidden.append(record.hidden_statistics(final))
+            statistics_used |= record.statistics_kernels
             if record.pooled:  # (pooling is on exactly when layers are kept)
                 pooled = torch.stack(record.pooled, dim=1).cpu().to(torch.float16).numpy()  # (B, L+1, D)
                 if vectors is None:
@@ -718,12 +762,12 @@ def _measure(
                 vectors[batch] = pooled
             prompt_frame, layer_frame = _tables(record, loaded.n_layers, layers)
             prompt_frame.index = batch
-            prompt_rows.update(prompt_frame.to_dict("index"))
+            prompt_frames.append(prompt_frame)
             if layers:
                 layer_frame["text_index"] = [batch[i] for i in layer_frame.pop("batch_position")]
                 layer_frames.append(layer_frame)
 
-    prompt_table = pd.DataFrame.from_dict(prompt_rows, orient="index").sort_index()
+    prompt_table = pd.concat(prompt_frames).sort_index()
     prompt_table.index.name = "text_index"
     prompt_table.insert(0, "model", loaded.name)
     prompt_table.insert(2, "truncated", truncated)
@@ -733,11 +777,19 @@ def _measure(
     layer_table = layer_table[order].sort_values(["text_index", "layer", "statistic", "head"], kind="stable")
     prompts = MetricsTable(prompt_table.reset_index())
     layer_table = layer_table.reset_index(drop=True)
-    kernel = ", ".join(sorted(kernels_used)) if path == "fused" else "eager"
-    prompts.attrs["attention_path"] = layer_table.attrs["attention_path"] = path
-    prompts.attrs["attention_kernel"] = layer_table.attrs["attention_kernel"] = kernel
+    attention_kernel = ", ".join(sorted(kernels_used)) if path == "fused" else "eager"
+    statistics_kernel = ", ".join(sorted(statistics_used))
+    for table in (prompts, layer_table):
+        table.attrs["attention_path"] = path
+        table.attrs["attention_kernel"] = attention_kernel
+        table.attrs["statistics_kernel"] = statistics_kernel
     return Measurements(
-        prompts=prompts, layers=layer_table, attention_path=path, attention_kernel=kernel, vectors=vectors
+        prompts=prompts,
+        layers=layer_table,
+        attention_path=path,
+        attention_kernel=attention_kernel,
+        statistics_kernel=statistics_kernel,
+        vectors=vectors,
     )
 
 
@@ -797,10 +849,8 @@ def _empty_layer_table() -> pd.DataFrame:
 
 def _tables(record: _BatchRecord, n_layers: int, layers: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Turn one batch's device tensors into the prompt table and the long layer table (one host copy)."""
-    hidden_names = list(record.hidden[0])
-    hidden = torch.stack(
-        [torch.stack([layer[n] for n in hidden_names]) for layer in record.hidden]
-    ).cpu()  # (L+1, S, B)
+    hidden_names = metrics.hidden_statistic_names()
+    hidden = torch.stack(record.hidden).cpu()  # (L+1, S, B)
     heads = torch.stack(record.attention_heads).cpu()  # (L, B, H)
     normalized_sums = torch.stack(record.normalized_sums).cpu()  # (L, B)
     normalized_counts = torch.stack(record.normalized_counts).cpu()
@@ -816,13 +866,14 @@ def _tables(record: _BatchRecord, n_layers: int, layers: bool = True) -> tuple[p
     layer_entropy = heads.mean(dim=2)  # (L, B)
     nonfinite = hidden[:, hidden_names.index("nonfinite_tokens")] > 0  # (L+1, B): inf/NaN in hidden_states[l]
     nonfinite[1:] |= ~torch.isfinite(layer_entropy)  # or in layer l's attention
-    nonfinite[-1] |= ~torch.isfinite(last_block["mean"].cpu())  # or before the final norm
+    last_block = last_block.cpu()
+    nonfinite[-1] |= ~torch.isfinite(last_block[hidden_names.index("mean")])  # or before the final norm
     prompts = pd.DataFrame(
         {
             "n_tokens": record.token_mask.sum(dim=1).cpu().numpy(),
             "nonfinite_layers": nonfinite.sum(dim=0).numpy(),
             "final_activation": hidden[-1, hidden_names.index("mean")].numpy(),
-            "final_activation_pre_norm": last_block["mean"].cpu().numpy(),
+            "final_activation_pre_norm": last_block[hidden_names.index("mean")].numpy(),
             "attention_entropy": layer_entropy.mean(dim=0).numpy(),
             "attention_entropy_normalized": (normalized_sums.sum(0) / normalized_counts.sum(0)).numpy(),
             "max_sparsity": near_zero[metrics.PAPER_EPSILON].amax(dim=0).numpy(),

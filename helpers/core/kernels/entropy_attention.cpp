@@ -21,6 +21,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -61,8 +62,6 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     }
   }
 }
-
-bool uses_blas() { return sgemm_ != nullptr; }
 
 float row_max(const float* x, int64_t n) {
   int64_t j = 0;
@@ -108,6 +107,8 @@ void scale_row(float* x, int64_t n, float factor) {
 
 }  // namespace
 
+bool uses_blas() { return sgemm_ != nullptr; }
+
 // query (B, H, Q, D), key (B, Hkv, K, D), value (B, Hkv, K, Dv): float32, last dim contiguous.
 // mask: empty or bool (B|1, H|1, Q, K), last dim contiguous. key_ranges: empty or int64 (ceil(Q / range_block), 2).
 // Returns output (B, Q, H, Dv) float32 contiguous (transformers' layout), lse (B, H, Q), entropy (B, H, Q) float32.
@@ -115,6 +116,7 @@ void scale_row(float* x, int64_t n, float factor) {
 std::vector<at::Tensor> entropy_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                                           const at::Tensor& mask, bool is_causal, double scale,
                                           const at::Tensor& key_ranges, int64_t range_block) {
+  RECORD_FUNCTION("compendium::entropy_attention", std::vector<c10::IValue>());
   TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && value.dim() == 4, "query, key, value must be 4-d");
   TORCH_CHECK(query.scalar_type() == at::kFloat && key.scalar_type() == at::kFloat && value.scalar_type() == at::kFloat,
               "float32 inputs only");
@@ -252,10 +254,4 @@ std::vector<at::Tensor> entropy_attention(const at::Tensor& query, const at::Ten
     }
   });
   return {output, lse, entropy};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("entropy_attention", &entropy_attention,
-        "One-pass attention: output (B, Q, H, Dv), log-sum-exp and row entropy (B, H, Q)");
-  m.def("uses_blas", &uses_blas, "True when the tile products go to the BLAS sgemm_ torch links");
 }
