@@ -60,6 +60,8 @@ INPUTS = [text_stamp("parameters", json.dumps(STUDY.as_dict(), sort_keys=True), 
 REFERENCE = stamped([*sorted(paths.REFERENCE.glob("*.csv")), *sorted((paths.REFERENCE / "raw").glob("*.txt"))])
 FOLDERS = {key: stamped([name]) for key, name in MODELS.items() if resolve(name).source == "folder"}
 ACTIVATIONS = STUDY.results / "activations"
+# each model's prompt table, per-layer table, mean-pooled vectors and its random-weights copy's vectors
+ACTIVATION_KINDS = ("", "_layers", "_vectors", "_random_vectors")
 TABLE_FORMATS, FIGURE_FORMATS = ("csv", "md", "tex"), ("png", "svg")
 FRONT_PAGE_CODE = code_files({"helpers.report.front_page"})
 
@@ -141,7 +143,7 @@ rule all:
         OUT.reports / "index.html",
         # every intermediate and every output too, so that deleting one (or a failed job's removing
         # its outputs) rebuilds it and what depends on it: Snakemake rebuilds only what is asked for
-        expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers", "_vectors")),
+        expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=ACTIVATION_KINDS),
         OUT.metrics,
         OUT.signatures,
         OUT.signatures_earlier,
@@ -162,6 +164,7 @@ rule collect:
         ACTIVATIONS / "{model}.parquet",
         ACTIVATIONS / "{model}_layers.parquet",
         ACTIVATIONS / "{model}_vectors.parquet",
+        ACTIVATIONS / "{model}_random_vectors.parquet",
         OUT.reports / "01_collect_activations_{model}.html",
     log:
         OUT.build / "01_collect_activations_{model}.ipynb",
@@ -286,7 +289,7 @@ rule signatures:
     input:
         code("08_signatures"),
         INPUTS,
-        expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=("", "_layers", "_vectors")),
+        expand(ACTIVATIONS / "{model}{kind}.parquet", model=MODELS, kind=ACTIVATION_KINDS),
         OUT.metrics,  # the entry counts behind the threshold tolerance of the reproduction check
         verified("08_signatures"),
     output:

@@ -65,9 +65,16 @@ def folder_files(folder: str | Path) -> dict[str, str]:
     return {path.relative_to(folder).as_posix(): store.file_sha256(path) for path in files}
 
 
-CHUNK_PARTS: dict[str, str] = {"layers": "_layers", "vectors": "_vectors", "prompts": ""}
-"""A chunk's files, in the order they are written: ``<key>_layers.parquet``, ``<key>_vectors.parquet``, then
-``<key>.parquet`` (the prompt table, written last: its presence marks the chunk complete)."""
+CHUNK_PARTS: dict[str, str] = {
+    "layers": "_layers",
+    "vectors": "_vectors",
+    "random_vectors": "_random_vectors",
+    "prompts": "",
+}
+"""A chunk's files, in the order they are written: ``<key>_layers.parquet``, ``<key>_vectors.parquet``,
+``<key>_random_vectors.parquet`` (the same prompts through a random-weights copy of the model, finding 5's
+reference for selective units), then ``<key>.parquet`` (the prompt table, written last: its presence marks the
+chunk complete)."""
 
 
 def chunk_files(folder: Path, key: str) -> dict[str, Path]:
@@ -82,7 +89,7 @@ def chunk_of(path: Path) -> tuple[str, str] | None:
     if name.startswith(".") or not name.endswith(".parquet"):
         return None
     stem = name.removesuffix(".parquet")
-    for part, suffix in CHUNK_PARTS.items():
+    for part, suffix in sorted(CHUNK_PARTS.items(), key=lambda item: -len(item[1])):  # longest first
         if suffix and stem.endswith(suffix):
             return stem.removesuffix(suffix), part
     return stem, "prompts"
@@ -143,33 +150,40 @@ class ChunkNotTrustedWarning(UserWarning):
     """A stored chunk failed verification (unreadable, other prompts, or altered) and was measured again."""
 
 
-def _verified_chunk(
-    prompt_path: Path, layer_path: Path, vector_path: Path, key: str, prompt_ids: list[str]
-) -> tuple | None:
-    """A stored chunk's (prompt table, layer table, vectors) if all verify, else None with a warning naming the file.
+def _read_chunk_vectors(path: Path, key: str, prompt_ids: list[str]) -> np.ndarray:
+    """A chunk's stored vectors, verified: intact, this chunk's key, exactly its prompt ids in order."""
+    vector_ids, vectors = store.read_vectors(path)
+    if store.read_metadata(path).get("chunk_key") != key or vector_ids != prompt_ids:
+        raise store.StoredTableError(f"{path} belongs to another chunk")
+    return vectors
 
-    Verified: every file reads with its content hash intact (``store.read_table``, ``store.read_vectors``),
-    carries this chunk's key, and holds exactly this chunk's prompt ids (the prompt table and the vectors in order).
+
+def _verified_chunk(files: dict[str, Path], key: str, prompt_ids: list[str]) -> tuple | None:
+    """A stored chunk's (prompt table, layer table, vectors, random-copy vectors) if all verify, else None with a
+    warning naming the file.
+
+    Verified: every file (``chunk_files``) reads with its content hash intact (``store.read_table``,
+    ``store.read_vectors``), carries this chunk's key, and holds exactly this chunk's prompt ids (the prompt table
+    and the vectors in order).
     """
-    if not (prompt_path.is_file() and layer_path.is_file() and vector_path.is_file()):
+    if not all(path.is_file() for path in files.values()):
         return None
     try:
-        vector_ids, vectors = store.read_vectors(vector_path)
-        if store.read_metadata(vector_path).get("chunk_key") != key or vector_ids != prompt_ids:
-            raise store.StoredTableError(f"{vector_path} belongs to another chunk")
+        vectors = _read_chunk_vectors(files["vectors"], key, prompt_ids)
+        random_vectors = _read_chunk_vectors(files["random_vectors"], key, prompt_ids)
         tables = []
-        for path in (prompt_path, layer_path):
+        for path in (files["prompts"], files["layers"]):
             table = store.read_table(path)
             metadata = store.read_metadata(path)
             if metadata.get("chunk_key") != key or metadata.get("prompt_ids") != prompt_ids:
                 raise store.StoredTableError(f"{path} belongs to another chunk")
             tables.append(table)
         if tables[0]["prompt_id"].tolist() != prompt_ids or set(tables[1]["prompt_id"]) != set(prompt_ids):
-            raise store.StoredTableError(f"{prompt_path} holds other prompts than its metadata says")
+            raise store.StoredTableError(f"{files['prompts']} holds other prompts than its metadata says")
     except (store.StoredTableError, KeyError) as error:
         warnings.warn(f"stored chunk not used, measuring it again: {error}", ChunkNotTrustedWarning, stacklevel=3)
         return None
-    return tables[0], tables[1], vectors
+    return tables[0], tables[1], vectors, random_vectors
 
 
 def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> dict[str, Path]:
@@ -188,6 +202,7 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
     from tqdm.auto import tqdm
 
     from helpers.core.models import load_model
+    from helpers.core.random_copy import random_copy
     from helpers.core.streaming import check_lengths, check_max_length, measure_with_layers
 
     prompts = load_prompts(params.prompts_path, params.categories, params.prompts_per_category)
@@ -214,25 +229,27 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         "libraries": {name: versions[name] for name in ("torch", "transformers", "tokenizers", "gguf")},
         "measurement_code": measurement_code_sha256(),
     }
-    prompt_frames, layer_frames, vector_arrays, keys, measured = [], [], [], [], 0
+    prompt_frames, layer_frames, vector_arrays, random_arrays, keys, measured = [], [], [], [], [], 0
+    untrained = None  # the random-weights copy (same config, seed params.seed), built when a chunk needs it
     attention_paths: set[str] = set()
     for chunk in tqdm(_chunks(prompts), desc=f"collect {loaded.name}", unit="chunk", disable=not progress):
         key = _content_key(fingerprint, chunk.drop(columns="tokens").to_dict("records"))
         keys.append(key)
         prompt_ids = chunk["prompt_id"].tolist()
         files = chunk_files(chunk_folder, key)
-        prompt_path, layer_path, vector_path = files["prompts"], files["layers"], files["vectors"]
-        stored = _verified_chunk(prompt_path, layer_path, vector_path, key, prompt_ids)
+        prompt_path = files["prompts"]
+        stored = _verified_chunk(files, key, prompt_ids)
         if stored is None:
-            result = measure_with_layers(
-                loaded,
-                chunk["text"].tolist(),
-                batch_size=params.batch_size,
-                device=params.device,
-                dtype=params.dtype,
-                max_length=params.max_length,
-                progress=False,
-            )
+            options = {
+                "batch_size": params.batch_size,
+                "device": params.device,
+                "dtype": params.dtype,
+                "max_length": params.max_length,
+                "progress": False,
+            }
+            result = measure_with_layers(loaded, chunk["text"].tolist(), **options)
+            untrained = untrained or random_copy(loaded, params.seed)
+            random_result = measure_with_layers(untrained, chunk["text"].tolist(), **options)
             identity = chunk[["prompt_id", "category"]].reset_index(drop=True)
             described = chunk[["text", "tokens", "n_words", "n_digits", "n_question_marks"]].reset_index(drop=True)
             prompt_table = pd.concat([identity, result.prompts.drop(columns="text_index"), described], axis=1)
@@ -243,16 +260,18 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
                 "prompt_ids": prompt_ids,
                 "attention_path": result.attention_path,
             }
-            store.write_table(layer_table.drop(columns="text_index"), layer_path, metadata)
-            store.write_vectors(prompt_ids, result.vectors, vector_path, metadata)
+            store.write_table(layer_table.drop(columns="text_index"), files["layers"], metadata)
+            store.write_vectors(prompt_ids, result.vectors, files["vectors"], metadata)
+            store.write_vectors(prompt_ids, random_result.vectors, files["random_vectors"], metadata)
             store.write_table(prompt_table, prompt_path, metadata)  # written last: the marker
-            stored = _verified_chunk(prompt_path, layer_path, vector_path, key, prompt_ids)
+            stored = _verified_chunk(files, key, prompt_ids)
             if stored is None:
                 raise store.StoredTableError(f"chunk {prompt_path} did not verify right after it was written")
             measured += 1
         prompt_frames.append(stored[0])
         layer_frames.append(stored[1])
         vector_arrays.append(stored[2])
+        random_arrays.append(stored[3])
         attention_paths.add(store.read_metadata(prompt_path).get("attention_path", "unknown"))
     prune_chunks(chunk_folder, keys)
     prompt_table = pd.concat(prompt_frames, ignore_index=True)
@@ -280,7 +299,14 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         "chunks": keys,
         "chunks_measured_now": measured,
     }
+    random_provenance = {**provenance, "random_copy": {"of": loaded.name, "seed": params.seed}}
     return {
+        "random_vectors": store.write_vectors(
+            prompt_table["prompt_id"].tolist(),
+            np.concatenate(random_arrays),
+            params.activations_path(model, "random_vectors"),
+            random_provenance,
+        ),
         "vectors": store.write_vectors(
             prompt_table["prompt_id"].tolist(),
             np.concatenate(vector_arrays),

@@ -42,7 +42,7 @@ def _params(tmp_path: Path, name: str, prompts: Path) -> Path:
     return path
 
 
-PARTS = ("_layers.parquet", "_vectors.parquet")
+PARTS = tuple(f"{suffix}.parquet" for suffix in collection.CHUNK_PARTS.values() if suffix)
 """A chunk's files besides its prompt file (written last)."""
 
 
@@ -83,7 +83,7 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     complete = [n for n in before if not n.endswith(PARTS)]  # a chunk's prompt file is written last
     kept = [*complete, *(n.replace(".parquet", part) for n in complete for part in PARTS)]
     assert all(after[name] == before[name] for name in kept), "complete chunks were recomputed"
-    assert len(after) == 3 * len(study.CATEGORIES)
+    assert len(after) == len(collection.CHUNK_PARTS) * len(study.CATEGORIES)
     assert not list(killed.activations_path(MODEL).with_suffix(".chunks").glob(".*.tmp")), "half-written files left"
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == len(study.CATEGORIES) - len(
         complete
@@ -99,6 +99,12 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     resumed_ids, resumed = store.read_vectors(killed.activations_path(MODEL, "vectors"))
     whole_ids, whole = store.read_vectors(uninterrupted.activations_path(MODEL, "vectors"))
     assert resumed_ids == whole_ids and np.array_equal(resumed, whole)
+    # the random-weights copy (finding 5's reference) is the same in another process for the same seed, and not
+    # the trained model
+    copy_ids, copy = store.read_vectors(killed.activations_path(MODEL, "random_vectors"))
+    whole_copy_ids, whole_copy = store.read_vectors(uninterrupted.activations_path(MODEL, "random_vectors"))
+    assert copy_ids == resumed_ids == whole_copy_ids and np.array_equal(copy, whole_copy)
+    assert copy.shape == resumed.shape and not np.allclose(copy[:, 1:], resumed[:, 1:])
 
     # a changed prompt invalidates exactly its own chunk
     table = pd.read_csv(prompts)
@@ -108,7 +114,7 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     collection.collect_model(killed, MODEL, progress=False)
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
     after = _chunk_times(killed)
-    assert len(set(after) - set(before)) == 3  # one chunk (prompts, layers, vectors) added
+    assert len(set(after) - set(before)) == len(collection.CHUNK_PARTS)  # one chunk (all its files) added
     assert all(after[name] == time for name, time in before.items())  # the old one kept (the configuration cache)
 
     # killed between a chunk's two writes: its layers file alone is not a chunk; a temporary file is junk
@@ -119,7 +125,8 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
     keys = store.read_metadata(killed.activations_path(MODEL))["chunks"]
     assert not list(folder.glob(".*.tmp")) and len(keys) == len(study.CATEGORIES)
-    assert all((folder / f"{key}{kind}.parquet").is_file() for key in keys for kind in ("", "_layers", "_vectors"))
+    kinds = collection.CHUNK_PARTS.values()
+    assert all((folder / f"{key}{kind}.parquet").is_file() for key in keys for kind in kinds)
 
 
 def test_unwritable_output_folder_is_named_before_model_work(tmp_path: Path) -> None:
@@ -166,7 +173,7 @@ def test_a_stored_chunk_that_fails_verification_is_measured_again_never_used(tmp
         assert first.name in messages and third.name in messages
         assert store.read_metadata(written["prompts"])["chunks_measured_now"] == 2
         for kind, path in written.items():
-            if kind == "vectors":
+            if kind in ("vectors", "random_vectors"):
                 assert _read(path)[0] == expected[kind][0] and np.array_equal(_read(path)[1], expected[kind][1])
             else:
                 pd.testing.assert_frame_equal(_read(path), expected[kind])

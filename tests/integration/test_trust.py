@@ -124,12 +124,14 @@ def test_9_a_chunks_files_are_named_in_one_place_and_read_back_from_their_names(
     half = collection.chunk_files(tmp_path, "9d9d")
     half["layers"].write_bytes(b"x")  # killed before its prompt file, written last
     half["vectors"].write_bytes(b"x")
+    half["random_vectors"].write_bytes(b"x")
     (tmp_path / ".0f3a.parquet.abc.tmp").write_bytes(b"half")
     assert collection.complete_chunks(tmp_path) == ["0f3a", "1b2c"]
     assert collection.chunk_of(half["vectors"]) == ("9d9d", "vectors") and collection.chunk_of(half["layers"]) == (
         "9d9d",
         "layers",
     )
+    assert collection.chunk_of(half["random_vectors"]) == ("9d9d", "random_vectors")
     assert collection.chunk_of(tmp_path / ".0f3a.parquet.abc.tmp") is None
     assert list(collection.CHUNK_PARTS)[-1] == "prompts"  # written last: its presence marks a complete chunk
 

@@ -158,10 +158,12 @@ def vectors_in_order(path: Any, prompts: pd.DataFrame, identity: Any = None) -> 
     return vectors[order]
 
 
-def random_copy_vectors(params: Any, model: str, prompts: pd.DataFrame) -> np.ndarray | None:
-    """The random-weights copy's vectors of ``model`` in prompt-table order, or None when the run has none."""
-    path = params.activations_path(model, "random_vectors")
-    return vectors_in_order(path, prompts) if path.is_file() else None
+def random_copy_vectors(params: Any, model: str, prompts: pd.DataFrame) -> np.ndarray:
+    """The vectors of ``model``'s random-weights copy (collected beside its own, ``helpers.study.collection``),
+    verified and in prompt-table order."""
+    from helpers.study import made_for
+
+    return vectors_in_order(params.activations_path(model, "random_vectors"), prompts, made_for(params, model))
 
 
 def analyse_run(params: Any, settings: Settings = Settings()) -> RunSignatures:  # noqa: B008
