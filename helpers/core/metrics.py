@@ -164,6 +164,7 @@ def _blocked_entropy(
     for first in range(0, n_queries, rows_per_block):
         end = min(first + rows_per_block, n_queries)
         scores = torch.matmul(q[..., first:end, :], k.transpose(-1, -2)).mul_(scale)
+        block_allowed: torch.Tensor | None
         if allowed is not None:
             block_allowed = allowed[..., first:end, :]
         else:
