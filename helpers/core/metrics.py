@@ -276,16 +276,6 @@ def hoyer_sparsity(l1: torch.Tensor, l2: torch.Tensor, size: int) -> torch.Tenso
     return (root - ratio) / (root - 1)
 
 
-def sparsity(hidden: torch.Tensor, token_mask: torch.Tensor, eps: float = PAPER_EPSILON) -> torch.Tensor:
-    """Fraction of entries with |h| < eps over real tokens x hidden dims: (B, T, D) -> (B,)."""
-    return hidden_state_statistics(hidden, token_mask, (eps,))[f"near_zero_{eps:g}"]
-
-
-def masked_mean(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens and hidden dims (the paper's final activation): (B, T, D) -> (B,)."""
-    return hidden_state_statistics(hidden, token_mask, ())["mean"]
-
-
 def mean_pooled(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
     """Each prompt's hidden vector averaged over its real tokens: (B, T, D) -> (B, D) float32.
 

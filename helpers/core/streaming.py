@@ -50,7 +50,6 @@ from helpers.base.checks import ParameterError, is_blank
 from helpers.core import kernels, metrics, models
 from helpers.core.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
 
-PAPER_COLUMNS = ("final_activation", "attention_entropy", "max_sparsity")
 ENTROPY_CHUNK_ELEMENTS = 1 << 22
 """Attention probabilities per entropy chunk (4M: 16 MiB in float32): heads are grouped up to this."""
 
