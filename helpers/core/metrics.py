@@ -164,6 +164,7 @@ def _blocked_entropy(
     for first in range(0, n_queries, rows_per_block):
         end = min(first + rows_per_block, n_queries)
         scores = torch.matmul(q[..., first:end, :], k.transpose(-1, -2)).mul_(scale)
+        block_allowed: torch.Tensor | None
         if allowed is not None:
             block_allowed = allowed[..., first:end, :]
         else:
@@ -273,16 +274,6 @@ def hoyer_sparsity(l1: torch.Tensor, l2: torch.Tensor, size: int) -> torch.Tenso
     l1, l2 = l1.to(torch.float64), l2.to(torch.float64)
     ratio = torch.where(l2 > 0, l1 / torch.where(l2 > 0, l2, 1.0), 1.0)
     return (root - ratio) / (root - 1)
-
-
-def sparsity(hidden: torch.Tensor, token_mask: torch.Tensor, eps: float = PAPER_EPSILON) -> torch.Tensor:
-    """Fraction of entries with |h| < eps over real tokens x hidden dims: (B, T, D) -> (B,)."""
-    return hidden_state_statistics(hidden, token_mask, (eps,))[f"near_zero_{eps:g}"]
-
-
-def masked_mean(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens and hidden dims (the paper's final activation): (B, T, D) -> (B,)."""
-    return hidden_state_statistics(hidden, token_mask, ())["mean"]
 
 
 def mean_pooled(hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import save_file
@@ -240,7 +240,10 @@ def _fingerprint(model: torch.nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
 
 
-def _converted_copy(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+_M = TypeVar("_M", bound=torch.nn.Module)
+
+
+def _converted_copy(model: _M, dtype: torch.dtype, device: torch.device) -> _M:
     """A deep copy of ``model`` with floating parameters and buffers in ``dtype`` on ``device`` (as ``Module.to``)."""
     memo: dict[int, Any] = {}
     for tensor in itertools.chain(model.parameters(), model.buffers()):
@@ -317,16 +320,16 @@ def _load_assembled(spec: ModelSpec, dtype: torch.dtype, seed: int) -> tuple[Any
     from helpers.core import assemble
 
     folder = assemble.verify(spec.name)  # ChecksumError naming file, hashes and the reinstall command
-    packages = spec.provenance.packages
+    packages = spec.pinned.packages
     shown = packages[0] if len(packages) == 1 else f"{packages[0]} ... {packages[-1]} ({len(packages)} packages)"
     gguf = folder / assemble.RECIPES[spec.name].gguf_name if assemble.RECIPES[spec.name].kind == "gguf" else None
     if gguf is not None:
-        revision = f"{shown}, {gguf.name} sha256 {spec.provenance.files[gguf.name]} (Q4_K_M GGUF, de-quantized)"
+        revision = f"{shown}, {gguf.name} sha256 {spec.pinned.files[gguf.name]} (Q4_K_M GGUF, de-quantized)"
         folder = dequantized_cache(spec, revision, gguf=gguf, folder=folder / assemble.DERIVED)
         model = AutoModel.from_pretrained(folder, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype)
         return model, _ensure_pad_token(AutoTokenizer.from_pretrained(folder)), revision
     weights = "model.safetensors"
-    revision = f"{shown}, {weights} sha256 {spec.provenance.files[weights]}"
+    revision = f"{shown}, {weights} sha256 {spec.pinned.files[weights]}"
     extra = {"add_pooling_layer": False} if spec.name in WITHOUT_POOLER else {}
     model = AutoModel.from_pretrained(folder, attn_implementation=ATTENTION_IMPLEMENTATION, dtype=dtype, **extra)
     return model, _ensure_pad_token(AutoTokenizer.from_pretrained(folder)), revision

@@ -9,8 +9,10 @@ under a fixed seed, so it is the same on every machine for the same seed and lib
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import torch
+from transformers import PreTrainedModel
 
 from helpers.core.models import LoadedModel
 
@@ -22,12 +24,12 @@ def random_copy(loaded: LoadedModel, seed: int) -> LoadedModel:
     parameter = next(source.parameters())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = type(source)(source.config)
+        model: torch.nn.Module = type(source)(source.config)
     model = model.to(device=parameter.device, dtype=parameter.dtype).eval()
     return dataclasses.replace(
         loaded,
         display_name=f"{loaded.display_name} (random weights)",
-        model=model,
+        model=cast(PreTrainedModel, model),
         revision=f"random init of {loaded.name}'s config, seed {seed}",
         extra={**loaded.extra, "random_copy_of": loaded.name, "random_copy_seed": seed},
     )

@@ -7,6 +7,7 @@ so that a bad name fails in a second; ``helpers.core.models`` loads what a name 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import socket
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from helpers.base import paths
 
 
 class UnknownModelError(ValueError):
@@ -60,6 +63,13 @@ class ModelSpec:
     provenance: Provenance | None = None
     trained_as: str = ""  # what kind of checkpoint: base model, instruct fine-tune, ... ("" when unknown)
     quantized: bool = False  # the weights measured are de-quantized from a quantized checkpoint
+
+    @property
+    def pinned(self) -> Provenance:
+        """The pinned provenance of an assembled model; ``ValueError`` for a model that has none."""
+        if self.provenance is None:
+            raise ValueError(f"{self.name!r} ({self.source}) has no pinned provenance: only assembled models do")
+        return self.provenance
 
 
 # --- registry -----------------------------------------------------------------------------
@@ -568,12 +578,44 @@ def resolve(name: str) -> ModelSpec:
     )
 
 
+# --- installed assembled models (path-only checks; installing them is helpers.core.assemble) ----------
+
+MODELS: Path = paths.CACHE / "models"
+MARKER = "assembled.json"
+"""Written last into an assembled folder: packages, file hashes and the size and mtime each was checked at."""
+
+
+def assembled_spec(name: str) -> ModelSpec:
+    """The registry entry of an assembled model, or a clear error listing them."""
+    if name not in ASSEMBLED:
+        raise ValueError(f"{name!r} is not an assembled model; they are: {', '.join(ASSEMBLED)}")
+    return ASSEMBLED[name]
+
+
+def folder(name: str) -> Path:
+    """Where ``name`` is installed: ``.cache/models/<name>/``."""
+    return MODELS / assembled_spec(name).name
+
+
+def is_installed(name: str) -> bool:
+    """Complete: the marker (written last, before the atomic rename) exists and names every pinned file."""
+    marker = folder(name) / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        recorded = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError):
+        return False
+    pins = assembled_spec(name).pinned.files
+    return set(recorded) == set(pins) and all((folder(name) / file).is_file() for file in pins)
+
+
 def check_model_name(name: str) -> None:
     """Raise ``UnknownModelError`` or ``ModelUnavailableError`` if ``name`` cannot be loaded here; load nothing.
 
     Cheap (no torch work, at most one network check of ``HUB_CHECK_TIMEOUT`` seconds): the name
     resolves (``resolve``); an embedded or tiny model's package is installed; an assembled model's
-    folder is complete (``helpers.core.assemble.is_installed``; its hashes are checked when it loads); a folder has a
+    folder is complete (``is_installed``; its hashes are checked when it loads); a folder has a
     ``config.json``; a hub id is in the local Hugging Face cache, or the hub is reachable
     (``HF_HUB_OFFLINE`` set, or no connection within the timeout: it must be cached).
     """
@@ -587,11 +629,9 @@ def check_model_name(name: str) -> None:
         if importlib.util.find_spec(package[spec.name]) is None:
             raise ModelUnavailableError(f"embedded model {spec.name!r} is not installed: {spec.how_to_get}")
     elif spec.source == "assembled":
-        from helpers.core import assemble
-
-        if not assemble.is_installed(spec.name):
+        if not is_installed(spec.name):
             raise ModelUnavailableError(
-                f"model {spec.name!r} ({spec.display_name}) is not installed in {assemble.folder(spec.name)}: "
+                f"model {spec.name!r} ({spec.display_name}) is not installed in {folder(spec.name)}: "
                 f"install it with `{INSTALL_COMMAND.format(name=spec.name)}`"
             )
     elif spec.source in ("tiny", "random"):

@@ -50,7 +50,6 @@ from helpers.base.checks import ParameterError, is_blank
 from helpers.core import kernels, metrics, models
 from helpers.core.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
 
-PAPER_COLUMNS = ("final_activation", "attention_entropy", "max_sparsity")
 ENTROPY_CHUNK_ELEMENTS = 1 << 22
 """Attention probabilities per entropy chunk (4M: 16 MiB in float32): heads are grouped up to this."""
 
@@ -221,9 +220,14 @@ class _BatchRecord:
         """Per block of query rows, the keys it may attend to (``metrics.mask_key_ranges``); None without a mask."""
         if mask is None:
             return None
-        return self._cached(
-            mask, ("ranges",), lambda: metrics.mask_key_ranges(metrics.as_allowed(mask), metrics.QUERY_BLOCK)
-        )
+        given: torch.Tensor = mask
+
+        def ranges() -> list[tuple[int, int, int, int]]:
+            allowed = metrics.as_allowed(given)
+            assert allowed is not None  # a mask was given
+            return metrics.mask_key_ranges(allowed, metrics.QUERY_BLOCK)
+
+        return self._cached(given, ("ranges",), ranges)
 
     def add_attention_rows(self, rows: torch.Tensor, mask: torch.Tensor | None, causal: bool | None = None) -> None:
         """Reduce one layer's row entropies (B, H, Q) to its per-head sums and row-normalised sums.
@@ -260,13 +264,13 @@ def _count_allowed_keys(mask: torch.Tensor | None, token_mask: torch.Tensor, cau
         return counts[:, None, -q_len:].to(torch.float64)
     mask = mask[:, None] if mask.dim() == 3 else mask
     mask = mask[..., -q_len:, :]
-    counts = [
+    per_block = [
         _allowed_keys(mask[..., first : first + COUNT_ROWS, :], token_mask, causal, min(COUNT_ROWS, q_len - first))
         .sum(dim=-1)
         .to(torch.float64)
         for first in range(0, q_len, COUNT_ROWS)
     ]
-    return torch.cat(counts, dim=-1)
+    return torch.cat(per_block, dim=-1)
 
 
 def _allowed_keys(mask: torch.Tensor | None, token_mask: torch.Tensor, causal: bool, q_len: int) -> torch.Tensor:
@@ -276,10 +280,11 @@ def _allowed_keys(mask: torch.Tensor | None, token_mask: torch.Tensor, causal: b
         allowed = torch.ones(q_len, q_len, dtype=torch.bool, device=token_mask.device)
         allowed = torch.tril(allowed) if causal else allowed
         return allowed[None, None] & key_is_real
-    allowed = metrics.as_allowed(mask, check_bias=False)
-    if allowed.dim() == 3:
-        allowed = allowed[:, None]
-    return allowed[..., -q_len:, :] & key_is_real
+    given = metrics.as_allowed(mask, check_bias=False)
+    assert given is not None  # a mask was given
+    if given.dim() == 3:
+        given = given[:, None]
+    return given[..., -q_len:, :] & key_is_real
 
 
 TRIM_TOKENS = 2048
@@ -387,6 +392,7 @@ def _fused_attention(records: list[_BatchRecord]) -> Callable[..., tuple[torch.T
                 module, query, key, value, attention_mask, dropout=0.0, scaling=scaling, is_causal=is_causal, **kwargs
             )
         else:  # the same sdpa, a block of query rows at a time over the keys they may see
+            assert attention_mask is not None  # blocks come from a mask
             output = _blocked_sdpa(
                 query, repeat_kv(key, groups), repeat_kv(value, groups), attention_mask, blocks, scale
             )
@@ -415,6 +421,7 @@ def _blocked_sdpa(
     Rows with no key to attend to are 0, as sdpa returns them.
     """
     allowed = metrics.as_allowed(mask)
+    assert allowed is not None  # a mask was given
     output = query.new_zeros(*query.shape[:-1], value.shape[-1])
     for first, end, first_key, end_key in blocks:
         if end_key > first_key:
@@ -429,7 +436,7 @@ def _blocked_sdpa(
 
 
 @contextmanager
-def _registered(interface: type, name: str, function: Callable) -> Iterator[None]:
+def _registered(interface: Any, name: str, function: Callable) -> Iterator[None]:
     """``function`` registered as ``name`` in a transformers interface class, and the entry restored on exit."""
     mapping = interface._global_mapping
     missing = object()
@@ -449,7 +456,7 @@ def _ask_for_attentions(module: nn.Module, args: tuple, kwargs: dict) -> tuple[t
     return args, {**kwargs, "output_attentions": True}
 
 
-def _restore(model: nn.Module, implementation: str, training: bool) -> None:
+def _restore(model: Any, implementation: str, training: bool) -> None:
     if model.config._attn_implementation != implementation:
         model.set_attn_implementation(implementation)
     model.train(training)
@@ -738,10 +745,10 @@ def _measure(
     kernel = kernels.cpu_kernel() if target_device.type == "cpu" else None
     with recording(loaded, path) as records, torch.inference_mode():
         for batch in tqdm(batches, desc=f"measure {loaded.name}", unit="batch", disable=not progress):
-            features = tokenizer.pad(
+            padded = tokenizer.pad(
                 {key: [encoded[key][i] for i in batch] for key in encoded.keys()}, return_tensors="pt"
             )
-            features = {key: value.to(target_device) for key, value in features.items()}
+            features = {key: value.to(target_device) for key, value in padded.items()}
             left_padded = not bool(features["attention_mask"][:, 0].all())
             if accepts_positions and left_padded:  # positions count real tokens only: left padding shifts nothing
                 positions = (features["attention_mask"].cumsum(dim=-1) - 1).clamp_min(0)
@@ -764,6 +771,7 @@ def _measure(
             prompt_frame.index = batch
             prompt_frames.append(prompt_frame)
             if layers:
+                assert layer_frame is not None  # kept when layers are
                 layer_frame["text_index"] = [batch[i] for i in layer_frame.pop("batch_position")]
                 layer_frames.append(layer_frame)
 

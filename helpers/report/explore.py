@@ -38,7 +38,7 @@ from helpers.report.explore_measure import (
     study_context,
     study_max_tokens,
 )
-from helpers.report.figures import annotations, display_name
+from helpers.report.figures import annotation_texts, display_name
 from helpers.study import StudyParams
 
 PROMPT_COLOUR = "#d62728"
@@ -164,9 +164,9 @@ def head_heatmap(analysis: PromptAnalysis) -> Figure:
         axis.set_ylabel("layer")
         axis.set_title(label, fontsize=10)
         figure.colorbar(image, ax=axis, shrink=0.9)
-        if annotate:  # one number format for the whole grid (helpers.report.figures.annotations)
+        if annotate:  # one number format for the whole grid (helpers.report.figures.annotation_texts)
             values = grid.to_numpy()
-            exponent, texts = annotations(values.ravel())
+            exponent, texts = annotation_texts(values.ravel())
             middle = np.nanmean(values)
             for (row, column), value in np.ndenumerate(values):
                 colour = "black" if value > middle else "white"
@@ -569,6 +569,7 @@ class Explorer:
         from IPython.core.interactiveshell import InteractiveShell
 
         formatter = InteractiveShell.instance().display_formatter
+        assert formatter is not None, "IPython's shell has no display formatter"
         shown = []
         for item in self._items(name):
             if item is not None:

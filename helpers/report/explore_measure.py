@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from transformers import PreTrainedModel
 
 from helpers.core.models import ATTENTION_IMPLEMENTATION, LoadedModel, load_model
 from helpers.core.streaming import AttentionMissingError, measure_with_layers
@@ -114,11 +115,11 @@ def tokens(loaded: LoadedModel, text: str, max_tokens: int = MAX_TOKENS) -> pd.D
     """
     tokenizer = loaded.tokenizer
     ids = tokenizer(text, truncation=True, max_length=token_limit(loaded, max_tokens))["input_ids"]
-    pieces = tokenizer.convert_ids_to_tokens(ids)
+    pieces = list(tokenizer.convert_ids_to_tokens(ids))  # a list of ids gives a list
     special = set(tokenizer.all_special_ids)
     labels = []
     for token_id, piece in zip(ids, pieces, strict=True):
-        decoded = tokenizer.decode([token_id])
+        decoded = str(tokenizer.decode([token_id]))  # one id: one string
         labels.append(token_label(piece if not decoded or "\ufffd" in decoded else decoded))
     return pd.DataFrame(
         {
@@ -135,7 +136,7 @@ def tokens(loaded: LoadedModel, text: str, max_tokens: int = MAX_TOKENS) -> pd.D
 
 
 @contextmanager
-def eager_attention(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+def eager_attention(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
     """Run ``model`` with eager attention (which materialises the maps) and in eval mode for the duration.
 
     The previous attention implementation and training mode are restored in ``finally``, so a
@@ -259,6 +260,7 @@ def analyse(
     if maps.shape[-1] != len(table) or maps.shape[-1] != int(measured.prompts["n_tokens"].iloc[0]):
         raise RuntimeError(f"token counts disagree: maps {maps.shape[-1]}, tokens {len(table)}")
     layers = with_head_column(measured.layers.drop(columns=["text_index"], errors="ignore"))
+    assert measured.vectors is not None  # measure_with_layers pools the vectors with the layers
     return PromptAnalysis(
         model=loaded.name,
         display_name=loaded.display_name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -68,7 +69,7 @@ CATEGORY_COLOURS: dict[str, tuple[float, float, float]] = dict(
 """One fixed colour per category, the same in every figure (10 dark tab20 shades, then 2 light ones)."""
 
 
-def category_order(present: object) -> list[str]:
+def category_order(present: Iterable[object]) -> list[str]:
     """The categories present, the paper's 12 in their order first, then a prompt set's own (sorted)."""
     found = {str(c) for c in present}
     return [c for c in CATEGORIES if c in found] + sorted(found - set(CATEGORIES))
@@ -124,7 +125,11 @@ def save_figure(figure: plt.Figure, name: str, notebook: str, folder: Path = pat
     written = []
     for suffix in ("png", "svg"):
         path = folder / f"{name}.{suffix}"
-        metadata = {"Title": name, "Description": f"made by {notebook}", "Source": f"{SOURCE} {DRAWING_CODE}"}
+        metadata: dict[str, str | None] = {
+            "Title": name,
+            "Description": f"made by {notebook}",
+            "Source": f"{SOURCE} {DRAWING_CODE}",
+        }
         if suffix == "svg":
             metadata["Date"] = None  # no timestamp: reruns give identical files
         else:
@@ -176,7 +181,7 @@ def power_of_ten(values: np.ndarray) -> int:
     return exponent if exponent < -2 or exponent > 3 else 0
 
 
-def annotations(values: np.ndarray, digits: int = ANNOTATION_DIGITS) -> tuple[int, list[str]]:
+def annotation_texts(values: np.ndarray, digits: int = ANNOTATION_DIGITS) -> tuple[int, list[str]]:
     """Texts for one heatmap row: (power of ten factored out, one text per value).
 
     The largest |value| (after the factor) gets ``digits`` significant digits and every other
@@ -211,7 +216,7 @@ def category_heatmap(cells: pd.DataFrame, metric: str, by_model: bool = False) -
     """Model x category heatmap of one of the paper's metrics (``cells``: the complete results table).
 
     Every cell is annotated with its raw value, each row to the decimals that give its largest
-    value ``ANNOTATION_DIGITS`` significant digits (``annotations``); a row of tiny or huge values
+    value ``ANNOTATION_DIGITS`` significant digits (``annotation_texts``); a row of tiny or huge values
     is written in units of a power of ten named in its label.
     ``by_model``: colour by the z-score within each model (row), so differences between
     categories show even where models differ in scale; the annotations stay raw values.
@@ -222,7 +227,7 @@ def category_heatmap(cells: pd.DataFrame, metric: str, by_model: bool = False) -
     column = PAPER_METRICS[metric]
     grid = cells.pivot_table(index="Model", columns="Category", values=column, sort=False)
     grid = grid[category_order(grid.columns)]
-    rows_annotated = [annotations(row.to_numpy()) for _, row in grid.iterrows()]
+    rows_annotated = [annotation_texts(row.to_numpy()) for _, row in grid.iterrows()]
     exponents = [exponent for exponent, _ in rows_annotated]
     texts = np.array([row for _, row in rows_annotated])
     rows = [

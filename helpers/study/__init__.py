@@ -147,11 +147,6 @@ class StudyParams(BaseModel):
     def results(self) -> Path:
         return paths.RESULTS / self.name
 
-    @property
-    def model_keys(self) -> dict[str, str]:
-        """File-name-safe key for each model ('Qwen/Qwen1.5-0.5B' -> 'Qwen--Qwen1.5-0.5B')."""
-        return {model_key(name): name for name in self.models}
-
     def activations_path(self, model: str, kind: str = "prompts") -> Path:
         suffix = "" if kind == "prompts" else f"_{kind}"
         return self.results / "activations" / f"{model_key(model)}{suffix}.parquet"

@@ -236,7 +236,7 @@ class RunOutputs:
         return self.reports / f"{self.job_name(notebook, model)}.html"
 
     def all_reports(self) -> list[Path]:
-        reports = []
+        reports: list[Path] = []
         for notebook in numbered_notebooks():
             models = self.params.models if notebook.startswith("01_") else [None]
             reports.extend(self.report(notebook, model) for model in models)

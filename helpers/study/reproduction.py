@@ -363,7 +363,7 @@ def within(
     column: str = "",
     digits: int | None = None,
     row: Mapping[str, str] | None = None,
-    draws: int | None = None,
+    draws: float | None = None,
 ) -> bool:
     """Whether two printed numbers agree within the tolerance of ``kind_`` once their rounding is allowed for.
 

@@ -9,31 +9,27 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
 from helpers.report.notebooks import NBSTRIPOUT_ARGUMENTS
-from tests.acceptance.conftest import leaving_the_machine, requests_made, screenshot_folder, wait_for
+from tests.support import (
+    EXPLORER_IMAGES,
+    decoded_images,
+    leaving_the_machine,
+    open_and_run_all,
+    requests_made,
+    screenshot_folder,
+    screenshot_of_the_explorer,
+    wait_for,
+)
 
 NOTEBOOK = "build/lab/07_explore.ipynb"
 NEW_PROMPT = "Zebra lighthouse quantum"
 STDERR = '[data-mime-type="application/vnd.jupyter.stderr"]'
 
-ALL_EXECUTED = """
-const panel = window.jupyterapp.shell.currentWidget;
-if (!panel || !panel.content || !panel.sessionContext.session) return false;
-const kernel = panel.sessionContext.session.kernel;
-const cells = panel.content.widgets.filter(c => c.model.type === 'code');
-return kernel && kernel.status === 'idle' && cells.every(c => c.model.executionCount !== null);
-"""
-EXPLORER_IMAGES = """
-const root = document.querySelector('.compendium-explorer');
-if (!root) return null;
-return [...root.querySelectorAll('img')].map(i => [i.src.length, i.naturalWidth, i.src.slice(-60)]);
-"""
 
 BELOW_THE_EXPLORER = """
 return [...document.querySelectorAll('.jp-OutputArea-output')]
@@ -63,25 +59,6 @@ def stripped(path: Path) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
-def open_and_run_all(browser: Any, lab: dict[str, Any], notebook: str = NOTEBOOK) -> None:
-    """Open ``notebook`` (relative to Lab's root) in JupyterLab, run all cells, and wait for the explorer."""
-    browser.get(f"{lab['url']}/lab/tree/{notebook}?token={lab['token']}&reset")
-    wait_for(lambda: browser.execute_script("return !!window.jupyterapp"), 60, "JupyterLab to start")
-    wait_for(
-        lambda: browser.execute_script(
-            "const p = window.jupyterapp.shell.currentWidget;"
-            "return !!(p && p.sessionContext && p.sessionContext.session && p.sessionContext.session.kernel"
-            " && p.sessionContext.session.kernel.status === 'idle');"
-        ),
-        90,
-        "the notebook's kernel (Python (compendium)) to start",
-    )
-    kernel = browser.execute_script("return window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayName")
-    assert kernel == "Python (compendium)"
-    browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    wait_for(lambda: browser.execute_script(ALL_EXECUTED), 300, "every cell to run")
-
-
 def test_explorer_runs_in_jupyterlab_and_redraws_for_a_new_prompt(browser: Any, lab: dict[str, Any]) -> None:
     notebook = smoke_copy_of_the_explorer(lab["root"])
     committed = stripped(notebook)
@@ -92,7 +69,7 @@ def test_explorer_runs_in_jupyterlab_and_redraws_for_a_new_prompt(browser: Any, 
     )
     assert not any("news" in text.lower() for text in news), news  # no "notified about Jupyter news?" pop-up
 
-    first = wait_for(lambda: _decoded(browser.execute_script(EXPLORER_IMAGES)), 60, "the explorer's figures")
+    first = wait_for(lambda: decoded_images(browser.execute_script(EXPLORER_IMAGES)), 60, "the explorer's figures")
     before = browser.find_element("css selector", ".compendium-explorer .compendium-status").text
     assert "percentile" in before, before  # the prompt placed in the smoke run's study
     assert browser.find_elements("css selector", STDERR) == []
@@ -108,7 +85,7 @@ def test_explorer_runs_in_jupyterlab_and_redraws_for_a_new_prompt(browser: Any, 
     )
     wait_for(  # every figure redrawn: as many as before, none the same
         lambda: (
-            (images := _decoded(browser.execute_script(EXPLORER_IMAGES)))
+            (images := decoded_images(browser.execute_script(EXPLORER_IMAGES)))
             and len(images) == len(first)
             and set(images).isdisjoint(first)
         ),
@@ -133,20 +110,3 @@ def test_explorer_runs_in_jupyterlab_and_redraws_for_a_new_prompt(browser: Any, 
     )
     assert stripped(notebook) == committed  # what git would store is unchanged by running it
     assert leaving_the_machine(requests_made(browser)) == []
-
-
-def _decoded(images: list[list[Any]] | None) -> list[str] | None:
-    """The images' identities when there are some and every one has decoded, else None."""
-    if not images or any(width == 0 for _, width, _ in images):
-        return None
-    return [f"{length}:{tail}" for length, _, tail in images]
-
-
-def screenshot_of_the_explorer(browser: Any, path: Path) -> None:
-    """The explorer on its "In the study" tab: the prompt's percentiles and where it falls against length."""
-    browser.execute_script("window.jupyterapp.shell.collapseLeft()")
-    browser.execute_script("document.querySelector('.compendium-explorer').scrollIntoView()")
-    tabs = browser.find_elements("css selector", ".compendium-explorer .lm-TabBar-tab")
-    tabs[1].click()
-    time.sleep(1.0)  # the tab's figure paints
-    browser.save_screenshot(str(path))

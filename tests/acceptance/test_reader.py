@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from helpers.base import paths
-from tests.acceptance.conftest import screenshot_folder, wait_for
+from tests.support import screenshot_folder, wait_for
 
 WIDTH, HEIGHT = 1400, 900
 TALLEST_TABLE = 1500
@@ -244,7 +244,7 @@ def hostile_reports(smoke_run: Path) -> Iterator[Path]:
     import subprocess
     import sys
 
-    from tests.conftest import environment
+    from tests.support import environment
 
     texts = [HOSTILE_PROMPT, "Write a poem about <i>rain</i>.", "Name three colours & explain.", "Why? </td></table>"]
     categories = [HOSTILE_CATEGORY, "plain & <b>simple</b>"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.acceptance.conftest import leaving_the_machine, requests_made, screenshot_folder, wait_for
+from tests.support import leaving_the_machine, requests_made, screenshot_folder, wait_for
 
 BROKEN_IMAGES = """return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0))
     .map(i => i.alt || i.src.slice(0, 80));"""

@@ -36,10 +36,9 @@ import torch
 
 import helpers
 from helpers.base import paths
-from helpers.core import assemble, models
+from helpers.core import assemble, models, registry
 from helpers.core.streaming import FusedAttentionUnsupportedError, PromptTooLongError
-from tests.conftest import PROMPTS
-from tests.integration.test_streaming_exact import TOLERANCE, brute_force
+from tests.support import PROMPTS, TOLERANCE, brute_force
 
 
 def installed(name: str) -> pytest.MarkDecorator:
@@ -349,7 +348,7 @@ def test_a_corrupted_checkpoint_file_is_refused_with_both_hashes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.copytree(assemble.folder("minilm-l3"), tmp_path / "minilm-l3")
-    monkeypatch.setattr(assemble, "MODELS", tmp_path)
+    monkeypatch.setattr(registry, "MODELS", tmp_path)
     monkeypatch.setattr(models, "_LOADED", {})
     assert models.load_model("minilm-l3").n_layers == 3  # the intact copy loads
     monkeypatch.setattr(models, "_LOADED", {})

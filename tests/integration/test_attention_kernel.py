@@ -14,8 +14,7 @@ import torch
 
 import helpers
 from helpers.core import kernels, metrics
-from tests.conftest import PROMPTS
-from tests.integration.test_streaming_exact import TOLERANCE
+from tests.support import PROMPTS, TOLERANCE
 
 
 @pytest.fixture(autouse=True)

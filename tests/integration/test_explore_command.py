@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import environment
+from tests.support import environment
 
 PROMPT = 'What is "2+2"? <b>Explain</b>'
 

@@ -23,8 +23,7 @@ from transformers.modeling_utils import AttentionInterface
 
 import helpers
 from helpers.core import kernels, metrics, streaming
-from tests.conftest import PROMPTS
-from tests.integration.test_streaming_exact import TOLERANCE, assert_measurements_close, assert_rows_close, brute_force
+from tests.support import PROMPTS, TOLERANCE, assert_measurements_close, assert_rows_close, brute_force
 
 
 def layer_values(name: str, attention: str, texts: list[str] = PROMPTS) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import torch
 
 import helpers
 from helpers.core import models
-from tests.conftest import PROMPTS
+from tests.support import PROMPTS
 
 
 def test_another_dtype_runs_on_a_copy_and_leaves_the_cached_model_alone() -> None:

@@ -17,8 +17,7 @@ from helpers import study
 from helpers.base import paths, store
 from helpers.core import models
 from helpers.study import collection
-from tests.conftest import environment, snakemake
-from tests.integration.test_workflow import planned_jobs
+from tests.support import environment, planned_jobs, snakemake
 
 COLLECT_ONWARDS = {
     "collect",

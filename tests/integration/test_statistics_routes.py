@@ -15,7 +15,7 @@ import torch
 
 import helpers
 from helpers.core import kernels, streaming
-from tests.conftest import EMBEDDED_MODELS, PROMPTS, TINY_MODELS
+from tests.support import EMBEDDED_MODELS, PROMPTS, TINY_MODELS
 
 TEXTS = [*PROMPTS, "Short.", "A much longer prompt, " * 12 + "so that every batch pads the others by many tokens."]
 

@@ -28,151 +28,25 @@ Which numbers are exact, and how close the others must be:
 
 from __future__ import annotations
 
-import functools
-import math
-from dataclasses import dataclass
-
 import pandas as pd
 import pytest
 import torch
 
 import helpers
 from helpers.core import models
-from tests.conftest import EMBEDDED_MODELS, PROMPTS, TINY_MODELS
+from tests.support import (
+    EMBEDDED_MODELS,
+    PROMPTS,
+    TINY_MODELS,
+    TOLERANCE,
+    assert_measurements_close,
+    assert_rows_close,
+    brute_force,
+)
 
-TOLERANCE = 1e-5
 EAGER_ONLY = {"tiny-bloom", "tiny-mpnet", "mpnet-base-v2"}
 """Models whose attention scores are more than q.k plus a mask (BLOOM's ALiBi, MPNet's relative position bias, both
 in their own attention code): ``measure`` runs the eager path for them and says so."""
-HIDDEN_RTOL = 1e-5
-"""How far an entry near a threshold may move between two exact paths, relative to its token's RMS."""
-THRESHOLDS: dict[str, tuple[float, bool, bool]] = {
-    "max_sparsity": (0.01, False, True),
-    "max_sparsity_no_embedding": (0.01, False, False),
-    "max_sparsity_0.001": (0.001, False, True),
-    "max_sparsity_0.1": (0.1, False, True),
-    **{f"max_sparsity_relative_{eps:g}": (eps, True, True) for eps in (0.001, 0.01, 0.1)},
-}
-"""Each threshold statistic of ``measure``: (eps, relative to the layer's std, embedding output included)."""
-
-
-@dataclass(frozen=True)
-class Truth:
-    """The brute force's values of one prompt, and how far each threshold statistic may be off (a fraction)."""
-
-    values: dict[str, float]
-    allowance: dict[str, float]
-
-    def __getitem__(self, column: str) -> float:
-        return self.values[column]
-
-
-def threshold_allowance(hidden_states: tuple[torch.Tensor, ...]) -> dict[str, float]:
-    """Per threshold statistic: the largest share of a layer's entries that lie within rounding of the threshold.
-
-    ``hidden_states``: one prompt's (1, T, D) tensors, unpadded. An entry can be counted on one path and
-    not the other only if its |h| is within ``HIDDEN_RTOL`` x its token's RMS of the threshold.
-    """
-    allowance = {}
-    for column, (eps, relative, embedding) in THRESHOLDS.items():
-        shares = []
-        for h in hidden_states[0 if embedding else 1 :]:
-            values = h[0].double().abs()
-            threshold = eps * h[0].double().std(unbiased=False) if relative else torch.tensor(eps, dtype=torch.float64)
-            slack = HIDDEN_RTOL * values.pow(2).mean(dim=-1, keepdim=True).sqrt()
-            shares.append(((values - threshold).abs() <= slack).double().mean().item())
-        allowance[column] = max(shares)
-    return allowance
-
-
-@functools.cache  # the same prompt's brute force serves every test that compares with it
-def brute_force(name: str, text: str) -> Truth:
-    loaded = helpers.load_model(name)
-    model = loaded.model
-    model.set_attn_implementation("eager")
-    encoded = loaded.tokenizer([text], return_tensors="pt")
-    with torch.no_grad():
-        output = model(**encoded, output_attentions=True, output_hidden_states=True)
-    hidden_states, attentions = output.hidden_states, output.attentions
-    assert len(hidden_states) == loaded.n_layers + 1 and len(attentions) == loaded.n_layers
-    total_entropy, normalized, rows = 0.0, 0.0, 0
-    n_heads = attentions[0].shape[1]
-    for layer_index, attention in enumerate(attentions):
-        probs = attention[0].double()  # (H, T, T)
-        row_entropies = -(probs * torch.log(probs.clamp_min(1e-300))).sum(-1)  # (H, T)
-        total_entropy += row_entropies.sum().item()
-        window = getattr(model.config, "sliding_window", None)
-        layer_types = getattr(model.config, "layer_types", None)
-        sliding = bool(window and layer_types and layer_types[layer_index] == "sliding_attention")
-        n_keys = probs.shape[2]
-        for i in range(probs.shape[1]):
-            if loaded.architecture == "decoder":  # keys i - window < j <= i
-                allowed = min(i + 1, window) if sliding else i + 1
-            else:  # a bidirectional window is symmetric: keys |i - j| < window (EmbeddingGemma)
-                allowed = min(n_keys, i + window) - max(0, i - window + 1) if sliding else n_keys
-            if allowed > 1:
-                normalized += (row_entropies[:, i] / math.log(allowed)).sum().item()
-                rows += probs.shape[0]
-    sparsities = {eps: [(h[0].abs() < eps).double().mean().item() for h in hidden_states] for eps in (0.001, 0.01, 0.1)}
-    relative = {
-        eps: [(h[0].abs() < eps * h[0].double().std(unbiased=False)).double().mean().item() for h in hidden_states]
-        for eps in (0.001, 0.01, 0.1)
-    }
-    width = math.sqrt(hidden_states[0].shape[-1])
-    hoyer = [
-        ((width - h[0].double().abs().sum(-1) / h[0].double().norm(dim=-1)) / (width - 1)).mean().item()
-        for h in hidden_states
-    ]
-    values = {
-        "n_tokens": encoded["input_ids"].shape[1],
-        "final_activation": hidden_states[-1][0].double().mean().item(),
-        "attention_entropy": total_entropy / (loaded.n_layers * n_heads),
-        "attention_entropy_normalized": normalized / rows if rows else math.nan,  # a one-token prompt: undefined
-        "max_sparsity": max(sparsities[0.01]),
-        "max_sparsity_no_embedding": max(sparsities[0.01][1:]),
-        "max_sparsity_0.001": max(sparsities[0.001]),
-        "max_sparsity_0.1": max(sparsities[0.1]),
-        **{f"max_sparsity_relative_{eps:g}": max(shares) for eps, shares in relative.items()},
-        "max_hoyer_sparsity": max(hoyer),
-        "max_hoyer_sparsity_no_embedding": max(hoyer[1:]),
-    }
-    return Truth(values, threshold_allowance(hidden_states))
-
-
-def assert_value_close(measured: float, expected: float, column: str, truth: Truth) -> None:
-    """One value: a count exactly, a threshold statistic within its counted allowance, the rest to TOLERANCE."""
-    if column in THRESHOLDS:
-        allowance = truth.allowance[column]
-        assert abs(measured - expected) <= allowance + 1e-12, f"{column}: {measured} vs {expected}, allowed {allowance}"
-    elif isinstance(expected, int):
-        assert measured == expected, column
-    else:
-        assert measured == pytest.approx(expected, rel=TOLERANCE, abs=1e-7), column
-
-
-def assert_rows_close(measured: pd.DataFrame, expected: list[Truth]) -> None:
-    """Every row of ``measure``'s table against the brute force of its prompt."""
-    for row, truth in zip(measured.to_dict("records"), expected, strict=True):
-        for column, value in truth.values.items():
-            assert_value_close(row[column], value, column, truth)
-
-
-def assert_measurements_close(first: pd.DataFrame, second: pd.DataFrame, truths: list[Truth]) -> None:
-    """Two of ``measure``'s tables of the same prompts (another batch, padding or path) against each other.
-
-    Every hidden state of either lies within ``HIDDEN_RTOL`` of the brute force's, so an entry counted
-    by one and not the other lies within rounding of the threshold in the brute force: the same allowance.
-    """
-    numeric = first.columns.drop(["model", "text_index"])
-    assert list(second.columns) == list(first.columns)
-    for a, b, truth in zip(first.to_dict("records"), second.to_dict("records"), truths, strict=True):
-        for column in numeric:
-            if column in THRESHOLDS:
-                assert_value_close(a[column], b[column], column, truth)
-            elif pd.api.types.is_float_dtype(first[column]):
-                assert a[column] == pytest.approx(b[column], rel=TOLERANCE, abs=1e-7, nan_ok=True), column
-            else:
-                assert a[column] == b[column], column
 
 
 @pytest.mark.parametrize("name", TINY_MODELS + EMBEDDED_MODELS)

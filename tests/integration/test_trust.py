@@ -29,8 +29,7 @@ from helpers import study
 from helpers.base import code, paths, store
 from helpers.base.checks import ParameterError
 from helpers.study import collection
-from tests.conftest import environment, snakemake
-from tests.integration.test_workflow import _start_and_wait_for_a_job, planned_jobs
+from tests.support import environment, planned_jobs, snakemake, start_and_wait_for_a_job
 
 MEASUREMENT_FILES = (
     "helpers/core/kernels/__init__.py",
@@ -335,7 +334,7 @@ def test_7_another_models_result_copied_over_a_models_is_refused_naming_both(smo
 def test_8_a_run_killed_with_sigkill_leaves_a_front_page_that_says_so(smoke_run: Path) -> None:
     index = smoke_run / "reports" / "smoke" / "index.html"
     assert 'id="run-status"' not in index.read_text()
-    process = _start_and_wait_for_a_job(smoke_run, "--forcerun", "export_tables")
+    process = start_and_wait_for_a_job(smoke_run, "--forcerun", "export_tables")
     os.killpg(process.pid, signal.SIGKILL)  # the runner, Snakemake and the job, at once
     process.wait()
     page = index.read_text()

@@ -28,19 +28,7 @@ from helpers.study.outputs import (
     STUDY_FIGURES,
     STUDY_TABLES,
 )
-from tests.conftest import command, environment, snakemake
-
-
-def planned_jobs(root: Path, *args: str) -> dict[str, int]:
-    """The jobs a dry run would run: rule -> count (from Snakemake's job stats)."""
-    result = snakemake(root, "--dry-run", *args)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    text = result.stdout + result.stderr
-    if "Nothing to be done" in text:
-        return {}
-    stats = text.split("Job stats:", 1)[1].split("total", 1)[0]
-    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", stats, flags=re.MULTILINE))
-    return {rule: int(count) for rule, count in jobs.items() if rule != "job"}
+from tests.support import environment, planned_jobs, snakemake, start_and_wait_for_a_job
 
 
 def test_every_table_exists_in_every_format_with_no_missing_values(smoke_run: Path) -> None:
@@ -76,7 +64,7 @@ def test_every_table_exists_in_every_format_with_no_missing_values(smoke_run: Pa
 
 def test_every_generated_markdown_table_parses(smoke_run: Path) -> None:
     """Every Markdown table the run wrote has rows of its header's width and no 'nan' (pipes escaped)."""
-    from tests.unit.test_markdown_tables import malformed
+    from tests.support import malformed
 
     written = sorted((smoke_run / "paper" / "tables" / "smoke").glob("*.md"))
     assert len(written) >= len(STUDY_TABLES)
@@ -361,20 +349,6 @@ def test_a_metric_shifted_beyond_tolerance_is_reported_and_rewritten(smoke_run: 
             assert reproduction.compare_table(name, back, committed_before, context).differences == [], name
 
 
-def _start_and_wait_for_a_job(root: Path, *args: str) -> subprocess.Popen:
-    """Start the workflow in its own process group; return once one of its jobs is running."""
-    process = subprocess.Popen(
-        command(*args), cwd=root, env=environment(root), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    incomplete = root / ".snakemake" / "incomplete"
-    deadline = time.monotonic() + 120
-    while not (incomplete.is_dir() and any(incomplete.iterdir())):  # a job is running
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-        time.sleep(0.05)
-    return process
-
-
 def _alive_in_group(group: int) -> bool:
     try:
         os.killpg(group, 0)
@@ -385,7 +359,7 @@ def _alive_in_group(group: int) -> bool:
 
 def test_a_killed_run_finishes_when_the_same_command_is_run_again(smoke_run: Path) -> None:
     again = ("--forcerun", "index")
-    process = _start_and_wait_for_a_job(smoke_run, *again)
+    process = start_and_wait_for_a_job(smoke_run, *again)
     os.killpg(process.pid, signal.SIGKILL)  # the runner, Snakemake and the job, at once
     process.wait()
     assert any((smoke_run / ".snakemake" / "locks").iterdir()), "the killed run must leave Snakemake's lock behind"
@@ -396,7 +370,7 @@ def test_a_killed_run_finishes_when_the_same_command_is_run_again(smoke_run: Pat
 
 def test_killing_only_the_runner_leaves_no_run_going_unseen(smoke_run: Path) -> None:
     again = ("--forcerun", "index")
-    process = _start_and_wait_for_a_job(smoke_run, *again)
+    process = start_and_wait_for_a_job(smoke_run, *again)
     process.kill()  # the runner alone: its Snakemake gets SIGTERM and finishes the running job
     process.wait()
     meanwhile = snakemake(smoke_run, *again)

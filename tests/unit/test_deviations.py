@@ -34,7 +34,7 @@ from helpers.stats.findings import (
 )
 from helpers.stats.findings.deviations import DEVIATIONS
 from helpers.stats.robustness import MATH, StudyData
-from tests.unit.test_findings import synthetic
+from tests.support import synthetic
 
 
 def git(*args: str) -> str:
@@ -115,6 +115,7 @@ def run_code_of(commit: str, script: str, folder: Path) -> object:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @needs_history
 def test_the_earlier_finding1_rule_is_the_code_that_ran_before_the_change(tmp_path: Path) -> None:
     # the code of finding 1 as the change found it (its parent), run from the history on synthetic runs, gives the
@@ -147,6 +148,7 @@ def test_the_earlier_finding1_rule_is_the_code_that_ran_before_the_change(tmp_pa
     assert len(verdicts) == 3  # the runs reach every verdict
 
 
+@pytest.mark.slow
 @needs_history
 def test_an_entry_without_an_earlier_rule_changed_no_decision(tmp_path: Path) -> None:
     # the code before such a change (its parent) gives every verdict of the current code on runs that reach each
@@ -184,6 +186,7 @@ def test_an_entry_without_an_earlier_rule_changed_no_decision(tmp_path: Path) ->
         assert {DOES_NOT_HOLD, INCONCLUSIVE, HOLDS} <= reached
 
 
+@pytest.mark.slow
 def test_the_earlier_finding1_rule_needed_a_margin_the_registered_one_does_not() -> None:
     # every category 0.3 noise SD above math in every model, many prompts: evidence against the claim, which the
     # registered rule calls so and the earlier one (a 0.5 residual SD margin) does not
@@ -211,6 +214,7 @@ def test_the_earlier_finding2_rule_is_a_t_interval_on_hoyer_and_the_arithmetic_b
     assert finding2.verdict_before_c0e16e4(run) in VERDICTS and finding2.verdict_before_c0e16e4(run) != NOT_TESTABLE
 
 
+@pytest.mark.slow
 def test_the_table_computes_every_verdict_on_a_nine_model_run() -> None:
     names = {
         "MiniLM-L6": ("encoder", 23), "L3": ("encoder", 17), "MPNet": ("encoder", 110), "EGemma": ("encoder", 303),
@@ -277,11 +281,12 @@ def test_what_had_been_seen_before_finding5_was_restated_is_what_the_eight_model
     assert "multinomial logistic regression" in registered and "PCA-reduced" in registered  # not what ran
 
 
+@pytest.mark.slow
 @needs_history
 def test_the_earlier_finding5_rule_is_the_code_that_ran_before_the_change(tmp_path: Path) -> None:
     # the code of the change's parent, run from the history on synthetic models, against finding5_earlier
     from helpers.stats.findings import finding5, finding5_earlier
-    from tests.unit.test_signatures import TRUTHS, study_prompts
+    from tests.support import TRUTHS, study_prompts
 
     entry = next(d for d in DEVIATIONS if d.earlier is finding5_earlier.verdict_on and d.seen_commit == "9db19a0")
     prompts = study_prompts(15)

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from helpers.core import kernels, metrics
-
-RELATIVE = 1e-5
+from tests.support import ENTROPY_RELATIVE as RELATIVE
+from tests.support import attention_brute_force as brute_force
+from tests.support import attention_masks as masks
 
 
 @pytest.fixture(scope="module")
@@ -30,37 +31,6 @@ def kernel() -> ModuleType:
                 pytest.fail(f"the kernel should build here (a C++ compiler is on PATH): {kernels.unavailable()}")
         pytest.skip(f"the one-pass CPU kernel is not available: {kernels.unavailable()}")
     return module
-
-
-def brute_force(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, allowed: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Output (B, Q, H, Dv) and row entropies (B, H, Q), in float64, from the full attention map."""
-    groups = query.shape[1] // key.shape[1]
-    key, value = key.repeat_interleave(groups, 1).double(), value.repeat_interleave(groups, 1).double()
-    scores = (query.double() @ key.transpose(-1, -2) * scale).masked_fill(~allowed, float("-inf"))
-    log_p = scores - scores.logsumexp(-1, keepdim=True)
-    probs = torch.where(allowed, log_p.exp(), 0.0).nan_to_num(0.0)
-    entropy = -torch.where(allowed, probs * log_p, 0.0).nan_to_num(0.0).sum(-1)
-    return (probs @ value).transpose(1, 2), entropy
-
-
-def masks(batch: int, n: int) -> dict[str, tuple[torch.Tensor | None, bool, torch.Tensor]]:
-    """name -> (mask given to the kernel, is_causal, the allowed (B|1, 1, Q, K) keys)."""
-    causal = torch.tril(torch.ones(n, n, dtype=torch.bool))
-    window = causal & ~torch.tril(torch.ones(n, n, dtype=torch.bool), diagonal=-7)
-    left = torch.ones(batch, n, dtype=torch.bool)
-    left[-1, : n // 3] = False  # the last prompt is left-padded
-    right = left.flip(-1)  # and here right-padded
-    full = torch.ones(1, 1, n, n, dtype=torch.bool)
-    return {
-        "bidirectional": (None, False, full),
-        "causal": (None, True, causal[None, None]),
-        "causal, left padding": (causal[None, None] & left[:, None, None, :], False, causal & left[:, None, None, :]),
-        "causal, right padding": (causal & right[:, None, None, :], False, causal & right[:, None, None, :]),
-        "bidirectional padding": (right[:, None, None, :].expand(batch, 1, n, n), False, right[:, None, None, :]),
-        "sliding window, left padding": (window & left[:, None, None, :], False, window & left[:, None, None, :]),
-    }
 
 
 def assert_entropies_close(rows: torch.Tensor, expected: torch.Tensor) -> None:

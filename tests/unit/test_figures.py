@@ -44,11 +44,11 @@ def _extents(figure: plt.Figure, artists: list) -> list:
 
 
 def test_row_annotations_share_decimals_and_factor_out_tiny_scales() -> None:
-    exponent, texts = figures.annotations(np.array([0.000040, 0.000783, -0.001467, -0.0000001]))
+    exponent, texts = figures.annotation_texts(np.array([0.000040, 0.000783, -0.001467, -0.0000001]))
     assert exponent == -3 and texts == ["0.04", "0.78", "-1.47", "0.00"]
-    assert figures.annotations(np.array([69.0, 75.91, 33.2])) == (0, ["69.0", "75.9", "33.2"])
-    assert figures.annotations(np.array([0.0427, 0.0371])) == (0, ["0.0427", "0.0371"])
-    assert figures.annotations(np.array([np.nan, 2.0]))[1] == ["", "2.00"]
+    assert figures.annotation_texts(np.array([69.0, 75.91, 33.2])) == (0, ["69.0", "75.9", "33.2"])
+    assert figures.annotation_texts(np.array([0.0427, 0.0371])) == (0, ["0.0427", "0.0371"])
+    assert figures.annotation_texts(np.array([np.nan, 2.0]))[1] == ["", "2.00"]
 
 
 @pytest.mark.parametrize("metric", ["final_activation", "attention_entropy", "max_sparsity"])
@@ -228,6 +228,7 @@ def eight_model_figures() -> dict[str, plt.Figure]:
     }
 
 
+@pytest.mark.slow
 def test_every_figure_is_at_most_12_inches_wide_with_no_text_under_9_points() -> None:
     """Shown 1100 px wide (a page at 1400 px), a figure at most WIDEST inches wide writes its smallest text at
     about 9 pt or more; the saved size (tight bounding box, legends included) is what counts."""
@@ -247,6 +248,7 @@ def test_every_figure_is_at_most_12_inches_wide_with_no_text_under_9_points() ->
     assert problems == {}
 
 
+@pytest.mark.slow
 def test_each_findings_key_figure_says_its_verdict_in_its_title() -> None:
     drawn = eight_model_figures()
     assert drawn["finding1_categories"]._suptitle.get_text().startswith("Finding 1 does not hold:")

@@ -26,68 +26,9 @@ from helpers.stats.findings import (
 from helpers.stats.robustness import MATH, StudyData
 from helpers.study import CATEGORIES
 from helpers.study.outputs import FINDINGS_TABLES
+from tests.support import FOUR_MODELS, SEVEN_MODELS, synthetic
 
 SAMPLES = 1000
-THREE_MODELS = {"MiniLM": ("encoder", 22), "Smol": ("decoder", 135), "Gemma": ("decoder", 270)}
-
-
-def synthetic(
-    models: dict[str, tuple[str, int]] = THREE_MODELS,
-    per_category: int = 40,
-    math_effect: float = 0.0,
-    math_longer: int = 0,
-    seed: int = 0,
-    sparsity: dict[str, float] | None = None,
-    activation: dict[str, float] | None = None,
-) -> pd.DataFrame:
-    """A tidy per-prompt table like ``study.load_metrics``'s, with planted effects.
-
-    ``math_effect``: math's entropy shift in noise SDs at every length; ``math_longer``: tokens
-    added to every math prompt (a length-only confound); ``sparsity``/``activation``: each model's
-    true mean max sparsity / final activation (prompt noise around it).
-    """
-    rng = np.random.default_rng(seed)
-    prompts = []
-    for category in CATEGORIES:
-        for k in range(per_category):
-            n = 8 + int((k + rng.uniform()) * 62 / per_category)  # spread over 8-70 tokens, as the prompt set is
-            n += math_longer if category == MATH else 0
-            prompts.append(
-                {
-                    "prompt_id": f"{category}_{k:02d}",
-                    "category": category,
-                    "n_tokens": n,
-                    "n_words": max(1, round(n / 1.25)),
-                    "n_digits": int(rng.poisson(4.4)) if category == MATH else 0,
-                    "n_question_marks": int(rng.uniform() < 0.5),
-                }
-            )
-    prompts = pd.DataFrame(prompts)
-    prompt_effect = rng.normal(0, 1, len(prompts))
-    rows = []
-    for index, (name, (architecture, millions)) in enumerate(models.items()):
-        n = prompts["n_tokens"].to_numpy(float)
-        noise_sd = 0.5 + n / 70
-        entropy = (1 + 0.2 * index) * n * np.log(n) / 10 + rng.normal(0, 1, len(n)) * noise_sd
-        is_math = (prompts["category"] == MATH).to_numpy()
-        entropy = entropy + math_effect * noise_sd * is_math + 0.3 * prompt_effect
-        per_row = 0.9 - 0.05 * np.log(n) + 0.04 * (math_effect * is_math + rng.normal(0, 1, len(n)))
-        sparse = (sparsity or {}).get(name, 0.3)
-        active = (activation or {}).get(name, 0.0)
-        rows.append(
-            prompts.assign(
-                display_name=name,
-                model=name.lower(),
-                architecture=architecture,
-                n_parameters=millions * 1_000_000,
-                attention_entropy=entropy,
-                attention_entropy_normalized=per_row,
-                final_activation=active + rng.normal(0, 1, len(n)) + 0.5 * prompt_effect,
-                max_sparsity=sparse * np.exp(rng.normal(0, 0.1, len(n))),
-                max_hoyer_sparsity=sparse * np.exp(rng.normal(0, 0.1, len(n))),
-            )
-        )
-    return pd.concat(rows, ignore_index=True)
 
 
 def data(table: pd.DataFrame, seed: int = 0) -> StudyData:
@@ -100,11 +41,13 @@ MATH_FINDING, SPARSITY_FINDING, GPT2_FINDING, SIZE_FINDING = findings.FINDINGS[:
 # --- finding 1 -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_planted_math_effect_at_matched_length_holds() -> None:
     for seed in range(3):
         assert MATH_FINDING.assess(data(synthetic(math_effect=1.5, seed=seed))).verdict == HOLDS
 
 
+@pytest.mark.slow
 def test_a_length_only_effect_never_holds_although_math_is_highest_raw() -> None:
     for seed in range(3):  # many more seeds: tests/unit/test_calibration.py
         table = synthetic(math_longer=15, seed=seed)
@@ -166,16 +109,6 @@ def test_too_few_prompts_or_no_lengths_are_not_testable() -> None:
 # --- finding 2 -------------------------------------------------------------------------------------
 
 # the architecture rule needs models, not many prompts; few prompts keep the crossed mixed model quick
-SEVEN_MODELS = {
-    "E1": ("encoder", 100),
-    "E2": ("encoder", 340),
-    "E3": ("encoder", 60),
-    "D1": ("decoder", 120),
-    "D2": ("decoder", 500),
-    "D3": ("decoder", 250),
-    "D4": ("decoder", 900),
-}
-FOUR_MODELS = {name: SEVEN_MODELS[name] for name in ("E1", "E2", "D1", "D2")}
 ENCODERS_AT = {"E1": 0.0100, "E2": 0.0102, "E3": 0.0104}
 
 
@@ -203,6 +136,7 @@ def test_sparser_but_far_above_the_band_does_not_hold() -> None:
     assert "'sparser' holds, 'about 7x' does not hold" in assessment.evidence
 
 
+@pytest.mark.slow
 def test_a_ratio_below_the_minimum_effect_never_holds() -> None:
     assessment = sparsity_verdict((0.0105, 0.0106, 0.0105, 0.0106), per_category=10)  # 1.03x: below 1.1
     overall = assessment.tables["sparsity_variants"].query("comparison.str.startswith('decoders')", engine="python")
@@ -301,6 +235,7 @@ def test_another_model_clearly_above_gpt2_does_not_hold() -> None:
     assert GPT2_FINDING.assess(data(synthetic(WITH_GPT2, activation=activation))).verdict == DOES_NOT_HOLD
 
 
+@pytest.mark.slow
 def test_with_no_difference_the_target_is_not_picked_from_the_data() -> None:
     # picking the top model from the data and testing its margin would "hold" whenever some model leads;
     # naming GPT-2 beforehand keeps the false-positive rate at most 5%
@@ -405,6 +340,7 @@ def test_thin_or_gapped_length_coverage_is_not_testable_never_refuted() -> None:
     assert all(isinstance(result, str) and "quarter" in result for result in per_model.values())
 
 
+@pytest.mark.slow
 def test_the_analysis_survives_odd_runs() -> None:
     from helpers.study.tables import published_tables
 
@@ -440,6 +376,7 @@ def test_the_bootstrap_weights_resample_within_each_category() -> None:
     assert weights.std(axis=0).min() > 0
 
 
+@pytest.mark.slow
 def test_the_power_analysis_finds_sample_sizes_without_warnings() -> None:
     import warnings
 

@@ -4,7 +4,6 @@ newlines (finding 2's evidence reads ``|h| < 0.01``) is escaped where Markdown i
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -14,45 +13,7 @@ import pytest
 from helpers.base import paths, store
 from helpers.stats import findings
 from helpers.study import tables
-
-UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
-DELIMITER = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?$")
-
-
-def cells(line: str) -> list[str]:
-    """A table row's cells, split at unescaped pipes (GitHub's rule), outer pipes dropped."""
-    inner = line.strip()
-    inner = inner[1:] if inner.startswith("|") else inner
-    inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
-    return [cell.strip() for cell in UNESCAPED_PIPE.split(inner)]
-
-
-def markdown_tables(text: str) -> list[list[list[str]]]:
-    """Every pipe table in ``text``: a header line, a delimiter line, then the rows up to a line without a pipe."""
-    lines = text.splitlines()
-    found = []
-    for number, line in enumerate(lines[:-1]):
-        if "|" in line and DELIMITER.match(lines[number + 1].strip()):
-            rows = [cells(line)]
-            for following in lines[number + 2 :]:
-                if "|" not in following or not following.strip():
-                    break
-                rows.append(cells(following))
-            found.append(rows)
-    return found
-
-
-def malformed(text: str) -> list[str]:
-    """Rows whose cell count differs from their header's, and cells that read 'nan'."""
-    problems = []
-    for table in markdown_tables(text):
-        header = table[0]
-        for row in table[1:]:
-            if len(row) != len(header):
-                problems.append(f"{len(row)} cells under a {len(header)}-cell header {header[:3]}: {row[:4]}")
-            if any(cell.lower() == "nan" for cell in row):
-                problems.append(f"a cell reads nan: {row[:4]}")
-    return problems
+from tests.support import malformed, markdown_tables
 
 
 def test_the_parser_sees_an_unescaped_pipe_split_a_row() -> None:

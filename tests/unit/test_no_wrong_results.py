@@ -120,7 +120,7 @@ def test_8_custom_categories_rank_among_the_runs_categories() -> None:
 
 def test_9_a_one_model_study_shows_every_table_saying_what_is_missing() -> None:
     from helpers.stats import findings
-    from tests.unit.test_findings import synthetic
+    from tests.support import synthetic
 
     metrics = synthetic({"Smol": ("decoder", 135)}, per_category=4)
     published, _ = tables.published_tables()

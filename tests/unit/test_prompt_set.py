@@ -18,6 +18,7 @@ def prompts():
     return study.load_prompts(paths.PROMPTS / "cognitive_tasks.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(models.EMBEDDED))
 def test_every_category_covers_the_shared_token_range_without_gaps(prompts, name: str) -> None:
     tokenizer = models.load_model(name).tokenizer

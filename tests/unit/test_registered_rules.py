@@ -27,7 +27,7 @@ from helpers.stats.findings import (
 )
 from helpers.stats.robustness import MATH, MatchedLength, StudyData
 from helpers.study import CATEGORIES
-from tests.unit.test_findings import synthetic
+from tests.support import synthetic
 
 TEXT = findings.rules_markdown()
 MATH_RULE, SPARSITY_RULE, GPT2_RULE, SIZE_RULE = findings.FINDINGS[:4]
@@ -143,6 +143,7 @@ def test_finding1_compares_the_categories_net_of_the_registered_covariates() -> 
     assert rank == len(CATEGORIES) * (1 + robustness.SPLINE_DF) + len(covariates)
 
 
+@pytest.mark.slow
 def test_finding1_sizes_needed_are_the_registered_ones() -> None:
     text = registered(MATH_RULE)
     needs = MATH_RULE.needs
@@ -313,6 +314,7 @@ def order_with_rho(n: int, rho: float, seed: int = 0) -> list[int]:
     raise AssertionError(f"no order of {n} with rho {rho}")
 
 
+@pytest.mark.slow
 def test_finding4_refutes_at_the_registered_rho_with_five_models() -> None:
     n = finding4.MIN_MODELS_FOR_ORDER
     assert f"With at least {n} models" in SIZE_RULE.rule and f"only |rho| = 1 with {n}" in SIZE_RULE.rule

@@ -9,7 +9,7 @@ import pytest
 from helpers.stats import findings, robustness
 from helpers.stats.findings import scorecard
 from helpers.stats.robustness import MATH, StudyData
-from tests.unit.test_findings import FOUR_MODELS, synthetic
+from tests.support import FOUR_MODELS, synthetic
 
 
 def test_matched_length_means_recover_a_planted_category_effect_under_a_nonlinear_length_effect() -> None:

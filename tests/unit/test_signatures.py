@@ -3,7 +3,6 @@ selective units and transfer beside it."""
 
 from __future__ import annotations
 
-import functools
 import re
 
 import numpy as np
@@ -11,8 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from helpers import study
-from helpers.base import paths, store
+from helpers.base import store
 from helpers.stats import findings
 from helpers.stats.findings import (
     DOES_NOT_HOLD,
@@ -30,17 +28,11 @@ from helpers.stats.findings import (
     views,
 )
 from helpers.stats.robustness import StudyData
+from tests.support import TRUTHS, study_prompts
 
 FAST = finding5.Settings(folds=5, repeats=1, permutations=39, unit_permutations=19)
 """Small enough for make test; 39 permutations still allow p < 0.05 (the conditional test's level)."""
 FINDING = finding5.ActivationSignatures()
-
-
-@functools.cache
-def study_prompts(per_category: int = 20) -> pd.DataFrame:
-    """The study's own prompts (a subset spread over lengths), with a token count: the lexical baseline is real."""
-    prompts = study.load_prompts(paths.PROMPTS / "cognitive_tasks.csv", per_category=per_category)
-    return prompts.assign(n_tokens=(1.3 * prompts["n_words"]).astype(int) + 2)
 
 
 def model_tests(truth: finding5_calibration.Truth, seed: int, settings: finding5.Settings = FAST) -> pd.DataFrame:
@@ -50,7 +42,6 @@ def model_tests(truth: finding5_calibration.Truth, seed: int, settings: finding5
     return beyond_words.test_model(prompts, profiles, vectors, settings).tests.assign(model=f"m{seed}")
 
 
-TRUTHS = {truth.name: truth for truth in finding5_calibration.truths()}
 CONTROLS = [name for name in TRUTHS if name.startswith("text only")]
 
 
@@ -139,6 +130,7 @@ def test_the_conditional_permutation_p_is_calibrated_when_the_later_layers_carry
 # --- the rule on planted truths: negative controls never hold ----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("control", CONTROLS)
 def test_text_only_views_never_hold(control: str) -> None:
     for seed in range(3):
@@ -148,6 +140,7 @@ def test_text_only_views_never_hold(control: str) -> None:
         assert (tests.loc[tests["decides"], "gain"] < finding5.MIN_GAIN).all()
 
 
+@pytest.mark.slow
 def test_the_earlier_rule_said_holds_for_a_bag_of_words_with_no_model() -> None:
     """Why the rule changed (the deviations log): the earlier baseline had no word identity."""
     prompts = study_prompts()
@@ -158,6 +151,7 @@ def test_the_earlier_rule_said_holds_for_a_bag_of_words_with_no_model() -> None:
     assert finding5_earlier.earlier_verdict(earlier) == HOLDS
 
 
+@pytest.mark.slow
 def test_a_category_signal_beyond_the_words_holds() -> None:
     truth = TRUTHS[f"category signal beyond the words, {finding5_calibration.SIGNALS[-1]:g} SD"]
     frames = [model_tests(truth, seed) for seed in range(3)]
@@ -167,11 +161,13 @@ def test_a_category_signal_beyond_the_words_holds() -> None:
     assert (verdicts["gain_low"] > 0).all() and (verdicts["p_conditional"] < rules.ALPHA).all()
 
 
+@pytest.mark.slow
 def test_later_layers_that_only_repeat_the_words_do_not_hold_with_enough_prompts() -> None:
     frames = [model_tests(TRUTHS["text only: TF-IDF word and character n-grams"], seed) for seed in range(2)]
     assert FINDING.judge(pd.concat(frames, ignore_index=True)).verdict == DOES_NOT_HOLD
 
 
+@pytest.mark.slow
 def test_the_operating_characteristics_table_has_every_truth_and_the_other_findings_columns() -> None:
     table = finding5_calibration.operating_characteristics(study_prompts(6), runs=1, settings=FAST)
     assert list(table["planted_truth"]) == list(TRUTHS)

@@ -248,6 +248,8 @@ def test_two_live_runs_exclude_each_other_with_a_clear_error(
     from helpers import workflow
 
     monkeypatch.setattr(workflow, "LOCK", tmp_path / "compendium.lock")
+    # pid 12345 is not alive here, so the run waits out LOCK_WAIT_SECONDS (15 s) before it gives up: shortened
+    monkeypatch.setattr(workflow, "LOCK_WAIT_SECONDS", 0.3)
     with open(workflow.LOCK, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live run holds it
         held.write("12345")

@@ -20,7 +20,9 @@ from helpers.base import paths
 CHECK = """
 import json, torch
 from helpers.core.kernels import triton_entropy
-from tests.unit.test_entropy_kernel import RELATIVE, brute_force, masks
+from tests.support import ENTROPY_RELATIVE as RELATIVE
+from tests.support import attention_brute_force as brute_force
+from tests.support import attention_masks as masks
 torch.manual_seed(0)
 batch, n, scale, results = 2, 20, 0.3, []
 cases = {torch.float32: ("causal", "causal, left padding", "bidirectional padding", "sliding window, left padding"),
@@ -42,6 +44,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (pip install triton)")
 def test_triton_kernel_equals_the_brute_force_under_the_interpreter() -> None:
     environment = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(paths.ROOT)}

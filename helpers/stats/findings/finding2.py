@@ -4,6 +4,7 @@ every other sparsity measure beside it."""
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -351,14 +352,23 @@ def exchangeability_caveat(spread: dict[str, float]) -> str:
     )
 
 
-def within_family(data: StudyData) -> list[dict[str, object]]:
+class FamilyPair(TypedDict):
+    """One natural experiment: its decoder and encoder, how they differ, and the decoder/encoder ratios."""
+
+    decoder: str
+    encoder: str
+    differs: str
+    ratios: dict[str, float]
+
+
+def within_family(data: StudyData) -> list[FamilyPair]:
     """The registry's natural experiments in ``data`` whose two models differ in architecture (one family,
     bidirectional vs causal): per pair, the decoder/encoder ratio of mean S_max, S_max without the embedding output
     and Hoyer sparsity on their shared prompts (facts about the pair)."""
     from helpers.core.registry import NATURAL_EXPERIMENTS
 
     by_name = {str(row.model): (str(name), row.architecture) for name, row in data.models.iterrows()}
-    pairs = []
+    pairs: list[FamilyPair] = []
     for first, second, differs in NATURAL_EXPERIMENTS:
         if first not in by_name or second not in by_name or by_name[first][1] == by_name[second][1]:
             continue
@@ -368,7 +378,7 @@ def within_family(data: StudyData) -> list[dict[str, object]]:
             for metric in (PRIMARY_SPARSITY, NO_EMBEDDING_SPARSITY, SCALE_FREE_SPARSITY)
             if metric in data.table
         }
-        pairs.append({"decoder": decoder, "encoder": encoder, "differs": differs, "ratios": ratios})
+        pairs.append(FamilyPair(decoder=decoder, encoder=encoder, differs=differs, ratios=ratios))
     return pairs
 
 

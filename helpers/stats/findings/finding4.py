@@ -255,10 +255,10 @@ class NoMonotonicParameterLink(Finding):
             self,
             verdict,
             evidence=f"Spearman rho(parameters, mean A_f) = {significant(result['rho'], 2)} over {result['n']} "
-            f"models ({self.reach(result['n'])})",
+            f"models ({self.reach(int(result['n']))})",
             test=f"exact permutation test over {result['n']} models, p = {significant(result['p_value'], 2)}",
             reason=f"{verdict[0].upper() + verdict[1:]}: Spearman rho = {significant(result['rho'], 2)} over "
-            f"{result['n']} models, and {self.reach(result['n'])}",
+            f"{result['n']} models, and {self.reach(int(result['n']))}",
             interval=f"rho {INTERVAL_LEVEL:.0%} CI [{significant(result['low'], 2)}, {significant(result['high'], 2)}]",
         )
 

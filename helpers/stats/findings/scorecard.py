@@ -409,7 +409,7 @@ def _analyse(
         if name not in tables:
             tables[name] = pd.DataFrame({"note": [f"not testable here: {finding.why_not_testable(run)}"]})
     tables["sparsity_interpretation"] = interpretation
-    testable = [r for r in FINDINGS[0].comparisons(run).values() if not isinstance(r, str)]
+    testable = [r for r in MathHasHighestEntropy().comparisons(run).values() if not isinstance(r, str)]
     counts = run.models["architecture"].value_counts()
     encoders, decoders = int(counts.get("encoder", 0)), int(counts.get("decoder", 0))
     if min(encoders, decoders) < MIN_MODELS_PER_ARCHITECTURE or encoders + decoders < MIN_MODELS_FOR_ARCHITECTURES:

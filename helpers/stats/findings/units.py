@@ -73,7 +73,7 @@ def selective_units(effects: UnitEffects, labels: np.ndarray) -> tuple[np.ndarra
     passing[candidates] = p <= threshold
     passing &= np.abs(d) >= MIN_UNIT_D
     owner = np.where(passing, np.abs(d), -1.0).argmax(axis=0)
-    selective = passing.any(axis=0)
+    selective = np.asarray(passing.any(axis=0))
     return selective, np.where(selective, owner, -1)
 
 
