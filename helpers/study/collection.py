@@ -37,7 +37,7 @@ the chunks of the configuration just collected are always kept."""
 
 def _chunks(prompts: pd.DataFrame) -> list[pd.DataFrame]:
     """Consecutive slices of at most ``CHUNK_SIZE`` prompts within each category, in prompt order."""
-    chunks = []
+    chunks: list[pd.DataFrame] = []
     for _, group in prompts.groupby("category", sort=False):
         chunks.extend(group.iloc[start : start + CHUNK_SIZE] for start in range(0, len(group), CHUNK_SIZE))
     return chunks
@@ -240,16 +240,22 @@ def collect_model(params: StudyParams, model: str, *, progress: bool = True) -> 
         prompt_path = files["prompts"]
         stored = _verified_chunk(files, key, prompt_ids)
         if stored is None:
-            options = {
-                "batch_size": params.batch_size,
-                "device": params.device,
-                "dtype": params.dtype,
-                "max_length": params.max_length,
-                "progress": False,
-            }
-            result = measure_with_layers(loaded, chunk["text"].tolist(), **options)
+            texts = chunk["text"].tolist()
             untrained = untrained or random_copy(loaded, params.seed)
-            random_result = measure_with_layers(untrained, chunk["text"].tolist(), **options)
+            result, random_result = (
+                measure_with_layers(
+                    measured,
+                    texts,
+                    batch_size=params.batch_size,
+                    device=params.device,
+                    dtype=params.dtype,
+                    max_length=params.max_length,
+                    progress=False,
+                )
+                for measured in (loaded, untrained)
+            )
+            if result.vectors is None or random_result.vectors is None:
+                raise store.StoredTableError(f"{model!r}: the measurement returned no mean-pooled vectors")
             identity = chunk[["prompt_id", "category"]].reset_index(drop=True)
             described = chunk[["text", "tokens", "n_words", "n_digits", "n_question_marks"]].reset_index(drop=True)
             prompt_table = pd.concat([identity, result.prompts.drop(columns="text_index"), described], axis=1)

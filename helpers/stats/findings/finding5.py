@@ -240,6 +240,8 @@ class ActivationSignatures(Finding):
 
     def decide(self, data: StudyData) -> Assessment:
         tests = self._tests(data)
+        if tests is None:  # why_not_testable says so first; decide is never reached without tests
+            raise ValueError("finding 5 decided without its tests")
         return self.judge(tests[tests["min_per_category"] >= MIN_PROMPTS_PER_CATEGORY])
 
     def facts(self, data: StudyData) -> str:

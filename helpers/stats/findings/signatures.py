@@ -202,6 +202,8 @@ def analyse_run(params: Any, settings: Settings = Settings()) -> RunSignatures: 
         table = pd.concat(frames, ignore_index=True)
         return table[["model", *[c for c in table.columns if c != "model"]]] if "model" in table else table
 
+    if labels is None:
+        raise ValueError("a run of no models has no activation signatures")
     result = RunSignatures(
         first(tests),
         first(probes),
