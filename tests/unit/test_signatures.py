@@ -141,6 +141,41 @@ def test_text_only_views_never_hold(control: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("control", CONTROLS)
+def test_text_only_views_never_hold_when_the_lexical_probe_alone_stands_in_their_way(control: str) -> None:
+    """The same controls with a layer 0 that knows no words (noise): only the text-only lexical probe can stop them,
+    so this fails if the rule lost it (a review replaced it by layer 0 and every other control test still passed)."""
+    prompts = study_prompts()
+    for seed in range(2):
+        vectors = finding5_calibration.simulated_vectors(TRUTHS[control], prompts, seed).astype(np.float32)
+        vectors[:, 0] = np.random.default_rng(seed + 7).standard_normal(vectors[:, 0].shape)
+        profiles = np.random.default_rng(seed).standard_normal((len(prompts), 4))
+        tests = beyond_words.test_model(prompts, profiles, vectors, FAST).tests.assign(model=f"m{seed}")
+        assert (tests["stronger_baseline"] == beyond_words.LEXICAL).all(), tests.to_string()
+        assert (finding5.model_verdicts(tests)["verdict"] != HOLDS).all(), tests.to_string()
+        decides = tests[tests["decides"]]
+        assert (decides["gain"] < finding5.MIN_GAIN).all()
+        assert (decides["gain_over_layer0"] > decides["gain"]).all()  # layer 0 alone would not have stopped them
+
+
+def test_folds_that_do_not_vary_give_no_evidence_either_way() -> None:
+    """Degenerate data (every fold the same difference, e.g. every probe at zero on a tiny run) decide nothing."""
+    for constant in (0.0, 0.12, -0.3):
+        test = crossfit.CorrectedT.of(np.full(10, constant), test_share=0.25)
+        assert test.p_above(0.0) == 1.0 and test.p_below(finding5.MIN_GAIN) == 1.0
+
+
+def test_a_model_with_too_few_prompts_per_category_is_not_tested_nor_counted_by_holm() -> None:
+    tests = pd.concat([model_tests(TRUTHS["noise: later layers carry nothing"], seed) for seed in (0, 1)])
+    tests.loc[tests["model"] == "m1", "min_per_category"] = rules.MIN_PROMPTS_PER_CATEGORY - 1
+    verdicts = finding5.model_verdicts(tests).set_index("model")
+    alone = finding5.model_verdicts(tests[tests["model"] == "m0"]).set_index("model")
+    assert verdicts.loc["m1", "verdict"] == NOT_TESTABLE and np.isnan(verdicts.loc["m1", "p_signature_holm"])
+    assert verdicts.loc["m0", "p_below_minimum_holm"] == alone.loc["m0", "p_below_minimum_holm"]
+    assert "not testable here in 1" in finding5.beyond_words_sentence(verdicts.reset_index())
+
+
+@pytest.mark.slow
 def test_the_earlier_rule_said_holds_for_a_bag_of_words_with_no_model() -> None:
     """Why the rule changed (the deviations log): the earlier baseline had no word identity."""
     prompts = study_prompts()

@@ -87,7 +87,8 @@ class CorrectedT:
     def of(cls, differences: np.ndarray, test_share: float) -> CorrectedT:
         """``differences``: (J,) per-fold differences; ``test_share``: n_test / n_train of a fold."""
         differences = np.asarray(differences, float)
-        variance = float(differences.var(ddof=1)) if len(differences) > 1 else 0.0
+        varies = len(differences) > 1 and np.ptp(differences) > 0  # identical folds: no variance, not rounding's
+        variance = float(differences.var(ddof=1)) if varies else 0.0
         return cls(
             float(differences.mean()),
             float(np.sqrt((1 / len(differences) + test_share) * variance)),
@@ -100,15 +101,16 @@ class CorrectedT:
         return self.estimate - half, self.estimate + half
 
     def p_above(self, value: float = 0.0) -> float:
-        """One-sided p-value that the difference is above ``value``."""
+        """One-sided p-value that the difference is above ``value``; 1 (no evidence) when the folds do not vary,
+        which only degenerate data give (every fold the same difference, e.g. a probe at zero everywhere)."""
         if self.standard_error == 0:
-            return 0.0 if self.estimate > value else 1.0
+            return 1.0
         return float(stats.t.sf((self.estimate - value) / self.standard_error, self.dof))
 
     def p_below(self, value: float) -> float:
-        """One-sided p-value that the difference is below ``value``."""
+        """One-sided p-value that the difference is below ``value``; 1 (no evidence) when the folds do not vary."""
         if self.standard_error == 0:
-            return 0.0 if self.estimate < value else 1.0
+            return 1.0
         return float(stats.t.cdf((self.estimate - value) / self.standard_error, self.dof))
 
 

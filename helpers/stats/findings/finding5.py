@@ -22,6 +22,7 @@ from helpers.stats.findings.rules import (
     INCONCLUSIVE,
     MIN_MODELS_FOR_CATEGORIES,
     MIN_PROMPTS_PER_CATEGORY,
+    NOT_TESTABLE,
     Assessment,
     Finding,
     holm,
@@ -124,12 +125,17 @@ def model_verdicts(tests: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table.assign(p_signature_holm=[], p_below_minimum_holm=[], verdict=[])
-    table["p_signature_holm"] = holm(table["p_signature"].tolist())
-    table["p_below_minimum_holm"] = holm(table["p_below_minimum"].tolist())
+    # a model with fewer than MIN_PROMPTS_PER_CATEGORY prompts in some category is not tested (nor counted by Holm)
+    fewest = tests.groupby("model", sort=False)["min_per_category"].min().reindex(table["model"]).to_numpy()
+    tested = fewest >= MIN_PROMPTS_PER_CATEGORY
+    table["p_signature_holm"] = np.nan
+    table["p_below_minimum_holm"] = np.nan
+    if tested.any():
+        table.loc[tested, "p_signature_holm"] = holm(table.loc[tested, "p_signature"].tolist())
+        table.loc[tested, "p_below_minimum_holm"] = holm(table.loc[tested, "p_below_minimum"].tolist())
     holds = (table["p_signature_holm"] < ALPHA) & (table["p_conditional"] < ALPHA)
-    table["verdict"] = np.where(
-        holds, HOLDS, np.where(table["p_below_minimum_holm"] < ALPHA, DOES_NOT_HOLD, INCONCLUSIVE)
-    )
+    verdicts = np.where(holds, HOLDS, np.where(table["p_below_minimum_holm"] < ALPHA, DOES_NOT_HOLD, INCONCLUSIVE))
+    table["verdict"] = np.where(tested, verdicts, NOT_TESTABLE)
     return table
 
 
@@ -162,7 +168,9 @@ def beyond_words_sentence(verdicts: pd.DataFrame) -> str:
         return "No model could be tested for finding 5."
     counts = verdicts["verdict"].value_counts()
     tally = ", ".join(
-        f"{verdict} in {counts[verdict]}" for verdict in (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE) if verdict in counts
+        f"{verdict} in {counts[verdict]}"
+        for verdict in (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_TESTABLE)
+        if verdict in counts
     )
     return f"{words_and_layers(verdicts)} Finding 5 {tally} of the {len(verdicts)} model(s)."
 
