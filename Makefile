@@ -85,6 +85,7 @@ test: install
 	exit $$status
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check helpers tests notebooks benchmarks
+	$(PY) -m mypy
 
 # The quick loop while editing: the unit tests without those marked slow (pytest -m slow), no model installs
 # (tests that need an assembled model skip when it is absent); about a minute here. `make test` runs everything.

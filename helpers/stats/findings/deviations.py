@@ -51,6 +51,7 @@ class Deviation:
     seen_models: tuple[str, ...]  # registry names of the models whose results had been seen
     earlier: Rule | None = None  # the verdict under the earlier rule; None: no decision changed
     earlier_name: str = ""  # where the earlier rule is, for the text ('' for earlier=None)
+    earlier_note: str = ""  # with earlier=None: where the decision changed, if anywhere (why both verdicts agree)
 
     def verdict_now(self, data: StudyData, findings: Sequence[Finding]) -> str:
         """The verdict of each of ``findings`` (the registered ones) this entry concerns, on ``data``."""
@@ -201,6 +202,22 @@ DEVIATIONS: tuple[Deviation, ...] = (
         earlier=finding5_earlier.verdict_on,
         earlier_name="helpers.stats.findings.finding5_earlier",
     ),
+    Deviation(
+        findings=(5,),
+        date="2026-12-07",
+        commit="8d9c09e",
+        what="folds that do not vary (every fold the same accuracy difference) give p = 1 both ways, where they gave "
+        "p = 0 and so a confident verdict from no variance; in the per-model table a model with fewer than 12 prompts "
+        "in a category is 'not testable here' and left out of Holm, as the run-level verdict already left it out",
+        why="a review (issue 30) found the smoke study's tiny models, every probe at accuracy 0, given 'does not hold' "
+        "with p = 0 in each model while the scorecard said 'not testable here'",
+        seen="the smoke study (3 tiny random models, 24 prompts) and the eight-model default study; the nine-model "
+        "rerun under the rule of entry 5 was collecting, its finding-5 results not yet looked at",
+        seen_commit="9db19a0",
+        seen_models=EIGHT_MODEL_RUN,
+        earlier_note="the code at a69f010 decides differently only where some model's folds do not vary at all, which "
+        "no model of a study with 12 or more prompts per category has given",
+    ),
 )
 """The deviations, oldest first."""
 
@@ -222,7 +239,8 @@ def deviations_markdown(deviations: Sequence[Deviation] = DEVIATIONS) -> str:
         earlier = (
             f"*Earlier rule, runnable:* `{deviation.earlier_name}`."
             if deviation.earlier is not None
-            else "*Earlier rule:* no decision changed; both verdicts come from the current code."
+            else f"*Earlier rule:* {deviation.earlier_note or 'no decision changed'}; both verdicts come from the "
+            "current code."
         )
         lines += [
             "",
