@@ -44,7 +44,7 @@ def test_finding2s_statements_are_the_committed_tables() -> None:
         (finding2.NO_EMBEDDING_SPARSITY, "without the embedding output"),
         (finding2.SCALE_FREE_SPARSITY, "on scale-free Hoyer sparsity"),
     ):
-        assert number_after(evidence, words) == pytest.approx(overall[variant], rel=2e-3)
+        assert number_after(evidence, words) == pytest.approx(overall[variant], rel=5e-3)  # 3 significant digits
     experiments = pd.read_csv(TABLES / "natural_experiments.csv")
     gemma = experiments[experiments["pair"].str.contains("EmbeddingGemma") & (experiments["metric"] == "max_sparsity")]
     decoder_over_encoder = float(gemma["mean_second"].iloc[0] / gemma["mean_first"].iloc[0])
