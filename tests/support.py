@@ -583,8 +583,12 @@ def jupyterlab(root: Path) -> Iterator[dict[str, Any]]:
 
 LAB_NOTEBOOK = "build/lab/07_explore.ipynb"
 """Where the browser tests' copy of notebook 07 goes, relative to Lab's root."""
-ALL_EXECUTED = """
-const panel = window.jupyterapp.shell.currentWidget;
+NOTEBOOK_PANEL = (
+    "[...window.jupyterapp.shell.widgets('main')].find(w => w.sessionContext && w.content && w.content.widgets)"
+)
+"""The open notebook's panel (``shell.currentWidget`` follows focus, which may sit in the file browser)."""
+ALL_EXECUTED = f"""
+const panel = {NOTEBOOK_PANEL};
 if (!panel || !panel.content || !panel.sessionContext.session) return false;
 const kernel = panel.sessionContext.session.kernel;
 const cells = panel.content.widgets.filter(c => c.model.type === 'code');
@@ -605,15 +609,16 @@ def open_and_run_all(browser: Any, lab: dict[str, Any], notebook: str = LAB_NOTE
     wait_for(lambda: browser.execute_script("return !!window.jupyterapp"), 60, "JupyterLab to start")
     wait_for(
         lambda: browser.execute_script(
-            "const p = window.jupyterapp.shell.currentWidget;"
+            f"const p = {NOTEBOOK_PANEL};"
             "return !!(p && p.sessionContext && p.sessionContext.session && p.sessionContext.session.kernel"
             " && p.sessionContext.session.kernel.status === 'idle');"
         ),
         90,
         "the notebook's kernel (Python (compendium)) to start",
     )
-    kernel = browser.execute_script("return window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayName")
+    kernel = browser.execute_script(f"return {NOTEBOOK_PANEL}.sessionContext.kernelDisplayName")
     assert kernel == "Python (compendium)"
+    browser.execute_script(f"window.jupyterapp.shell.activateById({NOTEBOOK_PANEL}.id)")  # the commands act on it
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     wait_for(lambda: browser.execute_script(ALL_EXECUTED), 300, "every cell to run")
 

@@ -1,6 +1,7 @@
 """Finding 5's selective units: per layer and unit, which categories a unit separates at equal token count, counted
-against word identity (the excess over layer 0, the embedding output) and against training (the excess over a
-random-weights copy of the same architecture), each with a label-permutation null.
+beside layer 0 (the embedding output, a bag of the input tokens) and beside a random-weights copy of the same
+architecture, each with a label-permutation null within length bands. That null is "no association at all", so the
+excess over layer 0 is descriptive: it does not test what lies beyond the words (the verdict's probes do).
 
 Descriptive: the finding's verdict is ``finding5``'s rule; these counts say where in the network category
 information sits.
