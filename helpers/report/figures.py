@@ -586,17 +586,16 @@ def findings_figures(
 # --- notebook 08: activation signatures (finding 5) ---------------------------------------------------
 
 
-def signature_probe_depth(probes: pd.DataFrame, verdicts: pd.DataFrame | None = None) -> plt.Figure:
+def signature_probe_depth(probes: pd.DataFrame, verdicts: pd.DataFrame | None = None, verdict: str = "") -> plt.Figure:
     """Finding 5's test, per model (four panels a row): probe accuracy (surface features + one layer's mean-pooled
     vectors) by relative depth, against what the words alone give: the lexical probe (TF-IDF n-grams of the text,
     no model) and layer 0 (the embedding output) as reference lines, the surface-only probe and chance below them;
-    each model's verdict (``verdicts``: ``signature_verdicts``) in its title and the count over models in the
-    figure's.
+    each model's verdict (``verdicts``: ``signature_verdicts``) in its title, the count over models and the run's
+    ``verdict`` (``finding5.run_verdict``, passed in so that drawing needs no rule) in the figure's.
 
     ``probes``: the ``signature_probes`` table (``helpers.stats.findings.beyond_words.test_model`` per model).
     """
     from helpers.report.counting import count_verdicts
-    from helpers.stats.findings.finding5 import run_verdict
 
     if "accuracy" not in probes:
         return _note_figure(str(probes.iloc[0, 0]))
@@ -627,7 +626,6 @@ def signature_probe_depth(probes: pd.DataFrame, verdicts: pd.DataFrame | None = 
     handles, labels = axes.flat[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncol=5, frameon=False)
     counted = count_verdicts(verdicts) if verdicts is not None else ""
-    verdict = run_verdict(pd.Series(list(of_model.values()))) if of_model else ""
     head = f"Finding 5 {verdict}" if verdict else "Finding 5"
     figure.suptitle(
         f"{head}: does a layer tell the category better than the words alone?"
@@ -663,11 +661,14 @@ def signature_units_depth(units: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def signature_figures(tables: dict[str, pd.DataFrame]) -> dict[str, plt.Figure]:
-    """All of ``SIGNATURE_FIGURES`` from notebook 08's tables; finding 5's key figure says each model's verdict."""
+def signature_figures(tables: dict[str, pd.DataFrame], verdict: str = "") -> dict[str, plt.Figure]:
+    """All of ``SIGNATURE_FIGURES`` from notebook 08's tables; finding 5's key figure says each model's verdict and
+    the run's (``verdict``)."""
     tables = {name: _drawn(table) for name, table in tables.items()}
     result = {
-        "signature_probe_depth": signature_probe_depth(tables["signature_probes"], tables.get("signature_verdicts")),
+        "signature_probe_depth": signature_probe_depth(
+            tables["signature_probes"], tables.get("signature_verdicts"), verdict
+        ),
         "signature_units_depth": signature_units_depth(tables["signature_units"]),
     }
     assert tuple(result) == SIGNATURE_FIGURES

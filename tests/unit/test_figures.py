@@ -223,7 +223,7 @@ def eight_model_figures() -> dict[str, plt.Figure]:
         "finding1_length_contrasts": figures.finding1_length_contrasts(curves),
         "sparsity_variants": figures.sparsity_variants(variants, (2.2, 8.8), "inconclusive"),
         "sparsity_layer_profiles": figures.sparsity_layer_profiles(layers),
-        "signature_probe_depth": figures.signature_probe_depth(probes, per_model.assign(verdict="holds")),
+        "signature_probe_depth": figures.signature_probe_depth(probes, per_model.assign(verdict="holds"), "holds"),
         "signature_units_depth": figures.signature_units_depth(units),
     }
 
