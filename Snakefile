@@ -96,9 +96,10 @@ def plain(path):
     return path
 
 
-# Committed outputs are checked against the record of the run that wrote them (paper/records/), at every start:
-# a file edited since (a number, a figure swapped by hand) makes its notebook run again, which reports it by name
-# and rewrites it, even when nothing else changed. A stamp per notebook, dated now when one of its files fails.
+# Committed outputs are checked against the record of the run that wrote them (paper/records/), and each record
+# against the copy this machine's last run kept (build/<run>/reproduction/), at every start: a file edited since
+# (a number, a figure swapped by hand, with or without its record) or a record made elsewhere makes its notebook
+# run again, which reports it by name and rewrites it, even when nothing else changed. A stamp per notebook, dated now when one of its files fails.
 from snakemake_interface_executor_plugins.settings import ExecMode  # noqa: E402
 
 from helpers.study.reproduction import verify  # noqa: E402
@@ -116,7 +117,7 @@ def verified(notebook):
         stamp.write_text("no committed output of this notebook has failed its record yet\n")
         os.utime(stamp, (86400, 86400))
     if workflow.exec_mode == ExecMode.DEFAULT:  # the main process: not once more in every job
-        edited = verify(OUT.record(notebook))
+        edited = verify(OUT.record(notebook), OUT.reproduction(notebook))
         if edited:
             print(f"Changed since the run that wrote them, so {notebook} runs again:", file=sys.stderr)
             lines = [item.line() for item in edited]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -382,13 +384,23 @@ def save_figures(
 
     With a ``check``, a committed figure is kept (its time renewed) when its bytes are those its run recorded,
     drawn by this code from the data its tables hold now (``reproduction.Check.figure``); otherwise it is drawn
-    again. Each decision is recorded in the check.
+    again. A record that no run on this machine wrote (a fresh clone, a pull, a record edited with its figure) is
+    not trusted: the figure is drawn and kept only if it is the same picture (``reproduction.same_picture``).
+    Each decision is recorded in the check.
     """
     written = []
     for name, figure in figures.items():
         files = [folder / f"{name}.{suffix}" for suffix in ("png", "svg")]
         comparison = check.figure(name, files, DRAWING_CODE) if check is not None else None
-        if comparison is None or not comparison.reproduced:
+        if comparison is not None and comparison.reproduced and check is not None and not check.made_here:
+            with tempfile.TemporaryDirectory(dir=folder) as scratch:
+                drawn = save_figure(figure, name, notebook, Path(scratch))
+                if not reproduction.same_picture(drawn[0], files[0]):
+                    comparison.note = "not the picture this code draws from its data (edited with its record?)"
+                    comparison.action = "written"
+                    for new, committed in zip(drawn, files, strict=True):
+                        os.replace(new, committed)
+        elif comparison is None or not comparison.reproduced:
             save_figure(figure, name, notebook, folder)
         if check is not None and comparison is not None:
             check.add(comparison, files)

@@ -11,15 +11,18 @@ README's scorecard is therefore checked against what this run computed:
   is rewritten. The kept table is what the notebook goes on to show, draw and quote (``Check.table``), so a kept
   table and the text around it never disagree;
 * a figure is kept only when its bytes are the ones a run recorded having made, with the drawing code and the
-  data (its tables' kept CSVs) it has now; else it is drawn again;
+  data (its tables' kept CSVs) it has now; else it is drawn again. A record that this machine's last run did not
+  write (a fresh clone, a pull, a record edited with its figure) is not trusted: the figure is drawn and kept
+  only if it is the same picture (``same_picture``);
 * the README's scorecard section must be what the kept scorecard gives.
 
 What a run made is recorded next to the outputs, in ``paper/records/[<run>/]<notebook>.json`` (committed): each
 output's file hashes, and a figure's drawing code and data. A file whose bytes are not the recorded ones was edited
 after the run wrote it: it is reported by name and rewritten from this run's numbers, never kept. ``verify``
-checks the files on disk against those records; the workflow runs it at every start (an edited output forces its
-notebook to run again, even when nothing else changed) and ``summary`` at the end of ``make reproduce``, so a
-summary always describes the files as they are, never only the last check. Each notebook's comparisons are in
+checks the files on disk against those records, and each record against the copy kept in this machine's log;
+the workflow runs it at every start (an edited output forces its notebook to run again, even when nothing else
+changed) and ``summary`` at the end of ``make reproduce``, so a summary always describes the files as they are,
+never only the last check. Each notebook's comparisons are in
 ``build/<run>/reproduction/<notebook>.json``; ``summary`` reads them: "reproduced within tolerance: N of M numbers;
 changed: ...".
 
@@ -653,6 +656,37 @@ def file_hash(path: Path, section: tuple[str, str] | list[str] | None = None) ->
     return None if found is None else hashlib.sha256(found.encode()).hexdigest()
 
 
+PICTURE_BLOCK = 4
+"""Pictures are compared as the means of blocks of this many pixels square."""
+PICTURE_TOLERANCE = 0.08
+"""Two PNGs are the same picture when they have the same size and no block mean of a channel (0-1) differs by more
+than this: data that moved within tolerance shifts a line or a dot by a small fraction of a pixel on another
+machine (a block moves by a few hundredths at most); another picture (a swapped figure, a line added or moved, a
+bar changed) moves some block by far more."""
+
+
+def same_picture(drawn: Path, committed: Path) -> bool:
+    """Whether the PNG ``committed`` shows what ``drawn`` shows, within ``PICTURE_TOLERANCE``."""
+    import matplotlib.image
+    import numpy as np
+
+    if not Path(committed).is_file():
+        return False
+    if store.file_sha256(drawn) == store.file_sha256(committed):
+        return True
+    try:
+        new, old = matplotlib.image.imread(drawn), matplotlib.image.imread(committed)
+    except (OSError, ValueError, SyntaxError):
+        return False
+    if new.shape != old.shape:
+        return False
+    k = PICTURE_BLOCK
+    rows, columns = (new.shape[0] // k) * k, (new.shape[1] // k) * k
+    difference = np.asarray(new, dtype=float)[:rows, :columns] - np.asarray(old, dtype=float)[:rows, :columns]
+    blocks = difference.reshape(rows // k, k, columns // k, k, -1).mean(axis=(1, 3))
+    return float(np.abs(blocks).max(initial=0.0)) <= PICTURE_TOLERANCE
+
+
 def read_outputs_record(path: Path | None) -> dict[str, Any]:
     """The committed record of what a notebook's last run wrote (empty if none or unreadable)."""
     if path is None or not Path(path).is_file():
@@ -678,12 +712,21 @@ class Unverified:
         return f"{self.file} ({self.output}): its bytes are not those its run wrote ({self.record})"
 
 
-def verify(record: Path) -> list[Unverified]:
+def verify(record: Path, log: Path | None = None) -> list[Unverified]:
     """Every file a notebook's committed record lists whose bytes on disk differ from the recorded hash (a missing
-    file is Snakemake's to remake, not listed). Never trusts the last check: it hashes the files now."""
+    file is Snakemake's to remake, not listed). Never trusts the last check: it hashes the files now.
+
+    With ``log`` (this machine's log of the notebook's last run, ``Check.save``) the committed record is checked
+    too: one that is not the record this machine's last run wrote (edited together with its files, pulled from
+    elsewhere, or never made here) is listed, so the notebook checks its outputs again instead of trusting it."""
     found = []
     if Path(record).is_file() and not read_outputs_record(record):
         return [Unverified("record", _relative(record), "unreadable: its notebook writes it again")]
+    if log is not None and Path(record).is_file():
+        made_here = read_outputs_record(log).get("committed")
+        if made_here != read_outputs_record(record):
+            why = "no run on this machine made it" if made_here is None else "not the one this machine's last run wrote"
+            found.append(Unverified("record", _relative(record), f"{why}: its notebook checks its outputs again"))
     entries = read_outputs_record(record).get("outputs", {})
     for output, entry in sorted(entries.items()):
         for shown, digest in sorted(entry.get("files", {}).items()):
@@ -712,7 +755,11 @@ class Check:
     substitutions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.previous: dict[str, Any] = read_outputs_record(self.committed).get("outputs", {})
+        committed = read_outputs_record(self.committed)
+        self.previous: dict[str, Any] = committed.get("outputs", {})
+        # whether the committed record is the one this machine's last run of the notebook wrote (its log says so):
+        # only then are a figure's recorded bytes trusted without drawing it (helpers.report.figures.save_figures)
+        self.made_here = bool(committed) and read_outputs_record(self.record).get("committed") == committed
         self.entries: dict[str, Any] = dict(self.previous)
         self._pending: dict[str, dict[str, Any]] = {}
 
@@ -855,11 +902,19 @@ class Check:
         return comparison
 
     def save(self) -> Path:
-        payload = {"context": asdict(self.context), "comparisons": [asdict(c) for c in self.comparisons]}
-        written = store.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", self.record)
+        """Write the log (comparisons, and a copy of the committed record: what ``verify`` checks that record
+        against) and the committed record."""
+        payload: dict[str, Any] = {
+            "context": asdict(self.context),
+            "comparisons": [asdict(c) for c in self.comparisons],
+        }
+        record: dict[str, Any] | None = None
         if self.committed is not None:
             entries = {output: entry for output, entry in self.entries.items() if entry.get("files")}
             record = {"made_by": self.made_by, "made_for": self.made_for, "outputs": entries}
+            payload["committed"] = json.loads(json.dumps(record))  # as read back: tuples become lists
+        written = store.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", self.record)
+        if self.committed is not None and record is not None:
             text = json.dumps(record, indent=1, sort_keys=True) + "\n"
             if read_outputs_record(self.committed) != record or not self.committed.is_file():
                 store.write_text(text, self.committed)
@@ -958,7 +1013,7 @@ def verify_run(outputs: Any, notebooks: Iterable[str] = ()) -> list[Unverified]:
     and, once every notebook of ``notebooks`` has a record, every table or figure file in the run's folders that no
     record lists (no notebook of the study made it, yet the front page would show it as the study's)."""
     records = sorted(outputs.records.glob("*.json"))
-    found = [item for path in records for item in verify(path)]
+    found = [item for path in records for item in verify(path, outputs.reproduction(path.stem))]
     if notebooks and all(outputs.record(notebook).is_file() for notebook in notebooks):
         listed = {shown for path in records for entry in read_outputs_record(path).get("outputs", {}).values()
                   for shown in entry.get("files", {})}  # fmt: skip

@@ -3,6 +3,7 @@ tolerance of each kind of number are kept byte for byte; anything beyond is repo
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -225,6 +226,64 @@ def test_a_figure_is_kept_only_as_the_bytes_its_run_made_from_the_same_data_and_
     assert save(figure()).note == "its data changed: complete_results"
 
 
+def test_a_figure_edited_together_with_its_record_is_caught_and_drawn_again(tmp_path: Path) -> None:
+    name, other = "heatmap_max_sparsity", "heatmap_attention_entropy"
+    committed(tmp_path, cells()).rename(tmp_path / "complete_results.csv")
+    other_figure = figure()
+    other_figure.axes[0].plot([1, 2], [4, 3])  # another picture
+    (png, svg, other_png, other_svg) = figures.save_figures(
+        {name: figure(), other: other_figure}, tmp_path, "nb", check_in(tmp_path)
+    )
+    drawn = {path: path.read_bytes() for path in (png, svg)}
+    png.write_bytes(other_png.read_bytes())  # swapped in by hand ...
+    svg.write_bytes(other_svg.read_bytes())
+    record = json.loads((tmp_path / "record.json").read_text())  # ... and the record edited to match
+    files = record["outputs"][f"figure {name}"]["files"]
+    for shown in files:
+        files[shown] = reproduction.file_hash(Path(shown))
+    (tmp_path / "record.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    assert reproduction.verify(tmp_path / "record.json") == []  # the committed record alone is fooled
+    (caught,) = reproduction.verify(tmp_path / "record.json", tmp_path / "log.json")  # this machine's log is not
+    assert caught.output == "record" and "not the one this machine's last run wrote" in caught.line()
+    check = check_in(tmp_path)
+    figures.save_figures({name: figure()}, tmp_path, "nb", check)  # the notebook runs again: drawn, not trusted
+    (comparison,) = check.comparisons
+    assert comparison.action == "written" and comparison.note.startswith("not the picture this code draws")
+    assert {path: path.read_bytes() for path in (png, svg)} == drawn
+    assert reproduction.verify(tmp_path / "record.json", tmp_path / "log.json") == []
+
+
+def test_the_same_picture_allows_a_sub_pixel_shift_and_nothing_more(tmp_path: Path) -> None:
+    x, y = np.random.default_rng(0).normal(size=(2, 200))
+
+    def drawn(path: Path, shift: float = 0.0, bar: float = 4.0, line: bool = False) -> Path:
+        picture, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        left.scatter(x + shift, y, s=8)
+        left.plot(np.sort(x) + shift, np.sort(y))
+        right.bar(range(4), [1, 2, 3, bar])
+        if line:
+            left.plot([0, 1], [0, 1])
+        picture.savefig(path, dpi=150)
+        plt.close(picture)
+        return path
+
+    committed_png = drawn(tmp_path / "committed.png")
+    assert reproduction.same_picture(drawn(tmp_path / "noise.png", shift=1e-4), committed_png)  # 100x tolerance
+    assert reproduction.same_picture(drawn(tmp_path / "more.png", shift=1e-3), committed_png)
+    assert not reproduction.same_picture(drawn(tmp_path / "moved.png", shift=1e-2), committed_png)  # 0.7 pixel
+    assert not reproduction.same_picture(drawn(tmp_path / "bar.png", bar=4.04), committed_png)  # a bar 1% taller
+    assert not reproduction.same_picture(drawn(tmp_path / "line.png", line=True), committed_png)
+    assert not reproduction.same_picture(committed_png, tmp_path / "missing.png")
+
+
+def test_a_record_no_run_here_made_is_checked_again(tmp_path: Path) -> None:
+    check_in(tmp_path).table("cells", cells(), dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True)), texts)
+    assert reproduction.verify(tmp_path / "record.json", tmp_path / "log.json") == []
+    (tmp_path / "log.json").unlink()  # a fresh clone, or a pull: the committed record was made elsewhere
+    (found,) = reproduction.verify(tmp_path / "record.json", tmp_path / "log.json")
+    assert found.output == "record" and "no run on this machine made it" in found.line()
+
+
 def test_a_hand_edited_markdown_or_latex_table_is_named_and_rewritten_from_the_checked_csv(tmp_path: Path) -> None:
     table = cells()
     files = dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True))
@@ -404,7 +463,8 @@ def test_a_file_no_notebook_made_is_named_once_every_notebook_has_a_record(tmp_p
     records = tmp_path / "records"
     outputs = SimpleNamespace(tables=folder, figures=tmp_path / "figures", records=records)
     outputs.record = lambda notebook: records / f"{notebook}.json"
-    check = reproduction.Check(tmp_path / "log.json", CONTEXT, records / "05.json", folder)
+    outputs.reproduction = lambda notebook: tmp_path / f"{notebook}.log.json"
+    check = reproduction.Check(tmp_path / "05.log.json", CONTEXT, records / "05.json", folder)
     check.table("cells", cells(), dict(zip(("csv", "md", "tex"), files_of(folder), strict=True)), texts)
     (folder / "stray.csv").write_text("a,b\n1,2\n")  # on the front page, as if the study's
     assert reproduction.verify_run(outputs, ["05"]) != [] and reproduction.verify_run(outputs, ["05", "06"]) == []
