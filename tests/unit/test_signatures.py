@@ -15,6 +15,7 @@ from helpers.stats import findings
 from helpers.stats.findings import (
     DOES_NOT_HOLD,
     HOLDS,
+    INCONCLUSIVE,
     NOT_TESTABLE,
     beyond_words,
     crossfit,
@@ -248,6 +249,31 @@ def test_not_testable_without_vectors_with_too_few_prompts_or_with_an_earlier_ru
     assert assessment.verdict == NOT_TESTABLE and "fewest: 2" in assessment.why_not_testable
     data.cache[finding5.CACHE_KEY] = pd.DataFrame({"model": ["a"], "kind": ["scalar"], "min_per_category": [45]})
     assert "earlier rule" in FINDING.assess(data).why_not_testable
+
+
+def test_holds_needs_the_gain_significantly_above_the_minimum_not_only_its_point_estimate() -> None:
+    """Deviation 7: a gain whose point estimate reaches 10 points but whose interval reaches below it is
+    inconclusive, as a gain just under the minimum would be; the rule before said "holds" (its likelier error)."""
+    tests = model_tests(TRUTHS["noise: later layers carry nothing"], 0)
+    deciding = tests["decides"].astype(bool)
+    near = tests.copy()  # like Qwen2.5-Coder-1.5B in the nine-model run: +10.3 points [6.2, 14.3]
+    near.loc[deciding, ["gain", "gain_low", "gain_high"]] = [0.103, 0.062, 0.143]
+    near.loc[deciding, ["p_above", "p_above_minimum", "p_below"]] = [0.0003, 0.45, 0.55]
+    near["p_conditional"] = 0.01
+    assert finding5.model_verdicts(near)["verdict"].tolist() == [INCONCLUSIVE]
+    assert finding5.model_verdicts(near, minimum_tested=False)["verdict"].tolist() == [HOLDS]
+    clear = near.copy()
+    clear.loc[deciding, ["gain", "gain_low", "p_above_minimum", "p_below"]] = [0.2, 0.14, 0.001, 0.999]
+    assert finding5.model_verdicts(clear)["verdict"].tolist() == [HOLDS]
+    below = near.copy()
+    below.loc[deciding, ["gain", "gain_high", "p_above", "p_above_minimum", "p_below"]] = [
+        0.03,
+        0.06,
+        0.02,
+        0.99,
+        0.001,
+    ]
+    assert finding5.model_verdicts(below)["verdict"].tolist() == [DOES_NOT_HOLD]
 
 
 def test_the_per_model_table_says_what_the_words_give_and_what_the_layers_add() -> None:

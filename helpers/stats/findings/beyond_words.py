@@ -128,6 +128,8 @@ def test_model(
                 "gain_over_layer0": against[LAYER0].estimate,
                 # above zero over both baselines (intersection-union: the larger p)
                 "p_above": max(test.p_above(0.0) for test in against.values()),
+                # above the minimum effect over both baselines (intersection-union: the larger p)
+                "p_above_minimum": max(test.p_above(MIN_GAIN) for test in against.values()),
                 # below the minimum over the stronger baseline is below it over one of them (Bonferroni over two)
                 "p_below": min(1.0, len(against) * min(test.p_below(MIN_GAIN) for test in against.values())),
             }

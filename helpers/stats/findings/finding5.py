@@ -75,9 +75,9 @@ def rule_text(settings: Settings = Settings()) -> str:  # noqa: B008 (frozen)
         f"decide: {ALL_LAYERS} at once (the mean of their kernels) and the {BEST_LAYER} (chosen by leave-one-out "
         "accuracy inside each training fold). A probe's gain beyond the words is its accuracy minus the stronger "
         "baseline's; its 95% interval and p-values come from the corrected resampled t test over the folds "
-        "(Nadeau and Bengio; variance times 1/J + n_test/n_train). A probe finds a signature if its gain is above "
-        f"zero over each baseline (the larger one-sided p, times 2 for the two probes, Holm across models, below "
-        f"{ALPHA}) and its gain over the stronger baseline is at least the minimum effect; and the later layers "
+        "(Nadeau and Bengio; variance times 1/J + n_test/n_train). A probe finds a signature if its gain is "
+        f"significantly above the minimum effect over each baseline (the larger one-sided p against {MIN_GAIN:g}, "
+        f"times 2 for the two probes, Holm across models, below {ALPHA}); and the later layers "
         "must add to the text-only probes in a conditional permutation test (Freedman and Lane: the labels' "
         f"residuals after surface, lexical and layer-0 probes permuted {settings.permutations} times; "
         f"cross-validated squared error; p < {ALPHA}). It holds in a model if a probe finds a signature and the "
@@ -90,16 +90,22 @@ def rule_text(settings: Settings = Settings()) -> str:  # noqa: B008 (frozen)
     )
 
 
-def model_verdicts(tests: pd.DataFrame) -> pd.DataFrame:
+def model_verdicts(tests: pd.DataFrame, minimum_tested: bool = True) -> pd.DataFrame:
     """Per model, the rule of ``ActivationSignatures`` applied: one row with what the words give, what the later
     layers add, the p-values and the verdict.
 
     ``tests``: one row per model (column ``model``) and probe, as ``beyond_words.test_model`` makes them.
+    ``minimum_tested=False``: the rule before deviation 7, under which a signature needed its gain above zero and
+    only its point estimate at the minimum effect (so near the minimum "holds" was the likelier wrong verdict).
     """
     rows = []
     for model, group in tests.groupby("model", sort=False):
         deciding = group[group["decides"].astype(bool)]
-        found = deciding[deciding["gain"] >= MIN_GAIN]
+        if minimum_tested:
+            found, p_found = deciding, deciding["p_above_minimum"]
+        else:
+            found = deciding[deciding["gain"] >= MIN_GAIN]
+            p_found = found["p_above"]
         first = group.iloc[0]
         layers = group[group["probe"] == ALL_LAYERS].iloc[0]
         best = group[group["probe"] == BEST_LAYER].iloc[0]
@@ -117,8 +123,8 @@ def model_verdicts(tests: pd.DataFrame) -> pd.DataFrame:
                 "gain_high": layers["gain_high"],
                 "best_layer_gain": best["gain"],
                 "p_conditional": first["p_conditional"],
-                # Bonferroni over the deciding probes, among those at or above the minimum effect
-                "p_signature": min(1.0, len(deciding) * float(found["p_above"].min())) if len(found) else 1.0,
+                # Bonferroni over the deciding probes
+                "p_signature": min(1.0, len(deciding) * float(p_found.min())) if len(found) else 1.0,
                 "p_below_minimum": float(deciding["p_below"].max()),  # every deciding probe below the minimum
             }
         )
@@ -195,6 +201,7 @@ class ActivationSignatures(Finding):
         "count as a spline, words, digits, punctuation, tokens per word)"
     )
     rule = rule_text()
+    minimum_tested = True  # False: the rule before deviation 7 (``model_verdicts``)
     needs = (
         f"mean-pooled hidden vectors (the embedding output and at least one later layer), the prompt texts and "
         f"per-layer profiles of at least {MIN_MODELS_FOR_CATEGORIES} models, with at least {MIN_PROMPTS_PER_CATEGORY} "
@@ -209,7 +216,7 @@ class ActivationSignatures(Finding):
         tests = self._tests(data)
         if tests is None or tests.empty:
             return f"no mean-pooled hidden vectors or per-layer profiles for the {data.item_kind}"
-        if "decides" not in tests:
+        if "decides" not in tests or "p_above_minimum" not in tests:
             return "the stored tests were made by an earlier rule (rerun notebook 08)"
         usable = tests.loc[tests["min_per_category"] >= MIN_PROMPTS_PER_CATEGORY, "model"].nunique()
         if usable < MIN_MODELS_FOR_CATEGORIES:
@@ -222,7 +229,7 @@ class ActivationSignatures(Finding):
 
     def judge(self, tests: pd.DataFrame) -> Assessment:
         """The rule applied to the per-model tests (one row per model and probe)."""
-        verdicts = model_verdicts(tests)
+        verdicts = model_verdicts(tests, self.minimum_tested)
         return Assessment(
             self,
             run_verdict(verdicts["verdict"]),
@@ -254,10 +261,12 @@ class ActivationSignatures(Finding):
 
     def facts(self, data: StudyData) -> str:
         tests = self._tests(data)
-        if tests is None or tests.empty or "decides" not in tests:
+        if tests is None or tests.empty or "decides" not in tests or "p_above_minimum" not in tests:
             return ""
         return (
-            "; ".join(f"{row.model}: {self._sentence(row)}" for row in model_verdicts(tests).itertuples())
+            "; ".join(
+                f"{row.model}: {self._sentence(row)}" for row in model_verdicts(tests, self.minimum_tested).itertuples()
+            )
             + " (descriptive: too few prompts or models for the rule)"
         )
 
@@ -268,3 +277,15 @@ class ActivationSignatures(Finding):
             "interval": "no test possible",
             "detail": "its signatures are category means of the three metrics, without a text-only baseline",
         }
+
+
+class ActivationSignaturesMinimumByPointEstimate(ActivationSignatures):
+    """Finding 5 under its rule before deviation 7: a signature needed its gain significantly above zero and only
+    its point estimate at the minimum effect (``model_verdicts(minimum_tested=False)``)."""
+
+    minimum_tested = False
+
+
+def verdict_with_minimum_by_point_estimate(data: StudyData) -> str:
+    """Finding 5's verdict on ``data`` under the rule before deviation 7 (the deviations log runs it)."""
+    return ActivationSignaturesMinimumByPointEstimate().verdict_on(data)
