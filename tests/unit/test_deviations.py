@@ -100,6 +100,24 @@ def test_what_had_been_seen_is_what_those_commits_hold() -> None:
     assert "Finding 5" in registered and "Finding 5" not in git("show", f"{third.commit}^:paper/preregistered_rules.md")
 
 
+@needs_history
+def test_what_entry_7_had_seen_is_what_its_commit_holds_and_the_earlier_rule_was_the_code_that_ran() -> None:
+    seventh = DEVIATIONS[6]
+    nine = pd.read_csv(io.StringIO(git("show", f"{seventh.seen_commit}:paper/tables/signature_verdicts.csv")))
+    verdicts = dict(zip(nine["model"], nine["verdict"], strict=True))
+    assert verdicts["Qwen2.5-Coder-1.5B-Instruct"] == HOLDS and verdicts["paraphrase-MiniLM-L3-v2"] == DOES_NOT_HOLD
+    assert sum(v == INCONCLUSIVE for v in verdicts.values()) == 7 and "inconclusive in the other seven" in seventh.seen
+    row = nine.set_index("model").loc["Qwen2.5-Coder-1.5B-Instruct"]
+    assert (
+        f"+{100 * row['gain_beyond_words']:.1f} points [{100 * row['gain_low']:.1f}, {100 * row['gain_high']:.1f}]"
+        in (seventh.seen)
+    )
+    ran = git("show", f"{seventh.commit}^:helpers/stats/findings/finding5.py")
+    assert 'found = deciding[deciding["gain"] >= MIN_GAIN]' in ran and 'found["p_above"]' in ran
+    registered = git("show", f"{seventh.commit}^:paper/preregistered_rules.md")
+    assert "its gain over the stronger baseline is at least the minimum effect" in registered
+
+
 def run_code_of(commit: str, script: str, folder: Path) -> object:
     """``script`` run with the package as it was at ``commit`` (from the history, in ``folder``): its JSON output."""
     archive = subprocess.run(
