@@ -191,7 +191,9 @@ mermaid or widget manager from a CDN), with a bar linking to the index and to th
 reports; every image has the alt text ``describe_figures`` gives it."""
 
 
-_FIGURE_NAME = re.compile(r"""\[["']([\w.-]+)["']\]|\bshow\(["']([^"']+)["']\)|\b(?:explore|figures)\.(\w+)\(""")
+_FIGURE_NAME = re.compile(
+    r"""\[["']([\w.-]+)["']\]|\bshow\(["']([^"']+)["']\)|\b(?:explore|explore_figures|figures)\.(\w+)\("""
+)
 
 
 def _plain(markdown: str) -> str:
@@ -204,7 +206,7 @@ def _plain(markdown: str) -> str:
 def describe_figures(node: Any) -> int:
     """Give every PNG output of an executed notebook an alt text: the figure's name and its caption.
 
-    The name is read off the cell (``study_figures["layer_profiles"]`` or ``explore.head_view(...)``,
+    The name is read off the cell (``study_figures["layer_profiles"]`` or ``explore_figures.head_view(...)``,
     one per image, in order); the caption is the first sentence of the Markdown cell above it.
     Returns how many images were described.
     """

@@ -18,6 +18,7 @@ import pandas as pd
 
 from helpers.base import store
 from helpers.study import reproduction
+from helpers.study.comparison import compare_text, table_csv
 from helpers.study.outputs import RELEASED_DATA, RunOutputs
 
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -208,10 +209,10 @@ def write_release(
         written += [parquet, csv]
         output = f"data/{name}"
         if check is not None:
-            kept = check.table(output, table, {"csv": csv}, lambda shown: {"csv": reproduction.table_csv(shown)})
+            kept = check.table(output, table, {"csv": csv}, lambda shown: {"csv": table_csv(shown)})
         else:
             kept = table
-            store.write_text(reproduction.table_csv(table), csv)
+            store.write_text(table_csv(table), csv)
         edited = check is not None and bool(check.edited(output, [parquet]))
         if edited or not (parquet.is_file() and _same_parquet(parquet, kept)):
             with store.atomic_path(parquet) as temporary:
@@ -222,7 +223,7 @@ def write_release(
                 check.add(comparison, [parquet, csv])
     card = data_card(tables, provenance, notebook, outputs.params.name, outputs.data)
     committed = outputs.data_card.read_text(encoding="utf-8") if outputs.data_card.is_file() else None
-    comparison = reproduction.compare_text("data/DATA_CARD.md", committed, card)
+    comparison = compare_text("data/DATA_CARD.md", committed, card)
     if not comparison.reproduced:
         store.write_text(card, outputs.data_card)
     if check is not None:

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers import load_model  # noqa: E402
-from helpers.report import explore, explore_measure  # noqa: E402
+from helpers.report import explore, explore_figures, explore_measure  # noqa: E402
 from helpers.study import CATEGORIES, parse_params  # noqa: E402
 
 MODEL = "tiny-gpt2"
@@ -83,11 +83,11 @@ def test_every_view_draws_an_odd_prompt_without_warnings(prompt: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a missing glyph or a layout warning would show in Lab and reports
         for figure in (
-            explore.profile_figure(analysis),
-            explore.head_heatmap(analysis),
-            explore.attention_pattern(analysis, analysis.n_layers, analysis.n_heads - 1),
-            explore.head_view(analysis, 1, query=analysis.n_tokens - 1),
-            explore.model_view(analysis, max_size=16),
+            explore_figures.profile_figure(analysis),
+            explore_figures.head_heatmap(analysis),
+            explore_figures.attention_pattern(analysis, analysis.n_layers, analysis.n_heads - 1),
+            explore_figures.head_view(analysis, 1, query=analysis.n_tokens - 1),
+            explore_figures.model_view(analysis, max_size=16),
         ):
             assert figure._repr_png_().startswith(b"\x89PNG")
 
@@ -95,9 +95,9 @@ def test_every_view_draws_an_odd_prompt_without_warnings(prompt: str) -> None:
 def test_layer_and_head_out_of_range_say_what_exists() -> None:
     analysis = explore_measure.analyse(MODEL, "Hello there.")
     with pytest.raises(ValueError, match=r"layers 1\.\.2"):
-        explore.attention_pattern(analysis, 0, 0)
+        explore_figures.attention_pattern(analysis, 0, 0)
     with pytest.raises(ValueError, match=r"heads 0\.\.\d"):
-        explore.attention_pattern(analysis, 1, 99)
+        explore_figures.attention_pattern(analysis, 1, 99)
 
 
 def test_percentiles_place_the_prompt_in_its_band_and_category() -> None:
@@ -186,7 +186,7 @@ def test_category_probes_give_a_distribution_per_layer_and_say_when_the_run_lack
         np.testing.assert_allclose(probabilities.groupby("layer")["probability"].sum(), 1.0, rtol=1e-6)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            figure = explore.signature_figure(analysis, probabilities)
+            figure = explore_figures.signature_figure(analysis, probabilities)
             assert figure._repr_png_().startswith(b"\x89PNG")
     finally:
         shutil.rmtree(paths.RESULTS / params.name, ignore_errors=True)
@@ -214,13 +214,13 @@ def test_the_model_menu_shows_display_names_and_a_new_model_resets_the_layer() -
 
 def test_choosing_a_query_token_outlines_its_row_in_the_attention_pattern() -> None:
     analysis = explore_measure.analyse(MODEL, "Which token looks where?")
-    figure = explore.attention_pattern(analysis, 1, 0, query=2)
+    figure = explore_figures.attention_pattern(analysis, 1, 0, query=2)
     outlined = [p for p in figure.axes[0].patches if p.get_edgecolor()[:3] != (0.0, 0.0, 0.0)]
     assert len(outlined) == 1 and outlined[0].get_y() == pytest.approx(1.5) and outlined[0].get_height() == 1.0
     assert "query 2" in figure.axes[0].get_title()
-    assert not explore.attention_pattern(analysis, 1, 0).axes[0].patches  # no query, no outline
+    assert not explore_figures.attention_pattern(analysis, 1, 0).axes[0].patches  # no query, no outline
     with pytest.raises(ValueError, match="tokens 0"):
-        explore.attention_pattern(analysis, 1, 0, query=analysis.n_tokens)
+        explore_figures.attention_pattern(analysis, 1, 0, query=analysis.n_tokens)
     pytest.importorskip("ipywidgets")
     explorer = explore.Explorer(run_params(), "Which token looks where?", MODEL)
     before = _png_of(explorer.outputs["Attention pattern"])
@@ -238,7 +238,7 @@ def test_head_toggles_choose_the_heads_of_the_head_view() -> None:
     explorer.heads.children[0].value = False
     assert explorer.shown_heads == list(range(1, n_heads))
     assert _png_of(explorer.outputs["Head view"]) != every
-    figure = explore.head_view(explorer.analysis, 1, heads=[1])
+    figure = explore_figures.head_view(explorer.analysis, 1, heads=[1])
     assert [text.get_text() for text in figure.legends[0].get_texts()] == ["head 1"]
     for toggle in explorer.heads.children:
         toggle.value = False

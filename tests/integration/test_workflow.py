@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from helpers.base import paths, store
-from helpers.study import CATEGORIES, load_params, reproduction
+from helpers.study import CATEGORIES, load_params, reproduction, tolerances
+from helpers.study.comparison import Difference, compare_table
 from helpers.study.outputs import (
     FINDINGS_FIGURES,
     FINDINGS_TABLES,
@@ -279,7 +280,7 @@ def test_another_machine_reproduces_the_study_and_leaves_every_committed_file_un
     # activation A_f is zero up to rounding (LayerNorms without bias: top-10 shares, the finding-3 facts); their
     # attention is near uniform, so paired differences of row-normalised entropy are at rounding level (their d_z);
     # and finding 5's cross-model transfer standardises profiles that are mostly such noise.
-    def tiny_model_noise(output: str, difference: reproduction.Difference) -> bool:
+    def tiny_model_noise(output: str, difference: Difference) -> bool:
         return (
             "final activation" in difference.where.replace("_", " ").lower()
             or output == "signature_transfer"
@@ -339,14 +340,14 @@ def test_a_metric_shifted_beyond_tolerance_is_reported_and_rewritten(smoke_run: 
     assert "paper/tables/smoke/sample_inputs.csv" not in rewritten  # nothing of it changed
     assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-6000:]
     # the shift undone: the rewritten tables hold the committed numbers again, within tolerance
-    context = reproduction.Context.from_metrics(original)
+    context = tolerances.Context.from_metrics(original)
     folder = smoke_run / "paper" / "tables" / "smoke"
     for name in changed:
         if not name.startswith("figure") and "/" not in name:  # paper/tables' own (not data/..., the released data)
             back = pd.read_csv(folder / f"{name}.csv", keep_default_na=False, na_values=[""])
             committed_before = smoke_run.parent / f"{name}.before.csv"
             committed_before.write_bytes(before[f"paper/tables/smoke/{name}.csv"])
-            assert reproduction.compare_table(name, back, committed_before, context).differences == [], name
+            assert compare_table(name, back, committed_before, context).differences == [], name
 
 
 def _alive_in_group(group: int) -> bool:

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers.report import figures  # noqa: E402
+from helpers.report import figures, finding_figures  # noqa: E402
 from helpers.study import CATEGORIES  # noqa: E402
 
 SCALES = {"Tiny-Enc": (0.001, 70.0, 0.04), "Mid-Dec": (0.02, 40.0, 0.08), "Big-Dec": (-0.15, 35.0, 0.012)}
@@ -126,7 +126,7 @@ def _layers() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("draw", [figures.layer_profiles, figures.sparsity_layer_profiles])
+@pytest.mark.parametrize("draw", [figures.layer_profiles, finding_figures.sparsity_layer_profiles])
 def test_layer_profiles_speak_words_units_and_display_names_in_a_readable_grid(draw: object) -> None:
     figure = draw(_layers())
     shown = [axis for axis in figure.axes if axis.get_visible()]
@@ -149,7 +149,7 @@ def test_sparsity_variant_intervals_are_drawn_and_the_legend_sits_below_the_labe
             "verdict_sparser": [np.nan, "not testable here", np.nan, "not testable here"],
         }
     )
-    figure = figures.sparsity_variants(variants, (3.54, 14.2))
+    figure = finding_figures.sparsity_variants(variants, (3.54, 14.2))
     axis = figure.axes[0]
     bars = [c for c in axis.collections if type(c).__name__ == "LineCollection"]
     assert bars and all(c.get_linewidth()[0] >= 2 for c in bars)  # interval bars thicker than the default
@@ -219,12 +219,16 @@ def eight_model_figures() -> dict[str, plt.Figure]:
         "layer_profiles": figures.layer_profiles(layers),
         "entropy_vs_tokens": figures.entropy_vs_tokens(metrics),
         "category_ranking": figures.category_ranking(comparison),
-        "finding1_categories": figures.finding1_categories(categories, per_model=per_model, verdict="does not hold"),
-        "finding1_length_contrasts": figures.finding1_length_contrasts(curves),
-        "sparsity_variants": figures.sparsity_variants(variants, (2.2, 8.8), "inconclusive"),
-        "sparsity_layer_profiles": figures.sparsity_layer_profiles(layers),
-        "signature_probe_depth": figures.signature_probe_depth(probes, per_model.assign(verdict="holds"), "holds"),
-        "signature_units_depth": figures.signature_units_depth(units),
+        "finding1_categories": finding_figures.finding1_categories(
+            categories, per_model=per_model, verdict="does not hold"
+        ),
+        "finding1_length_contrasts": finding_figures.finding1_length_contrasts(curves),
+        "sparsity_variants": finding_figures.sparsity_variants(variants, (2.2, 8.8), "inconclusive"),
+        "sparsity_layer_profiles": finding_figures.sparsity_layer_profiles(layers),
+        "signature_probe_depth": finding_figures.signature_probe_depth(
+            probes, per_model.assign(verdict="holds"), "holds"
+        ),
+        "signature_units_depth": finding_figures.signature_units_depth(units),
     }
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from helpers import study
-from helpers.stats import findings, robustness
+from helpers.stats import between_models, findings, matched_length, robustness
 from helpers.stats.findings import (
     DOES_NOT_HOLD,
     HOLDS,
@@ -90,7 +90,7 @@ def test_rank_confidence_sets_cover_the_observed_rank_and_shrink_with_a_clear_wi
 def test_rank_confidence_sets_of_known_means() -> None:
     means = np.array([10.0, 5.0, 4.9, 0.0])
     covariance = np.eye(4) * 0.01
-    sets = robustness.rank_confidence_sets(means, covariance, df=1000)
+    sets = matched_length.rank_confidence_sets(means, covariance, df=1000)
     assert sets.tolist() == [[1, 1], [2, 3], [2, 3], [4, 4]]
 
 
@@ -162,17 +162,17 @@ def test_the_architecture_ratio_is_the_ratio_of_geometric_means_of_model_means()
     table = synthetic(SEVEN_MODELS, per_category=4, sparsity=sparsity)
     means = table.groupby("display_name")["max_hoyer_sparsity"].mean()
     expected = np.exp(np.log(means[["D1", "D2", "D3", "D4"]]).mean() - np.log(means[["E1", "E2", "E3"]]).mean())
-    assert robustness.architecture_ratio(data(table), "max_hoyer_sparsity")["ratio"] == pytest.approx(expected)
+    assert between_models.architecture_ratio(data(table), "max_hoyer_sparsity")["ratio"] == pytest.approx(expected)
 
 
 def test_the_permutation_test_is_exact_on_a_known_case() -> None:
-    test = robustness.ShiftPermutationTest.of(np.array([3.0, 4.0, 5.0, 6.0]), np.array([0.0, 1.0, 2.0]))
+    test = between_models.ShiftPermutationTest.of(np.array([3.0, 4.0, 5.0, 6.0]), np.array([0.0, 1.0, 2.0]))
     assert test.smallest_p() == pytest.approx(1 / 35)
     assert test.p_above(0.0) == pytest.approx(1 / 35)  # the observed split is the most extreme of 35
     assert test.p_below(0.0) == pytest.approx(1.0)
     low, high = test.interval(0.05)
     assert low < 4.5 - 1.0 < high and test.p_above(low - 1e-6) < 0.05 <= test.p_above(low + 1e-6)
-    two_by_two = robustness.ShiftPermutationTest.of(np.array([5.0, 6.0]), np.array([0.0, 1.0]))
+    two_by_two = between_models.ShiftPermutationTest.of(np.array([5.0, 6.0]), np.array([0.0, 1.0]))
     assert finding2.sparser_verdict(two_by_two) == NOT_TESTABLE  # 1/6: no test at 5% is possible
 
 
@@ -280,13 +280,13 @@ def test_no_link_over_many_models_holds() -> None:
     activation = {f"M{k}": float(order[k]) for k in sizes}
     table = synthetic(models, per_category=1, activation=activation)
     table["final_activation"] = table["display_name"].map(activation)  # exact model means
-    result = robustness.spearman_over_models(pd.Series(list(sizes)), pd.Series(order))
+    result = between_models.spearman_over_models(pd.Series(list(sizes)), pd.Series(order))
     assert abs(result["rho"]) < 0.1
     assert SIZE_FINDING.assess(data(table)).verdict == HOLDS
 
 
 def test_spearman_interval_and_exact_permutation_p_of_a_perfect_order() -> None:
-    result = robustness.spearman_over_models(pd.Series([1, 2, 3, 4, 5, 6]), pd.Series([1, 3, 4, 5, 8, 9]))
+    result = between_models.spearman_over_models(pd.Series([1, 2, 3, 4, 5, 6]), pd.Series([1, 3, 4, 5, 8, 9]))
     assert result["rho"] == 1.0
     assert result["p_value"] == pytest.approx(2 / 720)
 

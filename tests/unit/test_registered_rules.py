@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.stats import findings, robustness
+from helpers.stats import between_models, findings, matched_length, robustness
 from helpers.stats.findings import (
     DOES_NOT_HOLD,
     HOLDS,
@@ -25,7 +25,8 @@ from helpers.stats.findings import (
     finding4,
     rules,
 )
-from helpers.stats.robustness import MATH, MatchedLength, StudyData
+from helpers.stats.matched_length import MatchedLength
+from helpers.stats.robustness import MATH, StudyData
 from helpers.study import CATEGORIES
 from tests.support import synthetic
 
@@ -125,7 +126,7 @@ def test_finding1_compares_the_categories_net_of_the_registered_covariates() -> 
     assert all(finding1.COVARIATE_WORDS[c] in text for c in covariates)
     # entropy made of the covariates alone (math prompts have more of them) and a length curve: net of the
     # registered covariates math equals every category; without them math looks higher
-    prompts = synthetic({"M": ("decoder", 100)}, per_category=20).pipe(robustness.with_surface_covariates)
+    prompts = synthetic({"M": ("decoder", 100)}, per_category=20).pipe(matched_length.with_surface_covariates)
     is_math = (prompts["category"] == MATH).to_numpy()
     rng = np.random.default_rng(0)
     prompts["n_question_marks"] = (rng.uniform(size=len(prompts)) < np.where(is_math, 0.9, 0.3)).astype(int)
@@ -149,7 +150,9 @@ def test_finding1_sizes_needed_are_the_registered_ones() -> None:
     needs = MATH_RULE.needs
     assert f"at least {finding1.MIN_PROMPTS_PER_CATEGORY} prompts per category" in needs
     assert f"in at least {finding1.MIN_MODELS_FOR_CATEGORIES} models" in needs
-    assert f"at least {robustness.MIN_PROMPTS_PER_LENGTH_QUARTER} prompts of every category in each quarter" in needs
+    assert (
+        f"at least {matched_length.MIN_PROMPTS_PER_LENGTH_QUARTER} prompts of every category in each quarter" in needs
+    )
     assert f"each of the {len(CATEGORIES) - 1} other categories" in text
     two = {"A": ("encoder", 22), "B": ("decoder", 135)}
     minimum = finding1.MIN_PROMPTS_PER_CATEGORY
@@ -169,13 +172,13 @@ def test_finding1_sizes_needed_are_the_registered_ones() -> None:
         StudyData.from_metrics(one, 1000, 0)
     )
     # the length coverage: the registered count per quarter is enough, one fewer is not
-    quarter = robustness.MIN_PROMPTS_PER_LENGTH_QUARTER
+    quarter = matched_length.MIN_PROMPTS_PER_LENGTH_QUARTER
     lengths = [start + k for start in (10, 30, 45, 60) for k in range(quarter)]  # each quarter of 10-62
     frame = pd.DataFrame({"category": ["x"] * len(lengths), "n_tokens": lengths})
     frame = pd.concat([frame, frame.assign(category="y")], ignore_index=True)
-    assert robustness.length_coverage_problem(frame) == ""
+    assert matched_length.length_coverage_problem(frame) == ""
     fewer = frame.drop(index=1)  # x's first quarter one prompt short
-    assert f"needs {quarter} in each" in robustness.length_coverage_problem(fewer)
+    assert f"needs {quarter} in each" in matched_length.length_coverage_problem(fewer)
 
 
 def test_finding1_states_the_prompt_sets_digit_free_categories(tmp_path) -> None:
@@ -190,11 +193,11 @@ def test_finding1_states_the_prompt_sets_digit_free_categories(tmp_path) -> None
 # --- finding 2 ----------------------------------------------------------------------------------------------
 
 
-def shifted(ratio: float, spread: float = 0.004) -> robustness.ShiftPermutationTest:
+def shifted(ratio: float, spread: float = 0.004) -> between_models.ShiftPermutationTest:
     """3 encoders and 4 decoders whose log model means differ by log(ratio), each group within ``spread``."""
     decoders = math.log(ratio) + spread * np.array([-1.0, -0.3, 0.3, 1.0])
     encoders = spread * np.array([-1.0, 0.0, 1.0])
-    return robustness.ShiftPermutationTest.of(decoders, encoders)
+    return between_models.ShiftPermutationTest.of(decoders, encoders)
 
 
 def test_finding2_sparser_minimum_is_the_registered_one() -> None:
@@ -225,7 +228,7 @@ def test_finding2_about_band_is_the_registered_one_around_the_papers_geometric_r
 
 def test_finding2_model_counts_and_the_smallest_permutation_p_are_the_registered_ones() -> None:
     per, total = finding2.MIN_MODELS_PER_ARCHITECTURE, finding2.MIN_MODELS_FOR_ARCHITECTURES
-    test = robustness.ShiftPermutationTest.of(np.arange(total - per, dtype=float) + 10, np.arange(per, dtype=float))
+    test = between_models.ShiftPermutationTest.of(np.arange(total - per, dtype=float) + 10, np.arange(per, dtype=float))
     assert test.smallest_p() == test.p_above(0.0) == finding2.smallest_permutation_p(per, total - per)
     assert f"1/{round(1 / test.smallest_p())}" in SPARSITY_RULE.needs
     assert f"at least {per} encoders and {per} decoders and {total} models" in SPARSITY_RULE.needs
@@ -234,9 +237,9 @@ def test_finding2_model_counts_and_the_smallest_permutation_p_are_the_registered
     assert SPARSITY_RULE.why_not_testable(enough) == ""
     fewer = enough.restricted_to([*list(enough.models.index)[: per - 1], *[n for n in names if n.startswith("D")]])
     assert f"needs at least {per} of each" in SPARSITY_RULE.why_not_testable(fewer)
-    nine = robustness.ShiftPermutationTest.of(np.zeros(4), np.zeros(5))
-    assert len(nine.assignments) == math.comb(9, 4) <= robustness.PERMUTATION_ENUMERATION_LIMIT  # every assignment
-    assert f"beyond {robustness.PERMUTATION_ENUMERATION_LIMIT:,} assignments" in registered(SPARSITY_RULE)
+    nine = between_models.ShiftPermutationTest.of(np.zeros(4), np.zeros(5))
+    assert len(nine.assignments) == math.comb(9, 4) <= between_models.PERMUTATION_ENUMERATION_LIMIT  # every assignment
+    assert f"beyond {between_models.PERMUTATION_ENUMERATION_LIMIT:,} assignments" in registered(SPARSITY_RULE)
 
 
 def test_finding2_decides_on_the_registered_primary_measure() -> None:
@@ -364,7 +367,7 @@ def test_finding4_power_figure_is_the_simulated_rule() -> None:
     for n in (5, 16, needed):
         for _ in range(30):
             x, y = rng.normal(size=(2, n))
-            result = robustness.spearman_over_models(pd.Series(x), pd.Series(y), p_value=False)
+            result = between_models.spearman_over_models(pd.Series(x), pd.Series(y), p_value=False)
             assert SIZE_RULE.verdict_from(result) == finding4.verdicts_of_rho(np.array([result["rho"]]), n)[0]
     # an independent simulation (another seed) agrees: 80% at the figure, not one model earlier
     draws = finding4.POWER_DRAWS

@@ -14,9 +14,10 @@ import pytest
 
 from helpers.report import figures
 from helpers.stats import findings
-from helpers.study import reproduction, tables
+from helpers.study import reproduction, tables, tolerances
+from helpers.study.comparison import FIGURE_DATA, UNREADABLE, Comparison, compare_table, table_csv
 
-CONTEXT = reproduction.Context(entries_inverse=1 / (30 * 384))  # one entry of a 30-token MiniLM layer
+CONTEXT = tolerances.Context(entries_inverse=1 / (30 * 384))  # one entry of a 30-token MiniLM layer
 
 
 def cells() -> pd.DataFrame:
@@ -45,7 +46,7 @@ def files_of(folder: Path, name: str = "cells") -> list[Path]:
     return [folder / f"{name}.{suffix}" for suffix in ("csv", "md", "tex")]
 
 
-def check_in(tmp_path: Path, context: reproduction.Context = CONTEXT) -> reproduction.Check:
+def check_in(tmp_path: Path, context: tolerances.Context = CONTEXT) -> reproduction.Check:
     """A notebook's check, its log and its committed record in ``tmp_path`` (figures' tables there too)."""
     return reproduction.Check(tmp_path / "log.json", context, tmp_path / "record.json", tmp_path)
 
@@ -71,11 +72,11 @@ def check_in(tmp_path: Path, context: reproduction.Context = CONTEXT) -> reprodu
     ],
 )
 def test_each_column_has_its_kind(column: str, row: dict[str, str], expected: str) -> None:
-    assert reproduction.kind(column, row) == expected
+    assert tolerances.kind(column, row) == expected
 
 
 def test_numbers_agree_within_their_kinds_tolerance_and_the_rounding_of_both() -> None:
-    within = reproduction.within
+    within = tolerances.within
     assert within("continuous", "0.04091", "0.04092")  # the last printed digit: rounding hides up to one unit
     assert not within("continuous", "0.04091", "0.04093")
     assert within("threshold", "0.04091", "0.04101", context=CONTEXT)  # 2 entries of 11520 = 1.7e-4
@@ -108,7 +109,7 @@ def test_machine_noise_reproduces_and_leaves_the_committed_files_untouched(tmp_p
     assert all(path.stat().st_mtime > 1 for path in files)  # newer than the inputs, for Snakemake
     (comparison,) = reproduction.read_record(tmp_path / "log.json")
     assert comparison.reproduced and comparison.action == "kept" and comparison.numbers == 3 * 7
-    assert reproduction.table_csv(kept) == before[files[0]].decode()  # what follows shows the committed numbers
+    assert table_csv(kept) == before[files[0]].decode()  # what follows shows the committed numbers
     assert reproduction.verify(tmp_path / "record.json") == []
 
 
@@ -147,26 +148,26 @@ def test_a_changed_verdict_or_rank_is_a_changed_conclusion(tmp_path: Path) -> No
     for column, value in (("verdict", "holds"), ("math_raw_rank", 9)):
         changed = table.copy()
         changed.loc[0, column] = value
-        comparison = reproduction.compare_table("cells", changed, path, CONTEXT)
+        comparison = compare_table("cells", changed, path, CONTEXT)
         assert comparison.conclusion_changed and [d.column for d in comparison.differences] == [column]
     assert "a verdict or rank CHANGED" in reproduction.summarise([comparison]).lines()[0]
 
 
 def test_a_missing_file_or_a_new_column_is_written(tmp_path: Path) -> None:
-    assert reproduction.compare_table("cells", cells(), tmp_path / "none.csv", CONTEXT).note.startswith("new")
+    assert compare_table("cells", cells(), tmp_path / "none.csv", CONTEXT).note.startswith("new")
     path = committed(tmp_path, cells())
     wider = cells().assign(extra=1.0)
-    assert reproduction.compare_table("cells", wider, path, CONTEXT).note == "columns differ"
-    assert reproduction.compare_table("cells", cells().head(2), path, CONTEXT).note == "3 rows committed, 2 computed"
+    assert compare_table("cells", wider, path, CONTEXT).note == "columns differ"
+    assert compare_table("cells", cells().head(2), path, CONTEXT).note == "3 rows committed, 2 computed"
 
 
 def test_numbers_in_text_are_compared_as_numbers() -> None:
     old = "SmolLM2-135M/MiniLM-L6 Hoyer 1.53 [1.52, 1.53], higher on 100% of prompts; math ranks 8 raw"
-    assert reproduction.text_within(old, old.replace("1.53 [", "1.54 ["))[0]  # within rounding of 3 digits
-    assert not reproduction.text_within(old, old.replace("1.53 [", "1.61 ["))[0]
-    assert not reproduction.text_within(old, old.replace("ranks 8", "ranks 9"))[0]  # a rank
-    assert not reproduction.text_within(old, old.replace("higher", "lower"))[0]
-    assert reproduction.text_within(old, old)[1] == 5  # not the digits of the models' names
+    assert tolerances.text_within(old, old.replace("1.53 [", "1.54 ["))[0]  # within rounding of 3 digits
+    assert not tolerances.text_within(old, old.replace("1.53 [", "1.61 ["))[0]
+    assert not tolerances.text_within(old, old.replace("ranks 8", "ranks 9"))[0]  # a rank
+    assert not tolerances.text_within(old, old.replace("higher", "lower"))[0]
+    assert tolerances.text_within(old, old)[1] == 5  # not the digits of the models' names
 
 
 def test_the_readme_section_is_kept_when_it_reproduces(tmp_path: Path) -> None:
@@ -202,7 +203,7 @@ def test_a_figure_is_kept_only_as_the_bytes_its_run_made_from_the_same_data_and_
     before = (png.read_bytes(), svg.read_bytes())
     os.utime(png, (1, 1))
 
-    def save(drawn: plt.Figure, code: str = figures.DRAWING_CODE) -> reproduction.Comparison:
+    def save(drawn: plt.Figure, code: str = figures.DRAWING_CODE) -> Comparison:
         check = check_in(tmp_path)
         comparison = check.figure(name, [png, svg], code)
         if not comparison.reproduced:
@@ -343,22 +344,22 @@ def test_every_figure_names_the_tables_behind_it() -> None:
 
     figures_ = {*outputs.STUDY_FIGURES, *outputs.FINDINGS_FIGURES, *outputs.SIGNATURE_FIGURES}
     tables_ = {*outputs.STUDY_TABLES, *outputs.FINDINGS_TABLES, *outputs.SIGNATURE_TABLES}
-    assert set(reproduction.FIGURE_DATA) == figures_
-    assert {t for sources in reproduction.FIGURE_DATA.values() for t in sources} <= tables_
+    assert set(FIGURE_DATA) == figures_
+    assert {t for sources in FIGURE_DATA.values() for t in sources} <= tables_
 
 
 def test_the_threshold_allowance_comes_from_the_runs_entry_counts() -> None:
     metrics = pd.DataFrame({"model": ["a", "a", "b"], "n_tokens": [10, 30, 5], "hidden_size": [384, 384, 64]})
-    context = reproduction.Context.from_metrics(metrics)
+    context = tolerances.Context.from_metrics(metrics)
     assert context.entries_inverse == pytest.approx(1 / 320)  # the larger of the two models' mean 1/entries
-    assert context.threshold_atol == pytest.approx(reproduction.THRESHOLD_ENTRIES / 320)
+    assert context.threshold_atol == pytest.approx(tolerances.THRESHOLD_ENTRIES / 320)
 
 
 def test_activation_means_near_zero_compare_absolutely_and_their_ratios_by_the_floor(tmp_path: Path) -> None:
-    assert reproduction.kind("Final_Activation", {}) == "activation"
-    assert reproduction.kind("ratio", {"metric": "final_activation"}) == "activation"
-    assert reproduction.within("activation", "7.805e-05", "7.815e-05", digits=4)  # 1e-7 of a unit RMS, not of 8e-5
-    assert not reproduction.within("activation", "7.805e-05", "9.805e-05", digits=4)
+    assert tolerances.kind("Final_Activation", {}) == "activation"
+    assert tolerances.kind("ratio", {"metric": "final_activation"}) == "activation"
+    assert tolerances.within("activation", "7.805e-05", "7.815e-05", digits=4)  # 1e-7 of a unit RMS, not of 8e-5
+    assert not tolerances.within("activation", "7.805e-05", "9.805e-05", digits=4)
     table = pd.DataFrame(
         {
             "source": ["reproduced", "reproduced"],
@@ -372,9 +373,9 @@ def test_activation_means_near_zero_compare_absolutely_and_their_ratios_by_the_f
     moved = table.copy()
     moved.loc[0, ["encoder", "decoder_over_encoder"]] = [1.502e-4, -302.6]  # the encoder mean by 1e-7
     moved.loc[1, ["encoder", "decoder", "decoder_over_encoder"]] = [-2.2e-9, 4.0e-10, -0.18]  # zero: noise
-    assert reproduction.compare_table("architectures", moved, path, CONTEXT).reproduced
+    assert compare_table("architectures", moved, path, CONTEXT).reproduced
     moved.loc[0, "decoder_over_encoder"] = -290.0  # 4%: more than the floor over each mean allows
-    assert [d.column for d in reproduction.compare_table("architectures", moved, path, CONTEXT).differences] == [
+    assert [d.column for d in compare_table("architectures", moved, path, CONTEXT).differences] == [
         "decoder_over_encoder"
     ]
 
@@ -387,57 +388,57 @@ def test_a_continuous_estimate_is_compared_at_its_columns_scale(tmp_path: Path) 
     contrasts["difference"] = [0.8542, 0.6871, -2.481e-05, 1.164]  # a column of values near 1
     path = committed(tmp_path, contrasts)
     xeon = contrasts.assign(difference=[0.8542, 0.6871, -2.364e-05, 1.164])
-    assert reproduction.compare_table("finding1_length_contrasts", xeon, path, CONTEXT).reproduced
+    assert compare_table("finding1_length_contrasts", xeon, path, CONTEXT).reproduced
     shifted = contrasts.assign(difference=[0.8542, 0.6871, 2e-3, 1.164])  # 2e-3 of the scale: a real change
-    assert not reproduction.compare_table("finding1_length_contrasts", shifted, path, CONTEXT).reproduced
+    assert not compare_table("finding1_length_contrasts", shifted, path, CONTEXT).reproduced
     moved = contrasts.assign(difference=[0.8542 * 1.01, 0.6871, -2.481e-05, 1.164])  # 1% of a value
-    assert not reproduction.compare_table("finding1_length_contrasts", moved, path, CONTEXT).reproduced
+    assert not compare_table("finding1_length_contrasts", moved, path, CONTEXT).reproduced
 
 
 def test_an_accuracy_is_compared_by_its_resolution_in_prompts() -> None:
     row = {"model": "SmolLM2-135M", "n_prompts": "540", "accuracy": "0.4481", "surface_accuracy": "0.2139"}
-    assert reproduction.kind("accuracy", row, "signature_tests") == "accuracy"
-    assert reproduction.kind("gain", row, "signature_tests") == "accuracy_difference"
-    assert reproduction.kind("selectivity", row, "signature_tests") == "accuracy_difference"
-    assert reproduction.within("accuracy", "0.4481", "0.4509", items=540, digits=4)  # 1.5 prompts of 540
-    assert not reproduction.within("accuracy", "0.4481", "0.4561", items=540, digits=4)  # 4.3 prompts
-    assert reproduction.within("accuracy_difference", "0.2342", "0.2398", items=540, digits=4)  # 3 prompts
-    probes = reproduction.Context(prompts=540)  # a table without its prompts: the run's
-    assert reproduction.within("accuracy", "0.8722", "0.8741", context=probes, digits=4)
-    assert not reproduction.within("accuracy", "0.8722", "0.8792", context=probes, digits=4)
+    assert tolerances.kind("accuracy", row, "signature_tests") == "accuracy"
+    assert tolerances.kind("gain", row, "signature_tests") == "accuracy_difference"
+    assert tolerances.kind("selectivity", row, "signature_tests") == "accuracy_difference"
+    assert tolerances.within("accuracy", "0.4481", "0.4509", items=540, digits=4)  # 1.5 prompts of 540
+    assert not tolerances.within("accuracy", "0.4481", "0.4561", items=540, digits=4)  # 4.3 prompts
+    assert tolerances.within("accuracy_difference", "0.2342", "0.2398", items=540, digits=4)  # 3 prompts
+    probes = tolerances.Context(prompts=540)  # a table without its prompts: the run's
+    assert tolerances.within("accuracy", "0.8722", "0.8741", context=probes, digits=4)
+    assert not tolerances.within("accuracy", "0.8722", "0.8792", context=probes, digits=4)
 
 
 def test_a_frequency_over_resampled_draws_is_compared_by_its_monte_carlo_error() -> None:
-    context = reproduction.Context(draws=(("top10_stability", 1000),))
+    context = tolerances.Context(draws=(("top10_stability", 1000),))
     row = {"model": "A", "category": "x", "metric": "final_activation"}
-    assert reproduction.kind("share_of_draws_in_top10", row, "top10_stability", context) == "frequency"
-    assert reproduction.kind("share_of_draws_in_top10", row, "other_table", context) == "share"
+    assert tolerances.kind("share_of_draws_in_top10", row, "top10_stability", context) == "frequency"
+    assert tolerances.kind("share_of_draws_in_top10", row, "other_table", context) == "share"
     # 2 x sqrt(0.25 / 1000) = 0.032 at p = 0.5; 2 / 1000 at p = 1
-    assert reproduction.within("frequency", "0.5", "0.53", context=context, digits=4, draws=1000)
-    assert not reproduction.within("frequency", "0.5", "0.54", context=context, digits=4, draws=1000)
-    assert reproduction.within("frequency", "1", "0.998", digits=4, draws=1000)
-    assert not reproduction.within("frequency", "1", "0.99", digits=4, draws=1000)
+    assert tolerances.within("frequency", "0.5", "0.53", context=context, digits=4, draws=1000)
+    assert not tolerances.within("frequency", "0.5", "0.54", context=context, digits=4, draws=1000)
+    assert tolerances.within("frequency", "1", "0.998", digits=4, draws=1000)
+    assert not tolerances.within("frequency", "1", "0.99", digits=4, draws=1000)
     simulated = {"finding": "1", "power": "0.07", "simulated_runs": "100"}  # verdict shares over simulated runs
-    assert reproduction.kind("power", simulated, "operating_characteristics") == "frequency"
+    assert tolerances.kind("power", simulated, "operating_characteristics") == "frequency"
 
 
 def test_a_p_value_of_a_count_moves_with_its_count() -> None:
     row = {"trained_on": "A", "tested_on": "B", "accuracy": "0.1167", "chance": "0.08333"}
-    assert reproduction.kind("p_above_chance", row, "signature_transfer") == "p_binomial"
-    context = reproduction.Context(prompts=540)
+    assert tolerances.kind("p_above_chance", row, "signature_transfer") == "p_binomial"
+    context = tolerances.Context(prompts=540)
     # 63 of 540 right, then 64 (one prompt classified differently): a binomial tail moves by a factor of 1.5
-    assert reproduction.within("p_binomial", "0.004573", "0.003007", context=context, digits=4, row=row)
-    assert not reproduction.within("p_binomial", "0.004573", "0.0012", context=context, digits=4, row=row)
-    assert reproduction.kind("p_below_minimum", {}, "signature_verdicts") == "p_discrete"
-    assert reproduction.kind("wilcoxon_p", {"variant": "max_sparsity"}, "sparsity_variants") == "p_discrete"
-    assert reproduction.within("p_discrete", "1.2e-05", "1.8e-05")  # 0.18 in log10, allowed 0.02 + 0.1 x 4.9
-    assert not reproduction.within("p_value", "1.2e-05", "1.8e-05")  # a continuous statistic's: 0.02
+    assert tolerances.within("p_binomial", "0.004573", "0.003007", context=context, digits=4, row=row)
+    assert not tolerances.within("p_binomial", "0.004573", "0.0012", context=context, digits=4, row=row)
+    assert tolerances.kind("p_below_minimum", {}, "signature_verdicts") == "p_discrete"
+    assert tolerances.kind("wilcoxon_p", {"variant": "max_sparsity"}, "sparsity_variants") == "p_discrete"
+    assert tolerances.within("p_discrete", "1.2e-05", "1.8e-05")  # 0.18 in log10, allowed 0.02 + 0.1 x 4.9
+    assert not tolerances.within("p_value", "1.2e-05", "1.8e-05")  # a continuous statistic's: 0.02
 
 
 def test_a_count_of_units_that_pass_a_bar_is_compared_by_units() -> None:
-    assert reproduction.kind("selective", {"model": "A", "layer": "3"}, "signature_units") == "unit_count"
-    assert reproduction.within("unit_count", "41", "43") and not reproduction.within("unit_count", "41", "44")
-    assert not reproduction.within("continuous", "41", "42")  # any other integer: exactly
+    assert tolerances.kind("selective", {"model": "A", "layer": "3"}, "signature_units") == "unit_count"
+    assert tolerances.within("unit_count", "41", "43") and not tolerances.within("unit_count", "41", "44")
+    assert not tolerances.within("continuous", "41", "42")  # any other integer: exactly
 
 
 def test_a_damaged_committed_csv_is_written_again_not_a_crash(tmp_path: Path) -> None:
@@ -453,7 +454,7 @@ def test_a_damaged_committed_csv_is_written_again_not_a_crash(tmp_path: Path) ->
     files["csv"].write_bytes(b"\xff\xfe\x00 not text")
     check = check_in(tmp_path)
     check.table("cells", cells(), files, texts)
-    assert check.comparisons[0].note == reproduction.UNREADABLE and files["csv"].read_bytes() == original
+    assert check.comparisons[0].note == UNREADABLE and files["csv"].read_bytes() == original
 
 
 def test_a_file_no_notebook_made_is_named_once_every_notebook_has_a_record(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.stats import findings, robustness
+from helpers.stats import findings, matched_length, robustness
 from helpers.stats.findings import scorecard
 from helpers.stats.robustness import MATH, StudyData
 from tests.support import FOUR_MODELS, synthetic
@@ -20,7 +20,7 @@ def test_matched_length_means_recover_a_planted_category_effect_under_a_nonlinea
         noise = rng.normal(0, 0.3, size=60)
         rows.append(pd.DataFrame({"category": category, "n_tokens": n, "y": n * np.log(n) / 10 + shift + noise}))
     frame = pd.concat(rows, ignore_index=True)
-    result = robustness.matched_length_comparison(frame, "y")
+    result = matched_length.matched_length_comparison(frame, "y")
     means = dict(zip(result.categories, result.means, strict=True))
     assert means[MATH] - means["a"] == pytest.approx(5.0, abs=0.3)
     assert means["b"] - means["a"] == pytest.approx(2.0, abs=0.3)
@@ -36,11 +36,11 @@ def test_a_category_specific_length_slope_is_found_by_the_interaction_test() -> 
     category = np.repeat(["a", "b", MATH, "c"], 60)
     y = n * np.where(category == "b", 1.5, 1.0) + rng.normal(0, 1, size=240)
     frame = pd.DataFrame({"category": category, "n_tokens": n, "y": y})
-    assert robustness.matched_length_comparison(frame, "y").interaction_p < 1e-6
+    assert matched_length.matched_length_comparison(frame, "y").interaction_p < 1e-6
 
 
 def test_length_models_prefer_n_log_n_when_entropy_grows_like_n_log_n() -> None:
-    table = robustness.length_models(StudyData.from_metrics(synthetic(per_category=20), 1000, 0))
+    table = matched_length.length_models(StudyData.from_metrics(synthetic(per_category=20), 1000, 0))
     assert (table["residual_sd_n_log_n"] < table["residual_sd_linear"]).all()
     assert (table["r_with_tokens"] > 0.9).all()
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers.stats import robustness
+from helpers.stats import between_models, matched_length
 from helpers.stats.findings import finding1, finding2, finding4
 from helpers.stats.findings.rules import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from helpers.stats.robustness import MATH
@@ -65,7 +65,7 @@ def synthetic_prompts(per_category: int = PER_CATEGORY, math_longer: int = 0, se
                     "n_question_marks": int(rng.uniform() < 0.5),
                 }
             )
-    return robustness.with_surface_covariates(pd.DataFrame(rows))
+    return matched_length.with_surface_covariates(pd.DataFrame(rows))
 
 
 def planted_shift(prompts: pd.DataFrame, shifts: dict[str, float], tokens_per_word_effect: float = 0.0) -> np.ndarray:
@@ -147,7 +147,7 @@ def finding1_verdicts(
     before c0e16e4) on ``seeds`` simulated runs of ``models`` models each."""
     _, shifts, options = FINDING1_SCENARIOS[scenario]
     prompts = synthetic_prompts(math_longer=int(options.get("math_longer", 0)), seed=seed)
-    design = robustness.matched_length_design(prompts, MATH, decision.covariates)
+    design = matched_length.matched_length_design(prompts, MATH, decision.covariates)
     rule = finding1.MathHasHighestEntropy
     shift = planted_shift(prompts, shifts, options.get("tokens_per_word_effect", 0.0))
     rng = np.random.default_rng(seed + 1)
@@ -204,16 +204,16 @@ FINDING2_SCENARIOS: dict[str, tuple[Scenario, float, float]] = {
 def finding2_verdicts(scenario: str, encoders: int, decoders: int, seeds: int, seed: int = 0) -> list[str]:
     """The verdicts of the part of finding 2 a scenario judges, on ``seeds`` simulated sets of model means."""
     described, ratio, sd = FINDING2_SCENARIOS[scenario]
-    judge: Callable[[robustness.ShiftPermutationTest], str] = (
+    judge: Callable[[between_models.ShiftPermutationTest], str] = (
         finding2.about_verdict if scenario.startswith("about") else finding2.sparser_verdict
     )
     rng = np.random.default_rng(seed)
     verdicts = []
-    template = robustness.ShiftPermutationTest.of(np.zeros(decoders), np.zeros(encoders))
+    template = between_models.ShiftPermutationTest.of(np.zeros(decoders), np.zeros(encoders))
     for _ in range(seeds):
         first = math.log(ratio) + sd * rng.normal(size=decoders)
         second = sd * rng.normal(size=encoders)
-        verdicts.append(judge(robustness.ShiftPermutationTest(first, second, template.assignments)))
+        verdicts.append(judge(between_models.ShiftPermutationTest(first, second, template.assignments)))
     return verdicts
 
 
@@ -242,7 +242,7 @@ def finding4_verdicts(scenario: str, models: int, seeds: int, seed: int = 0) -> 
         x, noise = rng.normal(size=(2, models))
         y = pearson * x + math.sqrt(1 - pearson**2) * noise
         verdicts.append(
-            finding.verdict_from(robustness.spearman_over_models(pd.Series(x), pd.Series(y), p_value=False))
+            finding.verdict_from(between_models.spearman_over_models(pd.Series(x), pd.Series(y), p_value=False))
         )
     return verdicts
 

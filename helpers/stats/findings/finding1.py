@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers.stats import robustness
+from helpers.stats import matched_length, robustness
 from helpers.stats.findings.rules import (
     ALPHA,
     DOES_NOT_HOLD,
@@ -86,7 +86,7 @@ def categories_without_digits(prompts_file: Path | None = None) -> tuple[int, in
     return int((digits == 0).sum()), len(digits)
 
 
-def _with_margin(result: robustness.MatchedLength, arrays: dict[str, Any], margin_sd: float) -> dict[str, Any]:
+def _with_margin(result: matched_length.MatchedLength, arrays: dict[str, Any], margin_sd: float) -> dict[str, Any]:
     """``arrays`` (``MatchedLength.difference_arrays``) with ``p_category_above`` tested against a category above
     math by more than ``margin_sd`` residual SDs of ``result`` (unchanged at 0: no margin)."""
     if margin_sd == 0:
@@ -103,10 +103,10 @@ class Finding1Model:
     """One model's fits for finding 1, per scale: the primary fit (length and ``FINDING1_COVARIATES``) and two
     sensitivity views, length only and the primary plus digit counts."""
 
-    primary: dict[str, robustness.MatchedLength]
-    length_only: dict[str, robustness.MatchedLength]
-    with_digits: dict[str, robustness.MatchedLength]
-    designs: dict[str, robustness.MatchedLengthDesign]  # "primary", "length_only", "with_digits"
+    primary: dict[str, matched_length.MatchedLength]
+    length_only: dict[str, matched_length.MatchedLength]
+    with_digits: dict[str, matched_length.MatchedLength]
+    designs: dict[str, matched_length.MatchedLengthDesign]  # "primary", "length_only", "with_digits"
 
 
 class MathHasHighestEntropy(Finding):
@@ -194,7 +194,7 @@ class MathHasHighestEntropy(Finding):
         return (
             f"prompt-level values with token counts and surface covariates in at least {MIN_MODELS_FOR_CATEGORIES} "
             f"models, each with math and another category, at least {MIN_PROMPTS_PER_CATEGORY} prompts per "
-            f"category, and at least {robustness.MIN_PROMPTS_PER_LENGTH_QUARTER} prompts of every category in each "
+            f"category, and at least {matched_length.MIN_PROMPTS_PER_LENGTH_QUARTER} prompts of every category in each "
             "quarter of the length range all categories share"
         )
 
@@ -204,12 +204,12 @@ class MathHasHighestEntropy(Finding):
             return "needs math and at least one other category"
         if counts.min() < MIN_PROMPTS_PER_CATEGORY:
             return f"{counts.idxmin()} has {counts.min()} prompts (needs {MIN_PROMPTS_PER_CATEGORY})"
-        return robustness.length_coverage_problem(frame)
+        return matched_length.length_coverage_problem(frame)
 
     @staticmethod
     def model_frame(frame: pd.DataFrame) -> pd.DataFrame:
         """One model's rows that finding 1 can use: finite token counts, scales and covariates."""
-        frame = robustness.with_surface_covariates(frame)
+        frame = matched_length.with_surface_covariates(frame)
         columns = ["n_tokens", *FINDING1_SCALES, *robustness.PROMPT_COVARIATES]  # digits too, for the sensitivity
         return frame[np.isfinite(frame[columns].to_numpy(float)).all(axis=1)]
 
@@ -218,9 +218,9 @@ class MathHasHighestEntropy(Finding):
         """Both scales, primary (with ``covariates``) and length-only fits, of one model's usable rows
         (``model_frame``)."""
         designs = {
-            "primary": robustness.matched_length_design(frame, MATH, covariates),
-            "length_only": robustness.matched_length_design(frame, MATH),
-            "with_digits": robustness.matched_length_design(frame, MATH, (*FINDING1_COVARIATES, "n_digits")),
+            "primary": matched_length.matched_length_design(frame, MATH, covariates),
+            "length_only": matched_length.matched_length_design(frame, MATH),
+            "with_digits": matched_length.matched_length_design(frame, MATH, (*FINDING1_COVARIATES, "n_digits")),
         }
         fits = {
             kind: {scale: design.fit(frame[scale].to_numpy(float)) for scale in FINDING1_SCALES}
@@ -246,7 +246,7 @@ class MathHasHighestEntropy(Finding):
                     try:
                         result[model] = self.fit_model(frame, self.decision.covariates)
                         continue
-                    except robustness.LengthCoverageError as error:
+                    except matched_length.LengthCoverageError as error:
                         problem = str(error)
                 result[model] = problem
             data.cache[key] = result
@@ -266,7 +266,7 @@ class MathHasHighestEntropy(Finding):
         return ""
 
     @staticmethod
-    def tests(fits: dict[str, dict[str, robustness.MatchedLength]], refute_margin_sd: float = 0.0) -> pd.DataFrame:
+    def tests(fits: dict[str, dict[str, matched_length.MatchedLength]], refute_margin_sd: float = 0.0) -> pd.DataFrame:
         """One row per model and other category: math minus the category on each scale of ``fits`` (primary fits),
         and the joined one-sided p-values (``p_math_above``: larger of the scales; ``p_category_above``: likewise,
         of 'the category is above math by more than ``refute_margin_sd`` residual SDs of the scale's fit')."""
@@ -337,8 +337,8 @@ class MathHasHighestEntropy(Finding):
         for model, fits in comparisons.items():
             result = fits.primary[primary_scale]
             index = result.categories.index(MATH)
-            ranks = robustness.rank_confidence_sets(result.means, result.covariance, result.df_resid)
-            math_set = robustness.rank_set_of(result.means, result.covariance, result.df_resid, index)
+            ranks = matched_length.rank_confidence_sets(result.means, result.covariance, result.df_resid)
+            math_set = matched_length.rank_set_of(result.means, result.covariance, result.df_resid, index)
             raw_rank = pd.Series(result.raw_means).rank(ascending=False, method="min").to_numpy()
             matched_rank = pd.Series(result.means).rank(ascending=False, method="min").to_numpy()
             ranks_by_view = {
@@ -351,7 +351,7 @@ class MathHasHighestEntropy(Finding):
                 for view, fit in ranks_by_view.items()
             }
             per_row = fits.primary["attention_entropy_normalized"]
-            per_row_set = robustness.rank_set_of(per_row.means, per_row.covariance, per_row.df_resid, index)
+            per_row_set = matched_length.rank_set_of(per_row.means, per_row.covariance, per_row.df_resid, index)
             differences = result.differences(MATH).set_index("category")
             critical = stats.t.ppf(1 - ALPHA / 2, result.df_resid)
             model_tests = tests[tests["model"] == model].set_index("category")
@@ -453,8 +453,8 @@ class MathHasHighestEntropy(Finding):
     def paper_evidence(self, published: StudyData, run: StudyData | None = None) -> dict[str, str]:
         grid = published.wide("attention_entropy")  # categories x models
         ranks = grid.rank(ascending=False, method="min")
-        w = robustness.kendalls_w(grid.to_numpy(float))
-        shared = robustness.kendalls_w_from_shared_prompts(run, "attention_entropy", 2) if run is not None else None
+        w = matched_length.kendalls_w(grid.to_numpy(float))
+        shared = matched_length.kendalls_w_from_shared_prompts(run, "attention_entropy", 2) if run is not None else None
         expected = (
             f"two random prompts per category from this run's prompt set give W of median "
             f"{significant(shared['median'])} [5-95%: {significant(shared['low'])}-{significant(shared['high'])}] "

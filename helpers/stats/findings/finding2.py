@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers.stats import robustness
+from helpers.stats import between_models, robustness
 from helpers.stats.findings.rules import (
     ALPHA,
     DOES_NOT_HOLD,
@@ -82,7 +82,7 @@ ABOUT_BAND = (PAPER_SPARSITY_RATIO_GEOMETRIC / 2, PAPER_SPARSITY_RATIO_GEOMETRIC
 """'About the paper's ratio': within a factor 2 of its geometric-mean ratio."""
 
 
-def sparser_verdict(test: robustness.ShiftPermutationTest | None) -> str:
+def sparser_verdict(test: between_models.ShiftPermutationTest | None) -> str:
     """'Sparser' from the permutation test of the decoder - encoder log means: above log(SPARSER_MINIMUM)
     (one-sided, 5%) holds; below it (one-sided, 5%) does not hold."""
     if test is None or test.smallest_p() >= ALPHA:
@@ -93,7 +93,7 @@ def sparser_verdict(test: robustness.ShiftPermutationTest | None) -> str:
     return DOES_NOT_HOLD if test.p_below(threshold) < ALPHA else INCONCLUSIVE
 
 
-def about_verdict(test: robustness.ShiftPermutationTest | None) -> str:
+def about_verdict(test: between_models.ShiftPermutationTest | None) -> str:
     """'About the paper's ratio': inside ``ABOUT_BAND`` by two one-sided tests at 5% holds; below its lower or
     above its upper end (one-sided, 5%) does not hold."""
     if test is None or test.smallest_p() >= ALPHA:
@@ -125,7 +125,7 @@ class DecodersAreSparser(Finding):
     rule = (
         "Each model is reduced to the log of its mean sparsity over the prompts every model saw; decoders and "
         "encoders are compared by an exact permutation test of the difference of mean logs (every assignment of "
-        f"the architecture labels to the models; beyond {robustness.PERMUTATION_ENUMERATION_LIMIT:,} assignments, "
+        f"the architecture labels to the models; beyond {between_models.PERMUTATION_ENUMERATION_LIMIT:,} assignments, "
         f"that many drawn at random), so the ratio is one of geometric means. 'Sparser' holds if the ratio is above "
         f"{SPARSER_MINIMUM} (one-sided, {ALPHA:.0%}), does not hold if it is below {SPARSER_MINIMUM} (one-sided, "
         f"{ALPHA:.0%}), and is inconclusive otherwise. 'About {PAPER_SPARSITY_RATIO:.0f}x' holds if the ratio is "
@@ -174,7 +174,7 @@ class DecodersAreSparser(Finding):
         for variant, description in SPARSITY_VARIANTS.items():
             if variant not in data.table:
                 continue
-            ratio = robustness.architecture_ratio(data, variant)
+            ratio = between_models.architecture_ratio(data, variant)
             for decoder, encoder in self.pairs(data):
                 contrast = robustness.paired_contrast(data, variant, decoder, encoder)
                 low, high = robustness.percentile_interval(contrast["ratio_draws"])
@@ -214,7 +214,7 @@ class DecodersAreSparser(Finding):
         and the mixed model)."""
         if self.why_not_testable(data):
             return NOT_TESTABLE
-        test = robustness.architecture_ratio(data, PRIMARY_SPARSITY)["test"]
+        test = between_models.architecture_ratio(data, PRIMARY_SPARSITY)["test"]
         return join_parts(sparser_verdict(test), about_verdict(test))
 
     def decide(self, data: StudyData) -> Assessment:
@@ -223,7 +223,7 @@ class DecodersAreSparser(Finding):
         primary = architecture_rows.loc[PRIMARY_SPARSITY]
         verdict = join_parts(primary["verdict_sparser"], primary["verdict_about"])
         agreeing = int((architecture_rows["verdict_sparser"] == primary["verdict_sparser"]).sum())
-        ratio = robustness.architecture_ratio(data, PRIMARY_SPARSITY)
+        ratio = between_models.architecture_ratio(data, PRIMARY_SPARSITY)
         test = ratio["test"]
         n_decoders = int((data.models["architecture"] == "decoder").sum())
         n_encoders = int((data.models["architecture"] == "encoder").sum())
@@ -244,7 +244,7 @@ class DecodersAreSparser(Finding):
             + (f"; what S_max measures here: {measures}" if measures else "")
             + f"; {exchangeability_caveat(spread)}"
         )
-        mixed = robustness.crossed_mixed_model(data, PRIMARY_SPARSITY)
+        mixed = between_models.crossed_mixed_model(data, PRIMARY_SPARSITY)
         return Assessment(
             self,
             verdict,
@@ -276,7 +276,7 @@ class DecodersAreSparser(Finding):
         return "facts about these models: " + "; ".join(parts) if parts else ""
 
     def paper_evidence(self, published: StudyData, run: StudyData | None = None) -> dict[str, str]:
-        means = robustness.model_means(published, "max_sparsity")
+        means = between_models.model_means(published, "max_sparsity")
         encoders = list(means.index[means["architecture"] == "encoder"])
         pieces = sorted(
             (value / means.loc[encoders, "mean"].mean(), name)
@@ -330,7 +330,7 @@ SPARSITY_INTERPRETATION_KEY = "sparsity_interpretation"
 
 def log_spread(data: StudyData, metric: str) -> dict[str, float]:
     """Per architecture: the SD (n - 1) of the log model means of ``metric`` over the items every model has."""
-    means = robustness.model_means(data, metric)
+    means = between_models.model_means(data, metric)
     means = means[means["mean"] > 0]
     return {
         str(architecture): float(np.log(group["mean"]).std(ddof=1)) if len(group) > 1 else float("nan")
@@ -473,7 +473,7 @@ EARLIER_ABOUT_BAND = (round(PAPER_SPARSITY_RATIO, 2) / 2, round(PAPER_SPARSITY_R
 def t_interval_ratio(data: StudyData, metric: str, level: float = 1 - ALPHA) -> tuple[float, float, float]:
     """Decoder/encoder ratio of geometric model means with the pooled two-sample t interval on the log model means
     (models - 2 degrees of freedom): the test of the rule before c0e16e4. NaNs without 2 models of each."""
-    means = robustness.model_means(data, metric)
+    means = between_models.model_means(data, metric)
     logs = np.log(means["mean"].where(means["mean"] > 0))
     decoder, encoder = logs[means["architecture"] == "decoder"], logs[means["architecture"] == "encoder"]
     if len(decoder) < 2 or len(encoder) < 2 or logs.isna().any():

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from helpers.stats import robustness
+from helpers.stats import between_models
 from helpers.stats.findings.rules import (
     ALPHA,
     DOES_NOT_HOLD,
@@ -50,7 +50,7 @@ def verdicts_of(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
 def verdicts_of_rho(rho: np.ndarray, n: int) -> np.ndarray:
     """The rule's verdict for each sample Spearman rho of ``rho`` over ``n`` models."""
-    return verdicts_of(*robustness.spearman_interval(rho, n, INTERVAL_LEVEL))
+    return verdicts_of(*between_models.spearman_interval(rho, n, INTERVAL_LEVEL))
 
 
 def models_to_support_no_link(level: float = INTERVAL_LEVEL) -> int:
@@ -210,7 +210,7 @@ class NoMonotonicParameterLink(Finding):
 
     @staticmethod
     def verdict_from(result: dict[str, float]) -> str:
-        """The rule applied to ``robustness.spearman_over_models``' result."""
+        """The rule applied to ``between_models.spearman_over_models``' result."""
         return str(verdicts_of(np.array([result["low"]]), np.array([result["high"]]))[0])
 
     def _by_model(self, data: StudyData) -> pd.DataFrame:
@@ -249,7 +249,7 @@ class NoMonotonicParameterLink(Finding):
 
     def decide(self, data: StudyData) -> Assessment:
         by_model = self._by_model(data)
-        result = robustness.spearman_over_models(by_model["n_parameters"], by_model["a_f"], INTERVAL_LEVEL)
+        result = between_models.spearman_over_models(by_model["n_parameters"], by_model["a_f"], INTERVAL_LEVEL)
         verdict = self.verdict_from(result)
         return Assessment(
             self,
@@ -276,7 +276,7 @@ class NoMonotonicParameterLink(Finding):
 
     def paper_evidence(self, published: StudyData, run: StudyData | None = None) -> dict[str, str]:
         by_model = self._by_model(published)
-        result = robustness.spearman_over_models(by_model["n_parameters"], by_model["a_f"], INTERVAL_LEVEL)
+        result = between_models.spearman_over_models(by_model["n_parameters"], by_model["a_f"], INTERVAL_LEVEL)
         return {
             "statistic": f"Spearman rho(parameters, mean A_f) over {result['n']} models",
             "value": significant(result["rho"], 2),

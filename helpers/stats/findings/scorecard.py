@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from helpers.base import store
-from helpers.stats import robustness
+from helpers.stats import between_models, matched_length, robustness
 from helpers.stats.findings import deviations, finding4, finding5, finding5_earlier
 from helpers.stats.findings.finding1 import FINDING1_SCALES, MathHasHighestEntropy
 from helpers.stats.findings.finding2 import (
@@ -188,7 +188,7 @@ def power_analysis(run: StudyData, published: StudyData) -> pd.DataFrame:
         },
     ]
     # finding 2: models per architecture, from the spread of log S_max between the paper's decoders
-    means = robustness.model_means(published, "max_sparsity")
+    means = between_models.model_means(published, "max_sparsity")
     sd = float(np.log(means.loc[means["architecture"] == "decoder", "mean"]).std(ddof=1))
     sparser = (math.log(PAPER_SPARSITY_RATIO_GEOMETRIC) - math.log(SPARSER_MINIMUM)) / sd
     k = 2
@@ -423,7 +423,7 @@ def _analyse(
     )
     tables["natural_experiments"] = natural_experiments(run)
     tables["deviations"] = deviations.deviations_table(run, FINDINGS)
-    tables["length_models"] = robustness.length_models(run) if "n_tokens" in run.table else pd.DataFrame()
+    tables["length_models"] = matched_length.length_models(run) if "n_tokens" in run.table else pd.DataFrame()
     tables["model_pair_contrasts"] = robustness.model_pair_contrasts(run, PAIR_METRICS)
     tables["cell_intervals"] = robustness.cell_intervals(
         run, tuple(dict.fromkeys(("final_activation", "attention_entropy", PRIMARY_SPARSITY, "max_hoyer_sparsity")))
