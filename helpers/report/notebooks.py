@@ -192,7 +192,7 @@ reports; every image has the alt text ``describe_figures`` gives it."""
 
 
 _FIGURE_NAME = re.compile(
-    r"""\[["']([\w.-]+)["']\]|\bshow\(["']([^"']+)["']\)|\b(?:explore|explore_figures|figures)\.(\w+)\("""
+    r"""\[["']([\w.-]+)["']\]|\bshow\(["']([^"']+)["']\)|\b(?:explore|explore_figures|figures|finding_figures)\.(\w+)\("""
 )
 
 
