@@ -13,6 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # step of .venv runs up to three times, 30 s and 120 s apart, before it fails.
 export PIP_RETRIES ?= 10
 export PIP_RESUME_RETRIES ?= 20
+comma := ,
 retry = $(1) || (echo "install step failed; retrying in 30 s" && sleep 30 && $(1)) || (echo "install step failed again; retrying in 120 s" && sleep 120 && $(1))
 
 PARAMS ?= params/default.yaml
@@ -146,7 +147,7 @@ CLUSTER_STAMP := $(VENV)/.installed-cluster
 .PHONY: install-cluster test-cluster
 
 $(CLUSTER_STAMP): $(STAMP) pyproject.toml
-	$(call retry,$(PY) -m pip install -q -e ".[dev,cluster]")
+	$(call retry,$(PY) -m pip install -q -e ".[dev$(comma)cluster]")
 	touch $(CLUSTER_STAMP)
 
 install-cluster: $(CLUSTER_STAMP)

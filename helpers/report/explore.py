@@ -1,8 +1,7 @@
-"""Explore one prompt: its tokens, per-layer profiles, per-head entropy, attention patterns, where it sits
-among the study's prompts, and its category probes, as figures, tables and notes, behind ipywidgets controls.
+"""Show one prompt explored: its tables and notes, and the figures of ``explore_figures``, behind ipywidgets controls.
 
-What is drawn is measured by ``explore_measure`` (``analyse``, ``study_context``, ...). The figure functions
-take its ``PromptAnalysis``; ``Explorer`` puts it all behind ipywidgets controls for JupyterLab, and
+What is shown is measured by ``explore_measure`` (``analyse``, ``study_context``, ...) and drawn by
+``explore_figures``; ``Explorer`` puts it all behind ipywidgets controls for JupyterLab, and
 ``Page`` lays out notebook 07's sections, live or static. Notebook 07 calls these (and the two run
 settings ``study_category`` and ``study_max_tokens``, which the page uses).
 """

@@ -1,5 +1,6 @@
-"""The study's figures. Each function takes a tidy table and returns a matplotlib Figure;
-``save_figure`` writes it to figures/ as PNG and SVG, naming the notebook that made it."""
+"""The figures' common ground and the study's own figures: style, labels, the drawing-code stamp, saving under the
+reproduction check (``save_figure``, ``save_figures``: PNG and SVG in figures/, naming the notebook that made it),
+and notebook 04's figures. The findings' figures are in ``finding_figures``."""
 
 from __future__ import annotations
 
@@ -121,8 +122,8 @@ DRAWING_CODE: str = hashlib.sha256(
 (``helpers.base.code``), with the drawing libraries' versions. Recorded in every figure and its run's record: other
 code draws again."""
 SOURCE = "helpers/report/figures.py"
-"""The drawing code as every figure names it, before its hash (figures drawn before the package layout name
-``helpers/figures.py``)."""
+"""The drawing code as every figure names it, before its hash (``DRAWING_CODE``, which covers every module of
+``DRAWING_MODULES``)."""
 
 
 def save_figure(figure: plt.Figure, name: str, notebook: str, folder: Path = paths.FIGURES) -> list[Path]:
@@ -385,25 +386,24 @@ def save_figures(
 ) -> list[Path]:
     """Save every figure (PNG and SVG) into ``folder`` and close it.
 
-    With a ``check``, a committed figure is kept (its time renewed) when its bytes are those its run recorded,
-    drawn by this code from the data its tables hold now (``reproduction.Check.figure``); otherwise it is drawn
-    again. A record that no run on this machine wrote (a fresh clone, a pull, a record edited with its figure) is
-    not trusted: the figure is drawn and kept only if it is the same picture (``reproduction.same_picture``).
-    Each decision is recorded in the check.
+    With a ``check``, a committed figure whose record matches (its bytes, this drawing code, its tables' data:
+    ``reproduction.Check.figure``) is drawn again all the same, never trusted on its record: it is kept only if this
+    code draws the same picture and drawing (``reproduction.same_picture``, ``same_drawing``), else rewritten; any
+    other committed figure is drawn again. Each decision is recorded in the check.
     """
     written = []
     for name, figure in figures.items():
         files = [folder / f"{name}.{suffix}" for suffix in ("png", "svg")]
         comparison = check.figure(name, files, DRAWING_CODE) if check is not None else None
-        if comparison is not None and comparison.reproduced and check is not None and not check.made_here:
+        if comparison is not None and comparison.reproduced:
             with tempfile.TemporaryDirectory(dir=folder) as scratch:
-                drawn = save_figure(figure, name, notebook, Path(scratch))
-                if not reproduction.same_picture(drawn[0], files[0]):
-                    comparison.note = "not the picture this code draws from its data (edited with its record?)"
+                png, svg = save_figure(figure, name, notebook, Path(scratch))
+                if not (reproduction.same_picture(png, files[0]) and reproduction.same_drawing(svg, files[1])):
+                    comparison.note = "not the picture this code draws from this run's data: drawn again"
                     comparison.action = "written"
-                    for new, committed in zip(drawn, files, strict=True):
+                    for new, committed in zip((png, svg), files, strict=True):
                         os.replace(new, committed)
-        elif comparison is None or not comparison.reproduced:
+        else:
             save_figure(figure, name, notebook, folder)
         if check is not None and comparison is not None:
             check.add(comparison, files)

@@ -1,4 +1,5 @@
-"""The statistics the findings rest on, at the right unit: prompts within a model, or models.
+"""A run's data for the findings and the statistics over its prompts: the bootstrap, paired contrasts between models,
+cell intervals, top-10 stability (finding 1's are in ``matched_length``, those over models in ``between_models``).
 
 Everything takes a ``StudyData``: a run's per-prompt measurements (or the paper's published
 model x category cells) arranged as items x models, with one set of bootstrap resamples (a

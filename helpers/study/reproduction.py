@@ -11,9 +11,8 @@ README's scorecard is therefore checked against what this run computed:
   is rewritten. The kept table is what the notebook goes on to show, draw and quote (``Check.table``), so a kept
   table and the text around it never disagree;
 * a figure is kept only when its bytes are the ones a run recorded having made, with the drawing code and the
-  data (its tables' kept CSVs) it has now; else it is drawn again. A record that this machine's last run did not
-  write (a fresh clone, a pull, a record edited with its figure) is not trusted: the figure is drawn and kept
-  only if it is the same picture (``same_picture``);
+  data (its tables' kept CSVs) it has now, and it is drawn again all the same: kept only if it is the same
+  picture and drawing (``same_picture``, ``same_drawing``), so a figure edited together with its record is caught;
 * the README's scorecard section must be what the kept scorecard gives.
 
 What a run made is recorded next to the outputs, in ``paper/records/[<run>/]<notebook>.json`` (committed): each
@@ -35,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -78,34 +78,58 @@ def file_hash(path: Path, section: tuple[str, str] | list[str] | None = None) ->
 
 
 PICTURE_BLOCK = 4
-"""Pictures are compared as the means of blocks of this many pixels square."""
+"""PNGs are compared as the means of blocks of this many pixels square (the last blocks padded)."""
 PICTURE_TOLERANCE = 0.08
-"""Two PNGs are the same picture when they have the same size and no block mean of a channel (0-1) differs by more
-than this: data that moved within tolerance shifts a line or a dot by a small fraction of a pixel on another
-machine (a block moves by a few hundredths at most); another picture (a swapped figure, a line added or moved, a
-bar changed) moves some block by far more."""
+"""Two PNGs are the same picture when they have the same size and text metadata and no block mean of a channel
+(0-1) differs by more than this: data that moved within tolerance shifts a line or a dot by a small fraction of a
+pixel on another machine (a block moves by a few hundredths at most); another picture (a swapped figure, a line
+added or moved, a bar 1% taller) moves some block by far more. Not seen: an edit within one pixel, or a colour
+shifted by less than this."""
+DRAWING_TOLERANCE = 0.25
+"""Two SVGs are the same drawing when their text is the same but for numbers, and every number (coordinates, in
+points) lies within this of the other's: half a pixel of the PNG (150 dpi)."""
 
 
 def same_picture(drawn: Path, committed: Path) -> bool:
     """Whether the PNG ``committed`` shows what ``drawn`` shows, within ``PICTURE_TOLERANCE``."""
-    import matplotlib.image
     import numpy as np
+    from PIL import Image
 
     if not Path(committed).is_file():
         return False
     if store.file_sha256(drawn) == store.file_sha256(committed):
         return True
     try:
-        new, old = matplotlib.image.imread(drawn), matplotlib.image.imread(committed)
+        with Image.open(drawn) as new_image, Image.open(committed) as old_image:
+            texts = [{k: v for k, v in image.info.items() if isinstance(v, str)} for image in (new_image, old_image)]
+            new = np.asarray(new_image.convert("RGBA"), dtype=float) / 255
+            old = np.asarray(old_image.convert("RGBA"), dtype=float) / 255
     except (OSError, ValueError, SyntaxError):
         return False
-    if new.shape != old.shape:
+    if new.shape != old.shape or texts[0] != texts[1]:
         return False
     k = PICTURE_BLOCK
-    rows, columns = (new.shape[0] // k) * k, (new.shape[1] // k) * k
-    difference = np.asarray(new, dtype=float)[:rows, :columns] - np.asarray(old, dtype=float)[:rows, :columns]
-    blocks = difference.reshape(rows // k, k, columns // k, k, -1).mean(axis=(1, 3))
+    padding = ((0, -new.shape[0] % k), (0, -new.shape[1] % k), (0, 0))
+    difference = np.pad(new - old, padding)
+    rows, columns = difference.shape[0] // k, difference.shape[1] // k
+    blocks = difference.reshape(rows, k, columns, k, -1).mean(axis=(1, 3))
     return float(np.abs(blocks).max(initial=0.0)) <= PICTURE_TOLERANCE
+
+
+_SVG_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def same_drawing(drawn: Path, committed: Path) -> bool:
+    """Whether the SVG ``committed`` is what ``drawn`` is, its numbers within ``DRAWING_TOLERANCE``."""
+    if not Path(committed).is_file():
+        return False
+    new, old = Path(drawn).read_text(encoding="utf-8"), Path(committed).read_text(encoding="utf-8", errors="replace")
+    if new == old:
+        return True
+    if _SVG_NUMBER.split(new) != _SVG_NUMBER.split(old):
+        return False
+    pairs = zip(_SVG_NUMBER.findall(new), _SVG_NUMBER.findall(old), strict=True)
+    return all(abs(float(a) - float(b)) <= DRAWING_TOLERANCE for a, b in pairs)
 
 
 def read_outputs_record(path: Path | None) -> dict[str, Any]:
@@ -176,11 +200,7 @@ class Check:
     substitutions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        committed = read_outputs_record(self.committed)
-        self.previous: dict[str, Any] = committed.get("outputs", {})
-        # whether the committed record is the one this machine's last run of the notebook wrote (its log says so):
-        # only then are a figure's recorded bytes trusted without drawing it (helpers.report.figures.save_figures)
-        self.made_here = bool(committed) and read_outputs_record(self.record).get("committed") == committed
+        self.previous: dict[str, Any] = read_outputs_record(self.committed).get("outputs", {})
         self.entries: dict[str, Any] = dict(self.previous)
         self._pending: dict[str, dict[str, Any]] = {}
 
