@@ -277,56 +277,6 @@ def test_the_same_picture_allows_a_sub_pixel_shift_and_nothing_more(tmp_path: Pa
     assert not reproduction.same_picture(committed_png, tmp_path / "missing.png")
 
 
-def test_an_svg_edited_with_its_record_is_caught_though_its_png_is_untouched(tmp_path: Path) -> None:
-    name = "heatmap_max_sparsity"
-    committed(tmp_path, cells()).rename(tmp_path / "complete_results.csv")
-    (png, svg) = figures.save_figures({name: figure()}, tmp_path, "nb", check_in(tmp_path))
-    drawn = svg.read_bytes()
-    svg.write_text(svg.read_text().replace("<svg ", "<svg data-edited='yes' ", 1))  # the SVG edited by hand ...
-    record = json.loads((tmp_path / "record.json").read_text())  # ... and its hash in the record
-    record["outputs"][f"figure {name}"]["files"][str(svg)] = reproduction.file_hash(svg)
-    (tmp_path / "record.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    check = check_in(tmp_path)
-    figures.save_figures({name: figure()}, tmp_path, "nb", check)
-    (comparison,) = check.comparisons
-    assert comparison.action == "written" and svg.read_bytes() == drawn
-
-
-def test_the_same_drawing_allows_other_numbers_but_no_other_element_or_text(tmp_path: Path) -> None:
-    x, y = np.random.default_rng(0).normal(size=(2, 50))
-
-    def drawn(path: Path, shift: float = 0.0, title: str = "r = 0.43") -> Path:
-        picture, axis = plt.subplots()
-        axis.plot(np.sort(x) + shift, np.sort(y))
-        axis.set_title(title)
-        picture.savefig(path, format="svg", metadata={"Date": None})
-        plt.close(picture)
-        return path
-
-    committed_svg = drawn(tmp_path / "committed.svg")
-    assert reproduction.same_drawing(drawn(tmp_path / "noise.svg", shift=1e-4), committed_svg)
-    assert reproduction.same_drawing(drawn(tmp_path / "moved.svg", shift=0.05), committed_svg)  # numbers: the PNG's
-    assert not reproduction.same_drawing(drawn(tmp_path / "title.svg", title="r = 0.44, edited"), committed_svg)
-    assert not reproduction.same_drawing(committed_svg, tmp_path / "missing.svg")
-
-
-def test_the_same_picture_sees_an_edit_in_the_last_rows_and_the_metadata(tmp_path: Path) -> None:
-    from PIL import Image, PngImagePlugin
-
-    pixels = np.full((30, 30, 4), 255, dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "committed.png")
-    edited = pixels.copy()
-    edited[28:, :, :3] = 0  # the last two rows (30 is not a multiple of the block): black
-    Image.fromarray(edited).save(tmp_path / "edge.png")
-    assert not reproduction.same_picture(tmp_path / "edge.png", tmp_path / "committed.png")
-    stamped = PngImagePlugin.PngInfo()
-    stamped.add_text("Source", "another drawing code")
-    Image.fromarray(pixels).save(tmp_path / "stamped.png", pnginfo=stamped)
-    assert not reproduction.same_picture(tmp_path / "stamped.png", tmp_path / "committed.png")
-    Image.fromarray(pixels).save(tmp_path / "again.png")
-    assert reproduction.same_picture(tmp_path / "again.png", tmp_path / "committed.png")
-
-
 def test_a_record_no_run_here_made_is_checked_again(tmp_path: Path) -> None:
     check_in(tmp_path).table("cells", cells(), dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True)), texts)
     assert reproduction.verify(tmp_path / "record.json", tmp_path / "log.json") == []
