@@ -83,16 +83,16 @@ test: install
 			texlive-latex-base \
 			|| echo "Could not install pdflatex: the LaTeX compile test will be skipped"; \
 	fi
-	@$(PY) -m pytest; status=$$?; \
+	@$(PY) -m ruff check . && $(PY) -m ruff format --check helpers tests notebooks benchmarks && $(PY) -m mypy; \
+	lint_status=$$?; \
+	$(PY) -m pytest; status=$$?; \
 	$(CHROMIUM_READY) || echo "NOTE: the browser tests (tests/acceptance) were SKIPPED: /usr/bin/chromium or" \
 		"/usr/bin/chromedriver is missing; install them (apt-get install chromium chromium-driver, as .ci/run" \
 		"does) and run make test again to run every test that CI runs."; \
 	$(PDFLATEX_READY) || echo "NOTE: the LaTeX tables' compile test was SKIPPED: pdflatex is missing (apt-get" \
 		"install --no-install-recommends texlive-latex-base); their structural tests ran."; \
-	exit $$status
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check helpers tests notebooks benchmarks
-	$(PY) -m mypy
+	[ $$lint_status = 0 ] || echo "FAILED: ruff or mypy (above, before the tests): run make lint"; \
+	[ $$status = 0 ] && [ $$lint_status = 0 ]
 
 # The quick loop while editing: the unit tests without those marked slow (pytest -m slow), no model installs
 # (tests that need an assembled model skip when it is absent); about a minute here. `make test` runs everything.
