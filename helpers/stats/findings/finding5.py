@@ -85,8 +85,8 @@ def rule_text(settings: Settings = Settings()) -> str:  # noqa: B008 (frozen)
         f"baseline is below the minimum effect (one-sided, times 2 for the two baselines, the larger p of the two "
         f"probes, Holm across models, below {ALPHA}); otherwise inconclusive. Over the run: holds if it holds in "
         "every model (an intersection-union test), does not hold if it does not hold in some model, inconclusive "
-        "otherwise. Negative controls (text-only views fed to the rule as if they were layers: a bag of words, a "
-        "hashed random word embedding, hashed character n-grams) must never give 'holds'"
+        "otherwise. Negative controls (text-only views fed to the rule as if they were layers: "
+        f"{'; '.join(lexical.TEXT_ONLY_VIEWS)}) must never give 'holds'"
     )
 
 
