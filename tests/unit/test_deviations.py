@@ -118,6 +118,21 @@ def test_what_entry_7_had_seen_is_what_its_commit_holds_and_the_earlier_rule_was
     assert "its gain over the stronger baseline is at least the minimum effect" in registered
 
 
+@needs_history
+def test_what_entry_8_had_seen_is_what_its_commit_holds_and_only_the_text_changed() -> None:
+    eighth = DEVIATIONS[7]
+    nine = pd.read_csv(io.StringIO(git("show", f"{eighth.seen_commit}:paper/tables/signature_verdicts.csv")))
+    verdicts = dict(zip(nine["model"], nine["verdict"], strict=True))
+    assert verdicts["paraphrase-MiniLM-L3-v2"] == DOES_NOT_HOLD and "paraphrase-MiniLM-L3-v2" in eighth.seen
+    assert sum(v == INCONCLUSIVE for v in verdicts.values()) == 8 and "inconclusive in the other eight" in eighth.seen
+    changed = git("diff", f"{eighth.commit}^", eighth.commit, "--name-only", "--", "helpers").split()
+    assert changed == ["helpers/stats/findings/finding5.py"] and eighth.earlier is None
+    diff = git("diff", f"{eighth.commit}^", eighth.commit, "--", "helpers/stats/findings/finding5.py")
+    edited = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    marks = ("Negative controls", "TEXT_ONLY_VIEWS", "hashed")
+    assert edited and all(any(mark in line for mark in marks) for line in edited)
+
+
 def run_code_of(commit: str, script: str, folder: Path) -> object:
     """``script`` run with the package as it was at ``commit`` (from the history, in ``folder``): its JSON output."""
     archive = subprocess.run(
@@ -253,7 +268,7 @@ def test_the_table_computes_every_verdict_on_a_nine_model_run() -> None:
         assert len(parts) == len(deviation.findings)
         expected = deviation.earlier(run) if deviation.earlier else now
         assert row.verdict_under_earlier_rule == expected and row.same_verdict == (expected == now)
-        assert row.decision_changed == (deviation.earlier is not None)
+        assert row.earlier_rule_run == (deviation.earlier is not None)
         unseen = [name for name, model in zip(run.models.index, run.models["model"], strict=True)
                   if model not in deviation.seen_models]  # fmt: skip
         assert f"the {len(unseen)} models not seen before the change ({', '.join(unseen)})" in (
