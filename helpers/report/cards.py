@@ -11,6 +11,7 @@ Findings without a card of their own here get one from the scorecard row (verdic
 from __future__ import annotations
 
 import html
+import re
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -218,12 +219,33 @@ def _finding2(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
         card.claim,
         card.verdict,
         counts=_sentence(counts),
-        ours=f"decoders' S_max (largest share of near-zero activations in a layer) is {ratio} the encoders'",
+        ours=f"decoders' S_max (largest share of near-zero activations in a layer) is {ratio} the encoders'"
+        + _where_s_max_sits(tables, overall, {str(c).split(" / ")[0] for c in pairs["comparison"]}),
         paper=paper,
         key_number=f"decoder / encoder S_max {ratio}"
         + (f" (the paper: {significant(paper_ratio)}x)" if paper_ratio is not None else ""),
         models=f"{plural(decoders, 'decoder')} and {plural(encoders, 'encoder')}, models as replicates",
         figure="sparsity_variants",
+    )
+
+
+def _where_s_max_sits(tables: Mapping[str, pd.DataFrame], overall: pd.DataFrame, decoders: set[str]) -> str:
+    """'; in 94-100% of decoder prompts that layer is the embedding output, and without it the ratio is 0.554x' from
+    the committed ``sparsity_interpretation`` and ``sparsity_variants`` ('' where either lacks it)."""
+    from helpers.stats.findings import finding2
+
+    where = tables.get("sparsity_interpretation")
+    without = overall[overall["variant"] == finding2.NO_EMBEDDING_SPARSITY]
+    if where is None or not {"model", "share_s_max_at_embedding"} <= set(where.columns) or without.empty:
+        return ""
+    shares = where[where["model"].isin(decoders)]["share_s_max_at_embedding"]
+    if shares.empty:
+        return ""
+    low, high = round(100 * shares.min()), round(100 * shares.max())
+    span = f"{low}%" if low == high else f"{low}-{high}%"
+    return (
+        f"; in {span} of decoder prompts that layer is the embedding output, and without it the ratio is "
+        f"{significant(without.iloc[0]['ratio'])}x"
     )
 
 
@@ -247,11 +269,11 @@ def _finding5(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
         return Card(**{**card.__dict__, "figure": "signature_probe_depth"})
     n = len(verdicts)
     test, ours, key = "", "", ""
-    if {"gain_beyond_words", "lexical_accuracy", "layer0_accuracy"} <= set(verdicts.columns):
+    if {"gain_beyond_words", "gain_low", "lexical_accuracy", "layer0_accuracy"} <= set(verdicts.columns):
         test = finding5.words_and_layers(verdicts)
         spread = finding5.points(verdicts["gain_beyond_words"])
         ours = f"accuracy points the later layers add beyond the words: {spread} across {plural(n, 'model')}"
-        key = f"{spread} points beyond the words"
+        key = finding5.key_number(verdicts)
     return Card(
         card.number,
         card.claim,
@@ -288,7 +310,7 @@ def _from_scorecard(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
             paper = value if statistic in ("", "none") else f"{statistic}: {value}"
             if statistic not in ("", "none") and interval and not interval.startswith("no "):
                 paper += f" ({interval})"
-    key = counts.rstrip(".") if len(counts) <= 120 else ""
+    key = counts.rstrip(".") if len(counts) <= 120 else _first_clause(counts)
     if verdict == NOT_TESTABLE:
         key = counts.removeprefix("Not testable here: ").rstrip(".")
     unit = str(row.get("unit", "") or "").split(";")[0].strip()
@@ -297,6 +319,13 @@ def _from_scorecard(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
         n = n_models(tables)
         models = f"{plural(n, 'model')} as replicates" if n else "models as replicates"
     return Card(number, str(row.get("claim", "")), verdict, counts=counts, paper=paper, key_number=key, models=models)
+
+
+def _first_clause(sentence: str) -> str:
+    """A long evidence sentence's statement before its first parenthesis or semicolon, whole ('' if that is
+    long too): 'Spearman rho(parameters, mean A_f) = 0.62 over 9 models'."""
+    clause = re.split(r" \(|; ", sentence, maxsplit=1)[0].rstrip(".")
+    return clause if len(clause) <= 120 else ""
 
 
 def n_models(tables: Mapping[str, pd.DataFrame]) -> int:
@@ -418,8 +447,8 @@ def abstract(found: list[Card], tables: Mapping[str, pd.DataFrame]) -> str:
         detail = card.counts.rstrip(".")
         if card.verdict == NOT_TESTABLE:
             detail = detail.removeprefix("Not testable here: ")
-        if card.counted:  # counted over models: the count is the sentence
-            sentences.append(f"{claim} {card.counted}.")
+        if card.counted:  # counted over models: the run's verdict, then the count
+            sentences.append(f"{claim} {_verdict_phrase(card)}; by model: {card.counted}.")
         else:
             sentences.append(f"{claim} {_verdict_phrase(card)}" + (f": {detail}." if detail else "."))
     counts = pd.Series([card.verdict for card in found]).value_counts()

@@ -11,6 +11,7 @@ import pytest
 
 from helpers.base import paths
 from helpers.report import cards
+from helpers.stats.findings import finding2
 
 MODELS = ["MiniLM-L6", "all-mpnet-base-v2", "SmolLM2-135M", "Gemma3-270M"]
 
@@ -108,6 +109,7 @@ def test_each_card_counts_models_and_says_the_verdict_first() -> None:
     assert "3.47x (90% interval 0.348 to 26.8)" in found[1].ours and "7.08x" in found[1].paper
     assert found[2].counts == "Not testable here: GPT-2 is not in this run." and found[2].paper.endswith("0.328")
     assert found[3].counts.startswith("Spearman rho") and found[3].models == "4 models as replicates"
+    assert found[3].key_number.startswith("Spearman rho") and len(found[3].key_number) <= 120
     assert found[3].paper == "Spearman rho(parameters, mean A_f) over 6 models: 0.086 (95% CI [-0.78, 0.84])"
     assert found[4].counts == "Holds in all 4 models." and found[4].figure == "signature_probe_depth"
 
@@ -133,10 +135,29 @@ def test_finding_5s_card_reads_the_gain_columns_when_the_table_has_them() -> Non
     )
     card = cards.cards(tables)[4]
     assert card.ours == "accuracy points the later layers add beyond the words: -1.2 to +7.4 across 4 models"
-    assert card.key_number == "-1.2 to +7.4 points beyond the words"
+    assert (
+        card.key_number
+        == "words alone 0.81 to 0.83, layer 0 0.85 to 0.88; later layers -1.2 to +7.4 points beyond the words"
+    )
     assert (
         "the words alone, with no model, give 0.81 to 0.83 and each model's layer 0 (its input tokens) 0.85 to "
         "0.88" in card.test
+    )
+    assert card.test.endswith("(the registered minimum is 10), significantly more than none in 1 of 4 models.")
+
+
+def test_finding_2s_card_says_where_s_max_sits_and_the_ratio_without_that_layer() -> None:
+    tables = study_tables()
+    variants = tables["sparsity_variants"]
+    without = variants.iloc[[-1]].assign(variant=finding2.NO_EMBEDDING_SPARSITY, ratio=0.5536, primary=False)
+    tables["sparsity_variants"] = pd.concat([variants, without], ignore_index=True)
+    assert cards.cards(tables)[1].ours.endswith("the encoders'")  # no table of where S_max sits: nothing said
+    tables["sparsity_interpretation"] = pd.DataFrame(
+        {"model": MODELS, "share_s_max_at_embedding": [0.0, 0.026, 0.94, 1.0]}
+    )
+    assert cards.cards(tables)[1].ours.endswith(
+        "the encoders'; in 94-100% of decoder prompts that layer is the embedding output, and without it the ratio "
+        "is 0.554x"
     )
 
 
@@ -158,8 +179,8 @@ def test_the_abstract_and_the_readme_table_come_from_the_cards(tmp_path: Path) -
     )
     assert "on 4 models (2 encoders, 2 decoders) and 540 prompts in 12 categories" in text
     assert (
-        "Finding 1 (mathematical reasoning prompts have the highest attention entropy H_att) does not hold in 2 of"
-        in text
+        "Finding 1 (mathematical reasoning prompts have the highest attention entropy H_att) does not hold; by "
+        "model: does not hold in 2 of" in text
     )
     assert (
         "Finding 3 (GPT-2 has the highest final activation A_f (signed mean) of the models) could not be tested" in text
