@@ -272,7 +272,10 @@ def _finding5(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
     if {"gain_beyond_words", "gain_low", "lexical_accuracy", "layer0_accuracy"} <= set(verdicts.columns):
         test = finding5.words_and_layers(verdicts)
         spread = finding5.points(verdicts["gain_beyond_words"])
-        ours = f"accuracy points the later layers add beyond the words: {spread} across {plural(n, 'model')}"
+        ours = (
+            f"accuracy points the later layers add beyond the words: {spread} across {plural(n, 'model')}, "
+            f"significantly above none in {finding5.above_none(verdicts)}"
+        )
         key = finding5.key_number(verdicts)
     return Card(
         card.number,

@@ -164,8 +164,7 @@ def words_and_layers(verdicts: pd.DataFrame) -> str:
         f"together), but mostly from the words: the words alone, with no model, give "
         f"{_span(verdicts['lexical_accuracy'])} and each model's layer 0 (its input tokens) "
         f"{_span(verdicts['layer0_accuracy'])}; the later layers add {points(verdicts['gain_beyond_words'])} "
-        f"accuracy points beyond the stronger of the two (the registered minimum is {100 * MIN_GAIN:.0f}), "
-        f"significantly more than none in {_above_zero(verdicts)}."
+        f"accuracy points beyond the stronger of the two (the registered minimum is {100 * MIN_GAIN:.0f})."
     )
 
 
@@ -177,10 +176,9 @@ def key_number(verdicts: pd.DataFrame) -> str:
     )
 
 
-def _above_zero(verdicts: pd.DataFrame) -> str:
-    """'8 of 9 models': in how many models the gain's 95% interval lies above zero."""
-    n = len(verdicts)
-    return f"{int((verdicts['gain_low'] > 0).sum())} of {n} model{'s' if n != 1 else ''}"
+def above_none(verdicts: pd.DataFrame) -> int:
+    """In how many models the gain beyond the words is significantly above none (its 95% interval above zero)."""
+    return int((verdicts["gain_low"] > 0).sum())
 
 
 def beyond_words_sentence(verdicts: pd.DataFrame) -> str:
@@ -193,7 +191,10 @@ def beyond_words_sentence(verdicts: pd.DataFrame) -> str:
         for verdict in (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_TESTABLE)
         if verdict in counts
     )
-    return f"{words_and_layers(verdicts)} Finding 5 {tally} of the {len(verdicts)} model(s)."
+    return (
+        f"{words_and_layers(verdicts)} The gain is significantly above none in {above_none(verdicts)} of "
+        f"{len(verdicts)} and finding 5 {tally} of the {len(verdicts)} model(s)."
+    )
 
 
 def run_verdict(verdicts: pd.Series) -> str:
