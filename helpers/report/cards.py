@@ -11,7 +11,6 @@ Findings without a card of their own here get one from the scorecard row (verdic
 from __future__ import annotations
 
 import html
-import re
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -230,8 +229,9 @@ def _finding2(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
 
 
 def _where_s_max_sits(tables: Mapping[str, pd.DataFrame], overall: pd.DataFrame, decoders: set[str]) -> str:
-    """'; in 94-100% of decoder prompts that layer is the embedding output, and without it the ratio is 0.554x' from
-    the committed ``sparsity_interpretation`` and ``sparsity_variants`` ('' where either lacks it)."""
+    """'; in 94-100% of decoder prompts that layer is the embedding output, and without it the ratio is 0.554x
+    (90% interval ...)' from the committed ``sparsity_interpretation`` and ``sparsity_variants`` ('' where either
+    lacks it)."""
     from helpers.stats.findings import finding2
 
     where = tables.get("sparsity_interpretation")
@@ -241,11 +241,11 @@ def _where_s_max_sits(tables: Mapping[str, pd.DataFrame], overall: pd.DataFrame,
     shares = where[where["model"].isin(decoders)]["share_s_max_at_embedding"]
     if shares.empty:
         return ""
-    low, high = round(100 * shares.min()), round(100 * shares.max())
-    span = f"{low}%" if low == high else f"{low}-{high}%"
+    ratio = without.iloc[0]
+    interval = f"{RATIO_INTERVAL_LEVEL} interval {significant(ratio['low'])} to {significant(ratio['high'])}"
     return (
-        f"; in {span} of decoder prompts that layer is the embedding output, and without it the ratio is "
-        f"{significant(without.iloc[0]['ratio'])}x"
+        f"; in {finding2.share_span(shares)} of decoder prompts that layer is the embedding output, and without it "
+        f"the ratio is {significant(ratio['ratio'])}x ({interval})"
     )
 
 
@@ -269,13 +269,10 @@ def _finding5(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
         return Card(**{**card.__dict__, "figure": "signature_probe_depth"})
     n = len(verdicts)
     test, ours, key = "", "", ""
-    if {"gain_beyond_words", "gain_low", "lexical_accuracy", "layer0_accuracy"} <= set(verdicts.columns):
+    if {"gain_beyond_words", "lexical_accuracy", "layer0_accuracy"} <= set(verdicts.columns):
         test = finding5.words_and_layers(verdicts)
         spread = finding5.points(verdicts["gain_beyond_words"])
-        ours = (
-            f"accuracy points the later layers add beyond the words: {spread} across {plural(n, 'model')}, "
-            f"significantly above none in {finding5.above_none(verdicts)}"
-        )
+        ours = f"accuracy points the later layers add beyond the words: {spread} across {plural(n, 'model')}"
         key = finding5.key_number(verdicts)
     return Card(
         card.number,
@@ -313,7 +310,7 @@ def _from_scorecard(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
             paper = value if statistic in ("", "none") else f"{statistic}: {value}"
             if statistic not in ("", "none") and interval and not interval.startswith("no "):
                 paper += f" ({interval})"
-    key = counts.rstrip(".") if len(counts) <= 120 else _first_clause(counts)
+    key = counts.rstrip(".") if len(counts) <= 120 else ""
     if verdict == NOT_TESTABLE:
         key = counts.removeprefix("Not testable here: ").rstrip(".")
     unit = str(row.get("unit", "") or "").split(";")[0].strip()
@@ -324,11 +321,14 @@ def _from_scorecard(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
     return Card(number, str(row.get("claim", "")), verdict, counts=counts, paper=paper, key_number=key, models=models)
 
 
-def _first_clause(sentence: str) -> str:
-    """A long evidence sentence's statement before its first parenthesis or semicolon, whole ('' if that is
-    long too): 'Spearman rho(parameters, mean A_f) = 0.62 over 9 models'."""
-    clause = re.split(r" \(|; ", sentence, maxsplit=1)[0].rstrip(".")
-    return clause if len(clause) <= 120 else ""
+def _finding4(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
+    """Finding 4's card; its key number is the evidence's statistic before the parenthesis that says what the
+    rule needs ('Spearman rho(parameters, mean A_f) = 0.62 over 9 models')."""
+    card = _from_scorecard(row, tables)
+    if card.verdict == NOT_TESTABLE or card.key_number:
+        return card
+    statistic = card.counts.split(" (", 1)[0].rstrip(".")
+    return Card(**{**card.__dict__, "key_number": statistic if len(statistic) <= 120 else ""})
 
 
 def n_models(tables: Mapping[str, pd.DataFrame]) -> int:
@@ -344,6 +344,7 @@ CARDS: dict[int, Callable[[pd.Series, Mapping[str, pd.DataFrame]], Card]] = {
     1: _finding1,
     2: _finding2,
     3: _finding3,
+    4: _finding4,
     5: _finding5,
 }
 """A finding's card maker by its number; any other finding gets ``_from_scorecard``."""

@@ -109,7 +109,6 @@ def test_each_card_counts_models_and_says_the_verdict_first() -> None:
     assert "3.47x (90% interval 0.348 to 26.8)" in found[1].ours and "7.08x" in found[1].paper
     assert found[2].counts == "Not testable here: GPT-2 is not in this run." and found[2].paper.endswith("0.328")
     assert found[3].counts.startswith("Spearman rho") and found[3].models == "4 models as replicates"
-    assert found[3].key_number.startswith("Spearman rho") and len(found[3].key_number) <= 120
     assert found[3].paper == "Spearman rho(parameters, mean A_f) over 6 models: 0.086 (95% CI [-0.78, 0.84])"
     assert found[4].counts == "Holds in all 4 models." and found[4].figure == "signature_probe_depth"
 
@@ -134,10 +133,7 @@ def test_finding_5s_card_reads_the_gain_columns_when_the_table_has_them() -> Non
         layers_accuracy=[0.9, 0.91, 0.93, 0.95],
     )
     card = cards.cards(tables)[4]
-    assert card.ours == (
-        "accuracy points the later layers add beyond the words: -1.2 to +7.4 across 4 models, significantly above "
-        "none in 1"
-    )
+    assert card.ours == "accuracy points the later layers add beyond the words: -1.2 to +7.4 across 4 models"
     assert (
         card.key_number
         == "words alone 0.81 to 0.83, layer 0 0.85 to 0.88; later layers -1.2 to +7.4 points beyond the words"
@@ -159,8 +155,23 @@ def test_finding_2s_card_says_where_s_max_sits_and_the_ratio_without_that_layer(
     )
     assert cards.cards(tables)[1].ours.endswith(
         "the encoders'; in 94-100% of decoder prompts that layer is the embedding output, and without it the ratio "
-        "is 0.554x"
+        "is 0.554x (90% interval 0.67 to 2.48)"
     )
+
+
+def test_finding_4s_key_number_is_its_statistic_and_no_other_finding_takes_one_models_clause() -> None:
+    tables = study_tables()
+    long = (
+        "Spearman rho(parameters, mean A_f) = 0.62 over 9 models (with 9 models 'does not hold' needs |rho| >= "
+        "0.917 and 'holds' is impossible (possible from 16 models); 80% power for 'holds' at rho = 0 needs 39 models)"
+    )
+    contrasts = "; ".join(f"GPT-2 - {m} = 0.21, GPT-2 higher on 83% of prompts" for m in MODELS)
+    tables["findings_scorecard"] = scorecard(
+        {1: "does not hold", 2: "inconclusive", 3: "does not hold", 4: "inconclusive", 5: "holds"}, {}
+    ).assign(evidence_this_run=["", "", contrasts, long, ""])
+    found = cards.cards(tables)
+    assert found[3].key_number == "Spearman rho(parameters, mean A_f) = 0.62 over 9 models"
+    assert found[2].key_number == ""  # a list of per-model contrasts: no single one stands for the finding
 
 
 def test_a_finding_that_is_not_testable_shows_why_not_a_count() -> None:

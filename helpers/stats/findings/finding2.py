@@ -382,7 +382,8 @@ def within_family(data: StudyData) -> list[FamilyPair]:
     return pairs
 
 
-def _share_span(values: pd.Series) -> str:
+def share_span(values: pd.Series) -> str:
+    """Shares (fractions) as a percent span: '94-100%' ('100%' when they round alike)."""
     low, high = round(100 * values.min()), round(100 * values.max())
     return f"{low}%" if low == high else f"{low}-{high}%"
 
@@ -401,8 +402,8 @@ def what_s_max_measures(data: StudyData, architecture_rows: pd.DataFrame) -> dic
         decoders = shares.reindex(architecture.index[architecture == "decoder"]).dropna()
         encoders = shares.reindex(architecture.index[architecture == "encoder"]).dropna()
         if len(decoders):
-            encoder_share = f" ({_share_span(encoders)} of encoder prompts)" if len(encoders) else ""
-            parts["embedding"] = f"{_share_span(decoders)} of decoder prompts{encoder_share}"
+            encoder_share = f" ({share_span(encoders)} of encoder prompts)" if len(encoders) else ""
+            parts["embedding"] = f"{share_span(decoders)} of decoder prompts{encoder_share}"
     for key, variant in (("no_embedding", NO_EMBEDDING_SPARSITY), ("scale_free", SCALE_FREE_SPARSITY)):
         if variant in architecture_rows.index:
             row = architecture_rows.loc[variant]

@@ -176,11 +176,6 @@ def key_number(verdicts: pd.DataFrame) -> str:
     )
 
 
-def above_none(verdicts: pd.DataFrame) -> int:
-    """In how many models the gain beyond the words is significantly above none (its 95% interval above zero)."""
-    return int((verdicts["gain_low"] > 0).sum())
-
-
 def beyond_words_sentence(verdicts: pd.DataFrame) -> str:
     """Finding 5's answer for readers: what the words give, what the later layers add, and the verdicts counted."""
     if verdicts.empty:
@@ -191,10 +186,7 @@ def beyond_words_sentence(verdicts: pd.DataFrame) -> str:
         for verdict in (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_TESTABLE)
         if verdict in counts
     )
-    return (
-        f"{words_and_layers(verdicts)} The gain is significantly above none in {above_none(verdicts)} of "
-        f"{len(verdicts)} and finding 5 {tally} of the {len(verdicts)} model(s)."
-    )
+    return f"{words_and_layers(verdicts)} Finding 5 {tally} of the {len(verdicts)} model(s)."
 
 
 def run_verdict(verdicts: pd.Series) -> str:
