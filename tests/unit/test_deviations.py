@@ -260,6 +260,7 @@ def test_the_table_computes_every_verdict_on_a_nine_model_run() -> None:
     run = StudyData.from_metrics(table, 1000, 0)
     result = deviations.deviations_table(run, findings.FINDINGS)
     assert list(result.columns) == list(deviations.DEVIATION_COLUMNS)
+    assert set(deviations.SUMMARY_COLUMNS) < set(deviations.DEVIATION_COLUMNS)  # the report's glance: real columns
     assert list(result["entry"]) == list(range(1, len(DEVIATIONS) + 1))
     for row, deviation in zip(result.itertuples(), DEVIATIONS, strict=True):
         now = deviation.verdict_now(run, findings.FINDINGS)

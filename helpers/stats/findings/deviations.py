@@ -305,6 +305,21 @@ DEVIATION_COLUMNS = (
 )
 
 
+SUMMARY_COLUMNS = (
+    "entry",
+    "findings",
+    "date",
+    "commit",
+    "seen_in_commit",
+    "earlier_rule_run",
+    "verdict_under_earlier_rule",
+    "verdict_under_current_rule",
+    "same_verdict",
+)
+"""The columns a report shows at a glance (the texts of each entry: the whole table, folded, and the registered
+rules)."""
+
+
 @robustness.single_threaded_blas
 def deviations_table(
     data: StudyData, findings: Sequence[Finding], deviations: Sequence[Deviation] = DEVIATIONS
