@@ -247,9 +247,9 @@ DEVIATIONS: tuple[Deviation, ...] = (
         findings=(5,),
         date="2026-12-07",
         commit="e046f60",
-        what="finding 5's registered text names its negative-control views from the code that runs them "
-        "(helpers.stats.findings.lexical.TEXT_ONLY_VIEWS); it named three of the four, typed by hand, and left out "
-        "the TF-IDF word and character n-grams; no decision changed",
+        what="finding 5's registered text names its negative-control views from the code that runs them (the "
+        "text-only views of the lexical module); it named three of the four, typed by hand, and left out the "
+        "TF-IDF word and character n-grams; no decision changed",
         why="a review (after issue 30) found the list typed by hand and one view missing from it",
         seen="the nine-model default study under the rule of entry 7: finding 5 does not hold over the run "
         "(does not hold in paraphrase-MiniLM-L3-v2, inconclusive in the other eight)",
