@@ -189,7 +189,8 @@ def _finding2(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
         return card
     first = primary.iloc[0]
     pairs = variants[(variants["variant"] == first["variant"]) & ~variants.index.isin(overall.index)]
-    decoders = len({str(c).split(" / ")[0] for c in pairs["comparison"]})
+    decoder_names = {str(c).split(" / ")[0] for c in pairs["comparison"]}
+    decoders = len(decoder_names)
     encoders = len({str(c).split(" / ")[-1] for c in pairs["comparison"]})
     level = RATIO_INTERVAL_LEVEL
     interval = f"{significant(first['low'])} to {significant(first['high'])}"
@@ -219,7 +220,7 @@ def _finding2(row: pd.Series, tables: Mapping[str, pd.DataFrame]) -> Card:
         card.verdict,
         counts=_sentence(counts),
         ours=f"decoders' S_max (largest share of near-zero activations in a layer) is {ratio} the encoders'"
-        + _where_s_max_sits(tables, overall, {str(c).split(" / ")[0] for c in pairs["comparison"]}),
+        + _where_s_max_sits(tables, overall, decoder_names),
         paper=paper,
         key_number=f"decoder / encoder S_max {ratio}"
         + (f" (the paper: {significant(paper_ratio)}x)" if paper_ratio is not None else ""),
