@@ -135,3 +135,37 @@ def test_the_report_has_first_calls_the_other_dispatch_and_its_targets() -> None
         and missed["ratio"] == "0.90x"
         and "profile of this workload" in missed["route; why a target is missed"]
     )
+
+
+def test_long_inputs_keep_the_fastest_of_the_rounds_for_the_targets_and_the_largest_peak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+    import subprocess
+    import types
+
+    times = {(2048, run.LONG_SDPA): [5.0, 4.0, 4.5], (2048, run.MEASURE): [6.0, 4.2, 5.0]}
+    calls: list[tuple[int, str]] = []
+
+    def fake_run(command: list[str], **_: object) -> subprocess.CompletedProcess:
+        length, method = int(command[-2]), command[-1]
+        calls.append((length, method))
+        if (length, method) == (8192, run.MEASURE) and calls.count((length, method)) == 2:
+            return subprocess.CompletedProcess(command, 1, "", "MemoryError")  # a later round fails
+        round_ = calls.count((length, method)) - 1
+        seconds = times.get((length, method), [3.0, 2.0, 1.0])[round_]
+        row = {"model": "m", "T": length, "method": method, "seconds": seconds, "tokens_per_s": length / seconds}
+        return subprocess.CompletedProcess(command, 0, json.dumps(row | {"peak_mib": 100 + round_, "increase_mib": 1}))
+
+    model = types.SimpleNamespace(config=types.SimpleNamespace(max_position_embeddings=8192), parameters=lambda: [])
+    monkeypatch.setattr(run, "load_model", lambda *_, **__: types.SimpleNamespace(model=model, n_heads=1))
+    monkeypatch.setattr(run.subprocess, "run", fake_run)
+    monkeypatch.setattr(run, "machine_memory_bytes", lambda: 10**12)
+    monkeypatch.setattr(run, "eager_attention_bytes", lambda *_: 0)
+    rows = {(r["T"], r.get("method")): r for r in run.long_inputs("m", [2048, 8192, 32768])}
+    assert calls.count((2048, run.LONG_SDPA)) == run.LONG_ROUNDS == 3
+    assert calls.count((2048, run.LONG_EAGER)) == 1  # only the targets' two get rounds
+    assert rows[(2048, run.LONG_SDPA)]["seconds"] == 4.0 and rows[(2048, run.MEASURE)]["seconds"] == 4.2
+    assert rows[(2048, run.MEASURE)]["peak_mib"] == 102 and rows[(2048, run.MEASURE)]["rounds"] == 3
+    assert rows[(8192, run.MEASURE)]["not_run"] == "failed: MemoryError" and "seconds" not in rows[(8192, run.MEASURE)]
+    assert rows[(32768, None)]["not_run"] == "the model has 8192 positions"
