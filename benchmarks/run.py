@@ -410,7 +410,7 @@ def long_inputs(
     weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     available = machine_memory_bytes()
     rows = []
-    for length in lengths:
+    for length in dict.fromkeys(lengths):  # each length once
         if length > limit:
             rows.append({"model": name, "T": length, "not_run": f"the model has {limit} positions"})
             continue
@@ -438,7 +438,7 @@ def long_inputs(
                 if row["T"] != length or "rounds" not in row or (round_ and row["method"] not in (LONG_SDPA, MEASURE)):
                     continue
                 _long_round(row, name, environment)
-    return [{k: v for k, v in row.items() if k != "rounds" or "seconds" in row} for row in rows]
+    return [{k: v for k, v in row.items() if k not in ("rounds", "failed") or "seconds" in row} for row in rows]
 
 
 def _long_round(row: dict, name: str, environment: dict[str, str] | None) -> None:
@@ -446,17 +446,19 @@ def _long_round(row: dict, name: str, environment: dict[str, str] | None) -> Non
     length, method = row["T"], row["method"]
     command = [sys.executable, __file__, "--dtype", DTYPE, "--peak", name, str(length), method]
     result = subprocess.run(command, capture_output=True, text=True, env=environment or os.environ)
-    if result.returncode != 0:
+    if result.returncode != 0:  # the rounds that ran stand; a failure is said, and with none that ran, not run
         why = (result.stderr.strip().splitlines() or ["killed"])[-1][:200]
-        for key in [key for key in row if key not in ("model", "T", "method")]:
-            del row[key]
-        row["not_run"] = f"failed: {why}"
-    elif "not_run" not in row:
+        row["failed"] = f"{row.get('failed', '')}; failed: {why}".removeprefix("; ")
+        if "seconds" not in row:
+            row["not_run"] = row["failed"]
+    else:
         new = json.loads(result.stdout.strip().splitlines()[-1])
-        peaks = {key: max(row.get(key, 0.0), new[key]) for key in ("peak_mib", "increase_mib")}
+        largest = max((row, new), key=lambda r: r.get("peak_mib", -1.0))  # a round's peak with its own baseline
+        peak = {key: largest[key] for key in ("peak_mib", "increase_mib")}
         if new["seconds"] < row.get("seconds", float("inf")):
             row.update(new)
-        row.update(peaks, rounds=row["rounds"] + 1)
+        row.update(peak, rounds=row["rounds"] + 1)
+        row.pop("not_run", None)
     print(f"  {name} T={length} {method}: {row.get('seconds', row.get('not_run'))}", file=sys.stderr)
 
 
@@ -585,7 +587,7 @@ def report(
             speed_sdpa = f"{row['tokens_per_s'] / sdpa['tokens_per_s']:.2f}x" if sdpa else "-"
             speed_eager = f"{row['tokens_per_s'] / eager['tokens_per_s']:.2f}x" if eager else "-"
             memory_sdpa = f"{row['peak_mib'] / sdpa['peak_mib']:.2f}x" if sdpa else "-"
-            method = _label(row)
+            method = _label(row) + (f" ({row['rounds']} rounds; {row['failed']})" if "failed" in row else "")
             reference = same.get(MEASURE_EAGER)
             agree = (
                 _agreement(max_difference(row["values"], reference["values"]))

@@ -153,19 +153,23 @@ def test_long_inputs_keep_the_fastest_of_the_rounds_for_the_targets_and_the_larg
         if (length, method) == (8192, run.MEASURE) and calls.count((length, method)) == 2:
             return subprocess.CompletedProcess(command, 1, "", "MemoryError")  # a later round fails
         round_ = calls.count((length, method)) - 1
-        seconds = times.get((length, method), [3.0, 2.0, 1.0])[round_]
+        seconds = times.get((length, method), [3.0, 2.0, 1.0])[round_]  # an IndexError: a fourth round
         row = {"model": "m", "T": length, "method": method, "seconds": seconds, "tokens_per_s": length / seconds}
-        return subprocess.CompletedProcess(command, 0, json.dumps(row | {"peak_mib": 100 + round_, "increase_mib": 1}))
+        peak = {"peak_mib": 100 + round_, "increase_mib": 1 + round_}
+        return subprocess.CompletedProcess(command, 0, json.dumps(row | peak))
 
     model = types.SimpleNamespace(config=types.SimpleNamespace(max_position_embeddings=8192), parameters=lambda: [])
     monkeypatch.setattr(run, "load_model", lambda *_, **__: types.SimpleNamespace(model=model, n_heads=1))
     monkeypatch.setattr(run.subprocess, "run", fake_run)
     monkeypatch.setattr(run, "machine_memory_bytes", lambda: 10**12)
     monkeypatch.setattr(run, "eager_attention_bytes", lambda *_: 0)
-    rows = {(r["T"], r.get("method")): r for r in run.long_inputs("m", [2048, 8192, 32768])}
+    rows = {(r["T"], r.get("method")): r for r in run.long_inputs("m", [2048, 8192, 32768, 2048])}
     assert calls.count((2048, run.LONG_SDPA)) == run.LONG_ROUNDS == 3
     assert calls.count((2048, run.LONG_EAGER)) == 1  # only the targets' two get rounds
     assert rows[(2048, run.LONG_SDPA)]["seconds"] == 4.0 and rows[(2048, run.MEASURE)]["seconds"] == 4.2
     assert rows[(2048, run.MEASURE)]["peak_mib"] == 102 and rows[(2048, run.MEASURE)]["rounds"] == 3
-    assert rows[(8192, run.MEASURE)]["not_run"] == "failed: MemoryError" and "seconds" not in rows[(8192, run.MEASURE)]
+    assert rows[(2048, run.MEASURE)]["increase_mib"] == 1 + 2  # the largest peak's round, with its own increase
+    failed = rows[(8192, run.MEASURE)]  # its second round failed: the other two stand, and the failure is said
+    assert failed["seconds"] == 1.0 and failed["rounds"] == 2 and failed["failed"] == "failed: MemoryError"
+    assert "not_run" not in failed
     assert rows[(32768, None)]["not_run"] == "the model has 8192 positions"
