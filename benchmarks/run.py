@@ -228,11 +228,12 @@ def throughput(name: str, texts: list[str], extended: bool = False, methods: lis
         lambda: plain_forward(loaded, texts[:4], "sdpa"),
     ):
         warm_up()
-    seconds = {method: float("inf") for method in runs}
+    rounds: dict[str, list[float]] = {method: [] for method in runs}
     for round_ in range(max(REPEATS, TARGET_REPEATS)):
         for method, run in runs.items():
             if round_ < REPEATS or method in (PLAIN, MEASURE):
-                seconds[method] = min(seconds[method], run())
+                rounds[method].append(run())
+    seconds = {method: min(times) for method, times in rounds.items()}
     difference = max_difference(tables["auto"], tables["eager"]) if "eager" in tables else None
     measured = {MEASURE: tables, MEASURE_TORCH_STATISTICS: torch_statistics_tables, MEASURE_TWO_CALL: two_call_tables}
     return [
@@ -245,6 +246,7 @@ def throughput(name: str, texts: list[str], extended: bool = False, methods: lis
             "prompts": len(texts),
             "tokens": tokens,
             "seconds": s,
+            "round_seconds": rounds[method],
             "tokens_per_s": tokens / s,
             "max_diff": difference if method == MEASURE else None,
         }
@@ -455,9 +457,10 @@ def _long_round(row: dict, name: str, environment: dict[str, str] | None) -> Non
         new = json.loads(result.stdout.strip().splitlines()[-1])
         largest = max((row, new), key=lambda r: r.get("peak_mib", -1.0))  # a round's peak with its own baseline
         peak = {key: largest[key] for key in ("peak_mib", "increase_mib")}
+        times = [*row.get("round_seconds", []), new["seconds"]]
         if new["seconds"] < row.get("seconds", float("inf")):
             row.update(new)
-        row.update(peak, rounds=row["rounds"] + 1)
+        row.update(peak, rounds=row["rounds"] + 1, round_seconds=times)
         row.pop("not_run", None)
     print(f"  {name} T={length} {method}: {row.get('seconds', row.get('not_run'))}", file=sys.stderr)
 
@@ -551,7 +554,8 @@ def report(
         plain, eager = rows[PLAIN]["tokens_per_s"], rows[EAGER_SORTED]["tokens_per_s"]
         single = rows[SINGLE]["tokens_per_s"] if SINGLE in rows else None
         name = "speed vs plain sdpa (default workload)"
-        checks.append((model, name, rows[MEASURE]["tokens_per_s"] / plain, _target(model, name), _route(rows[MEASURE])))
+        route = _route(rows[MEASURE]) + _spread(rows[PLAIN], rows[MEASURE])
+        checks.append((model, name, rows[MEASURE]["tokens_per_s"] / plain, _target(model, name), route))
         for row in rows.values():
             rate = row["tokens_per_s"]
             label = _label(row)
@@ -667,7 +671,7 @@ def _long_checks(row: dict, sdpa: dict | None, label_suffix: str = "") -> list[t
         return []
     label, route = f"{row['model']}{label_suffix} T={row['T']}", _route(row)
     return [
-        (label, name, ratio, _target(row["model"], name), route)
+        (label, name, ratio, _target(row["model"], name), route + (_spread(sdpa, row) if "tokens" in name else ""))
         for name, ratio in (
             ("tokens/s vs plain sdpa", row["tokens_per_s"] / sdpa["tokens_per_s"]),
             ("peak memory vs plain sdpa", row["peak_mib"] / sdpa["peak_mib"]),
@@ -726,7 +730,8 @@ def _other_dispatch(other: dict) -> tuple[list[str], list[tuple]]:
             f"{ratio:.2f}x | |"
         )
         target = "speed vs plain sdpa (default workload)"
-        checks.append((f"{model}{suffix}", target, ratio, _target(model, target), _route(measured)))
+        route = _route(measured) + _spread(plain, measured)
+        checks.append((f"{model}{suffix}", target, ratio, _target(model, target), route))
     for row in other["peaks"]:
         if row.get("method") != MEASURE or "seconds" not in row:
             continue
@@ -741,6 +746,17 @@ def _other_dispatch(other: dict) -> tuple[list[str], list[tuple]]:
         )
         checks += _long_checks(row, sdpa, suffix)
     return lines, checks
+
+
+def _spread(plain: dict, measured: dict) -> str:
+    """The rounds behind a speed ratio: each method's fastest and slowest, and how far apart (the machine's noise)."""
+    parts = []
+    for label, row in (("plain sdpa", plain), ("measure", measured)):
+        rounds = row.get("round_seconds") or []
+        if len(rounds) > 1:
+            low, high = min(rounds), max(rounds)
+            parts.append(f"{label} {low:.2f}-{high:.2f} s ({high / low - 1:.0%})")
+    return f"; {len(plain.get('round_seconds') or [])} rounds: " + ", ".join(parts) if parts else ""
 
 
 def _route(row: dict) -> str:

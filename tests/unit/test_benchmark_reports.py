@@ -121,8 +121,8 @@ def test_the_report_has_first_calls_the_other_dispatch_and_its_targets() -> None
         {"model": "m", "method": run.MEASURE, "seconds": 12.5},
     ]
     other_speed = [
-        {"model": "m", "method": run.PLAIN, "tokens_per_s": 80.0},
-        {"model": "m", "method": run.MEASURE, "tokens_per_s": 72.0, "kernel": "one-pass kernel"},
+        {"model": "m", "method": run.PLAIN, "tokens_per_s": 80.0, "round_seconds": [12.5, 13.0, 12.6, 14.0]},
+        {"model": "m", "method": run.MEASURE, "tokens_per_s": 72.0, "kernel": "one-pass kernel", "round_seconds": []},
     ]
     text = run.report(speed, [], {}, None, first, {"dispatch": "AVX2", "speed": other_speed, "peaks": []})
     assert "| m | helpers.measure, fused path | 12.5 | 10.2 | 1.23x | 0.96x |" in text
@@ -134,7 +134,9 @@ def test_the_report_has_first_calls_the_other_dispatch_and_its_targets() -> None
         missed["met"] == "NO"
         and missed["ratio"] == "0.90x"
         and "profile of this workload" in missed["route; why a target is missed"]
+        and "4 rounds: plain sdpa 12.50-14.00 s (12%)" in missed["route; why a target is missed"]  # the noise
     )
+    assert "rounds" not in rows[("m", "speed vs plain sdpa (default workload)")]["route; why a target is missed"]
 
 
 def test_long_inputs_keep_the_fastest_of_the_rounds_for_the_targets_and_the_largest_peak(
@@ -167,6 +169,7 @@ def test_long_inputs_keep_the_fastest_of_the_rounds_for_the_targets_and_the_larg
     assert calls.count((2048, run.LONG_SDPA)) == run.LONG_ROUNDS == 3
     assert calls.count((2048, run.LONG_EAGER)) == 1  # only the targets' two get rounds
     assert rows[(2048, run.LONG_SDPA)]["seconds"] == 4.0 and rows[(2048, run.MEASURE)]["seconds"] == 4.2
+    assert rows[(2048, run.LONG_SDPA)]["round_seconds"] == [5.0, 4.0, 4.5]  # every round, for the spread
     assert rows[(2048, run.MEASURE)]["peak_mib"] == 102 and rows[(2048, run.MEASURE)]["rounds"] == 3
     assert rows[(2048, run.MEASURE)]["increase_mib"] == 1 + 2  # the largest peak's round, with its own increase
     failed = rows[(8192, run.MEASURE)]  # its second round failed: the other two stand, and the failure is said
