@@ -388,7 +388,8 @@ def save_figures(
 
     With a ``check``, a committed figure whose record matches (its bytes, this drawing code, its tables' data:
     ``reproduction.Check.figure``) is drawn again all the same, never trusted on its record: it is kept only if this
-    code draws the same picture (``reproduction.same_picture``, on the PNG), else rewritten; any
+    code draws the same picture (``reproduction.same_picture``, on the PNG) and the same drawing
+    (``reproduction.same_drawing``, on the SVG), else rewritten; any
     other committed figure is drawn again. Each decision is recorded in the check.
     """
     written = []
@@ -400,6 +401,9 @@ def save_figures(
                 png, svg = save_figure(figure, name, notebook, Path(scratch))
                 if not reproduction.same_picture(png, files[0]):
                     comparison.note = "not the picture this code draws from this run's data: drawn again"
+                elif not reproduction.same_drawing(svg, files[1]):
+                    comparison.note = "its SVG is not the drawing this code makes from this run's data: drawn again"
+                if comparison.note:
                     comparison.action = "written"
                     for new, committed in zip((png, svg), files, strict=True):
                         os.replace(new, committed)

@@ -12,7 +12,8 @@ README's scorecard is therefore checked against what this run computed:
   table and the text around it never disagree;
 * a figure is kept only when its bytes are the ones a run recorded having made, with the drawing code and the
   data (its tables' kept CSVs) it has now, and it is drawn again all the same: kept only if it is the same
-  picture (``same_picture``, the PNG), so a figure edited together with its record is caught;
+  picture (``same_picture``, the PNG) and the same drawing (``same_drawing``, the SVG), so a figure edited
+  together with its record is caught;
 * the README's scorecard section must be what the kept scorecard gives.
 
 What a run made is recorded next to the outputs, in ``paper/records/[<run>/]<notebook>.json`` (committed): each
@@ -33,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -82,13 +85,13 @@ PICTURE_TOLERANCE = 0.08
 """Two PNGs are the same picture when they have the same size and no block mean of a channel
 (0-1) differs by more than this: data that moved within tolerance shifts a line or a dot by a small fraction of a
 pixel on another machine (a block moves by a few hundredths at most); another picture (a swapped figure, a line
-added or moved, a bar 1% taller) moves some block by far more. Not seen: an edit within one pixel or in the last
-rows and columns beyond whole blocks, a colour shifted by less than this, or an edit of the SVG alone."""
+added or moved, a bar 1% taller) moves some block by far more. Not seen in the PNG: an edit within one pixel or in
+the last rows and columns beyond whole blocks, or a colour shifted by less than this (the SVG beside it is compared
+by ``same_drawing``)."""
 
 
 def same_picture(drawn: Path, committed: Path) -> bool:
-    """Whether the PNG ``committed`` shows what ``drawn`` shows, within ``PICTURE_TOLERANCE`` (the SVG beside it is
-    not compared: a rerun elsewhere moves its coordinates and, for the tiny test models, its axes and ticks)."""
+    """Whether the PNG ``committed`` shows what ``drawn`` shows, within ``PICTURE_TOLERANCE``."""
     import matplotlib.image
     import numpy as np
 
@@ -107,6 +110,88 @@ def same_picture(drawn: Path, committed: Path) -> bool:
     difference = np.asarray(new, dtype=float)[:rows, :columns] - np.asarray(old, dtype=float)[:rows, :columns]
     blocks = difference.reshape(rows // k, k, columns // k, k, -1).mean(axis=(1, 3))
     return float(np.abs(blocks).max(initial=0.0)) <= PICTURE_TOLERANCE
+
+
+DRAWING_TOLERANCE = 0.05
+"""Two SVGs draw the same when every coordinate (path data, positions, sizes, translations; in points, 1/72 inch)
+differs by at most this: about a tenth of a pixel of the PNG beside it (150 dpi), far above the rounding of a
+rerun (figures draw data rounded like the tables, so a rerun elsewhere draws the same coordinates) and far below
+any edit a reader could see."""
+_COORDINATE_ATTRIBUTES = frozenset({"d", "x", "y", "x1", "y1", "x2", "y2", "width", "height", "viewBox", "points"})
+_SVG_IMAGE = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=\s]*)")
+_SVG_ID = re.compile(r"\b[a-zA-Z]+[0-9a-f]{10}\b")  # matplotlib's ids derived from content (clip paths, markers)
+_SVG_COLOUR = re.compile(r"#([0-9a-fA-F]{6})\b")
+_SVG_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_SVG_ATTRIBUTE = re.compile(r'([\w:.-]+)="([^"]*)"')
+
+
+def _drawing(text: str) -> tuple[str, list[tuple[bool, float]], list[tuple[int, ...]], list[bytes]]:
+    """An SVG as its structure (every character that is not a number, a colour, a content-derived id or an embedded
+    image), its numbers (each marked as a coordinate or not), colours and embedded PNGs, in order."""
+    import base64
+
+    images = [base64.b64decode(re.sub(r"\s", "", found)) for found in _SVG_IMAGE.findall(text)]
+    text = _SVG_IMAGE.sub("@image", text)
+    ids: dict[str, str] = {}
+    text = _SVG_ID.sub(lambda found: ids.setdefault(found.group(0), "@id" + "x" * (len(ids) + 1)), text)  # no digits
+    colours = [tuple(int(hex_[i : i + 2], 16) for i in (0, 2, 4)) for hex_ in _SVG_COLOUR.findall(text)]
+    text = _SVG_COLOUR.sub("@colour", text)
+    numbers: list[tuple[bool, float]] = []
+
+    def numbers_of(value: str, coordinate: bool) -> str:
+        numbers.extend((coordinate, float(found)) for found in _SVG_NUMBER.findall(value))
+        return _SVG_NUMBER.sub("@n", value)
+
+    def attribute(found: re.Match[str]) -> str:
+        name, value = found.group(1), found.group(2)
+        if name == "transform":  # translate(x y) moves, scale and rotate shape
+            value = re.sub(r"translate\(([^)]*)\)", lambda t: f"translate({numbers_of(t.group(1), True)})", value)
+            return f'{name}="{numbers_of(value, False)}"'
+        return f'{name}="{numbers_of(value, name in _COORDINATE_ATTRIBUTES)}"'
+
+    text = _SVG_ATTRIBUTE.sub(attribute, text)
+    return text, numbers, colours, images
+
+
+def _same_pixels(drawn: bytes, committed: bytes) -> bool:
+    """Whether two small PNGs (an SVG's embedded images: colour bars) have the same size and no pixel channel
+    (0-1) apart by more than ``PICTURE_TOLERANCE``."""
+    import io
+
+    import matplotlib.image
+    import numpy as np
+
+    try:
+        new, old = (matplotlib.image.imread(io.BytesIO(png), format="png") for png in (drawn, committed))
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return bool(new.shape == old.shape and np.abs(np.asarray(new, float) - old).max(initial=0.0) <= PICTURE_TOLERANCE)
+
+
+def same_drawing(drawn: Path, committed: Path) -> bool:
+    """Whether the SVG ``committed`` draws what ``drawn`` draws: the same elements, text and attributes, every
+    coordinate within ``DRAWING_TOLERANCE`` points, every other number exactly, every colour and embedded image
+    within ``PICTURE_TOLERANCE``. matplotlib's ids derived from coordinates are compared by order of appearance."""
+    if not Path(committed).is_file():
+        return False
+    if store.file_sha256(drawn) == store.file_sha256(committed):
+        return True
+    try:
+        new, old = (_drawing(Path(path).read_text(encoding="utf-8")) for path in (drawn, committed))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    (structure, numbers, colours, images), (structure_, numbers_, colours_, images_) = new, old
+    if structure != structure_ or len(numbers) != len(numbers_) or len(colours) != len(colours_):
+        return False
+    if len(images) != len(images_) or not all(_same_pixels(a, b) for a, b in zip(images, images_, strict=True)):
+        return False
+    channels = zip(itertools.chain(*colours), itertools.chain(*colours_), strict=True)
+    if any(abs(a - b) > PICTURE_TOLERANCE * 255 for a, b in channels):
+        return False
+    return all(
+        (abs(a - b) <= DRAWING_TOLERANCE) if coordinate else (a == b)
+        for (coordinate, a), (_, b) in zip(numbers, numbers_, strict=True)
+    )
 
 
 def read_outputs_record(path: Path | None) -> dict[str, Any]:

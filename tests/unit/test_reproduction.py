@@ -277,6 +277,66 @@ def test_the_same_picture_allows_a_sub_pixel_shift_and_nothing_more(tmp_path: Pa
     assert not reproduction.same_picture(committed_png, tmp_path / "missing.png")
 
 
+def test_the_same_drawing_allows_rounding_and_catches_an_svg_edited_alone(tmp_path: Path) -> None:
+    x, y = np.random.default_rng(0).normal(size=(2, 50))
+
+    def drawn(path: Path, shift: float = 0.0, bar: float = 4.0, colour: str = "C0", label: str = "bars") -> Path:
+        picture, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        left.scatter(x + shift, y, s=8)
+        left.set_xlim(-4, 4)
+        right.bar(range(4), [1, 2, 3, bar], color=colour)
+        right.set_title(label)
+        image = left.imshow(np.outer(np.arange(3), np.arange(3)), extent=(2, 3, 2, 3))
+        picture.colorbar(image, ax=left)
+        picture.savefig(path, format="svg", metadata={"Date": None})
+        plt.close(picture)
+        return path
+
+    committed_svg = drawn(tmp_path / "committed.svg")
+    text = committed_svg.read_text()
+    assert reproduction.same_drawing(drawn(tmp_path / "noise.svg", shift=1e-5), committed_svg)  # 3e-4 pt
+    ids = sorted(set(reproduction._SVG_ID.findall(text)))  # ids matplotlib derives from coordinates
+    assert ids
+    renamed = tmp_path / "renamed.svg"
+    renamed.write_text(text.replace(ids[0], "p0123456789"))
+    assert reproduction.same_drawing(renamed, committed_svg)
+    assert not reproduction.same_drawing(drawn(tmp_path / "moved.svg", shift=1e-2), committed_svg)  # 0.3 pt
+    assert not reproduction.same_drawing(drawn(tmp_path / "bar.svg", bar=4.04), committed_svg)  # a bar 1% taller
+    assert not reproduction.same_drawing(drawn(tmp_path / "colour.svg", colour="C1"), committed_svg)
+    assert not reproduction.same_drawing(drawn(tmp_path / "text.svg", label="bats"), committed_svg)
+    image = tmp_path / "image.svg"  # the embedded image, another picture
+    image.write_text(text.replace(reproduction._SVG_IMAGE.search(text).group(1), other_png(tmp_path)))  # type: ignore[union-attr]
+    assert not reproduction.same_drawing(image, committed_svg)
+    assert not reproduction.same_drawing(committed_svg, tmp_path / "missing.svg")
+
+
+def other_png(tmp_path: Path) -> str:
+    """A small PNG, base64, as an SVG embeds it."""
+    import base64
+
+    plt.imsave(tmp_path / "other.png", np.eye(3))
+    return base64.b64encode((tmp_path / "other.png").read_bytes()).decode()
+
+
+def test_a_figure_whose_svg_alone_was_edited_with_its_record_is_drawn_again(tmp_path: Path) -> None:
+    name = "heatmap_max_sparsity"
+    committed(tmp_path, cells()).rename(tmp_path / "complete_results.csv")
+    (png, svg) = figures.save_figures({name: figure()}, tmp_path, "nb", check_in(tmp_path))
+    drawn = {path: path.read_bytes() for path in (png, svg)}
+    svg.write_text(svg.read_text().replace("<!-- ", "<!-- edited ", 1))  # a label of the SVG alone ...
+    record = json.loads((tmp_path / "record.json").read_text())  # ... and the record edited to match
+    files = record["outputs"][f"figure {name}"]["files"]
+    for shown in files:
+        files[shown] = reproduction.file_hash(Path(shown))
+    (tmp_path / "record.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    assert reproduction.verify(tmp_path / "record.json") == []  # the committed record alone is fooled
+    check = check_in(tmp_path)
+    figures.save_figures({name: figure()}, tmp_path, "nb", check)  # drawn again, not trusted
+    (comparison,) = check.comparisons
+    assert comparison.action == "written" and comparison.note.startswith("its SVG is not the drawing")
+    assert {path: path.read_bytes() for path in (png, svg)} == drawn
+
+
 def test_a_record_no_run_here_made_is_checked_again(tmp_path: Path) -> None:
     check_in(tmp_path).table("cells", cells(), dict(zip(("csv", "md", "tex"), files_of(tmp_path), strict=True)), texts)
     assert reproduction.verify(tmp_path / "record.json", tmp_path / "log.json") == []
