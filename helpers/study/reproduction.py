@@ -91,7 +91,8 @@ by ``same_drawing``)."""
 
 
 def same_picture(drawn: Path, committed: Path) -> bool:
-    """Whether the PNG ``committed`` shows what ``drawn`` shows, within ``PICTURE_TOLERANCE``."""
+    """Whether the PNG ``committed`` shows what ``drawn`` shows: the same chunks (``_png_chunks``), pixels within
+    ``PICTURE_TOLERANCE``."""
     import matplotlib.image
     import numpy as np
 
@@ -99,6 +100,8 @@ def same_picture(drawn: Path, committed: Path) -> bool:
         return False
     if store.file_sha256(drawn) == store.file_sha256(committed):
         return True
+    if _png_chunks(Path(drawn).read_bytes()) != _png_chunks(Path(committed).read_bytes()):
+        return False
     try:
         new, old = matplotlib.image.imread(drawn), matplotlib.image.imread(committed)
     except (OSError, ValueError, SyntaxError):
@@ -112,22 +115,25 @@ def same_picture(drawn: Path, committed: Path) -> bool:
     return float(np.abs(blocks).max(initial=0.0)) <= PICTURE_TOLERANCE
 
 
-DRAWING_TOLERANCE = 0.05
+DRAWING_TOLERANCE = 0.5
 """Two SVGs draw the same when every coordinate (path data, positions, sizes, translations; in points, 1/72 inch)
-differs by at most this: about a tenth of a pixel of the PNG beside it (150 dpi), far above the rounding of a
-rerun (figures draw data rounded like the tables, so a rerun elsewhere draws the same coordinates) and far below
-any edit a reader could see."""
+differs by at most this, about one pixel of the PNG beside it (150 dpi): what the PNG comparison allows too. A
+rerun elsewhere draws the same coordinates except where a per-prompt value sits on a rounding edge of its 4
+significant digits (a dot moves by a fraction of a point); a bar 1% taller or a moved label moves by more."""
+COLOUR_TOLERANCE = 4
+"""Colours (0-255 a channel) may differ by this much: one or two steps of a 256-colour map, a value on a rounding
+edge; another colour differs by far more."""
 _COORDINATE_ATTRIBUTES = frozenset({"d", "x", "y", "x1", "y1", "x2", "y2", "width", "height", "viewBox", "points"})
 _SVG_IMAGE = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=\s]*)")
-_SVG_ID = re.compile(r"\b[a-zA-Z]+[0-9a-f]{10}\b")  # matplotlib's ids derived from content (clip paths, markers)
+_SVG_ID = re.compile(r"(?<![\w-])[A-Za-z][A-Za-z0-9_]*?[0-9a-f]{10}(?![\w-])")  # matplotlib's content-derived ids
 _SVG_COLOUR = re.compile(r"#([0-9a-fA-F]{6})\b")
 _SVG_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-_SVG_ATTRIBUTE = re.compile(r'([\w:.-]+)="([^"]*)"')
+_SVG_ATTRIBUTE = re.compile(r'(?<![\w:.-])([\w:.-]+)="([^"]*)"')
 
 
-def _drawing(text: str) -> tuple[str, list[tuple[bool, float]], list[tuple[int, ...]], list[bytes]]:
-    """An SVG as its structure (every character that is not a number, a colour, a content-derived id or an embedded
-    image), its numbers (each marked as a coordinate or not), colours and embedded PNGs, in order."""
+def _drawing(text: str) -> tuple[str, list[float], list[tuple[int, ...]], list[bytes]]:
+    """An SVG as its structure (everything but the coordinates, colours, content-derived ids and embedded images,
+    verbatim), its coordinates, colours and embedded PNGs, in order."""
     import base64
 
     images = [base64.b64decode(re.sub(r"\s", "", found)) for found in _SVG_IMAGE.findall(text)]
@@ -136,31 +142,49 @@ def _drawing(text: str) -> tuple[str, list[tuple[bool, float]], list[tuple[int, 
     text = _SVG_ID.sub(lambda found: ids.setdefault(found.group(0), "@id" + "x" * (len(ids) + 1)), text)  # no digits
     colours = [tuple(int(hex_[i : i + 2], 16) for i in (0, 2, 4)) for hex_ in _SVG_COLOUR.findall(text)]
     text = _SVG_COLOUR.sub("@colour", text)
-    numbers: list[tuple[bool, float]] = []
+    coordinates: list[float] = []
 
-    def numbers_of(value: str, coordinate: bool) -> str:
-        numbers.extend((coordinate, float(found)) for found in _SVG_NUMBER.findall(value))
+    def coordinates_of(value: str) -> str:
+        coordinates.extend(float(found) for found in _SVG_NUMBER.findall(value))
         return _SVG_NUMBER.sub("@n", value)
 
     def attribute(found: re.Match[str]) -> str:
         name, value = found.group(1), found.group(2)
-        if name == "transform":  # translate(x y) moves, scale and rotate shape
-            value = re.sub(r"translate\(([^)]*)\)", lambda t: f"translate({numbers_of(t.group(1), True)})", value)
-            return f'{name}="{numbers_of(value, False)}"'
-        return f'{name}="{numbers_of(value, name in _COORDINATE_ATTRIBUTES)}"'
+        if name == "transform":  # translate(x y) moves; scale and rotate shape, compared as written
+            value = re.sub(r"translate\(([^)]*)\)", lambda t: f"translate({coordinates_of(t.group(1))})", value)
+        elif name in _COORDINATE_ATTRIBUTES:
+            value = coordinates_of(value)
+        return f'{name}="{value}"'
 
     text = _SVG_ATTRIBUTE.sub(attribute, text)
-    return text, numbers, colours, images
+    return text, coordinates, colours, images
+
+
+def _png_chunks(data: bytes) -> list[bytes] | None:
+    """The chunk types of a PNG in order, runs of one type counted once (IDAT); None if it is not a PNG. Chunks
+    that change how a viewer shows the same pixels (gAMA, iCCP, acTL) make another picture."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    chunks: list[bytes] = []
+    position = 8
+    while position + 8 <= len(data):
+        length, kind = int.from_bytes(data[position : position + 4], "big"), data[position + 4 : position + 8]
+        if not chunks or chunks[-1] != kind:
+            chunks.append(kind)
+        position += 12 + length
+    return chunks if position == len(data) else None
 
 
 def _same_pixels(drawn: bytes, committed: bytes) -> bool:
-    """Whether two small PNGs (an SVG's embedded images: colour bars) have the same size and no pixel channel
-    (0-1) apart by more than ``PICTURE_TOLERANCE``."""
+    """Whether two small PNGs (an SVG's embedded images: colour bars) have the same chunks and size and no pixel
+    channel (0-1) apart by more than ``PICTURE_TOLERANCE``."""
     import io
 
     import matplotlib.image
     import numpy as np
 
+    if _png_chunks(drawn) != _png_chunks(committed):
+        return False
     try:
         new, old = (matplotlib.image.imread(io.BytesIO(png), format="png") for png in (drawn, committed))
     except (OSError, ValueError, SyntaxError):
@@ -169,9 +193,9 @@ def _same_pixels(drawn: bytes, committed: bytes) -> bool:
 
 
 def same_drawing(drawn: Path, committed: Path) -> bool:
-    """Whether the SVG ``committed`` draws what ``drawn`` draws: the same elements, text and attributes, every
-    coordinate within ``DRAWING_TOLERANCE`` points, every other number exactly, every colour and embedded image
-    within ``PICTURE_TOLERANCE``. matplotlib's ids derived from coordinates are compared by order of appearance."""
+    """Whether the SVG ``committed`` draws what ``drawn`` draws: the same elements, text, references and attributes,
+    every coordinate within ``DRAWING_TOLERANCE`` points, colours within ``COLOUR_TOLERANCE``, embedded images
+    within ``PICTURE_TOLERANCE``. matplotlib's ids derived from content are compared by order of appearance."""
     if not Path(committed).is_file():
         return False
     if store.file_sha256(drawn) == store.file_sha256(committed):
@@ -180,18 +204,15 @@ def same_drawing(drawn: Path, committed: Path) -> bool:
         new, old = (_drawing(Path(path).read_text(encoding="utf-8")) for path in (drawn, committed))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    (structure, numbers, colours, images), (structure_, numbers_, colours_, images_) = new, old
-    if structure != structure_ or len(numbers) != len(numbers_) or len(colours) != len(colours_):
+    (structure, coordinates, colours, images), (structure_, coordinates_, colours_, images_) = new, old
+    if structure != structure_ or len(coordinates) != len(coordinates_) or len(colours) != len(colours_):
         return False
     if len(images) != len(images_) or not all(_same_pixels(a, b) for a, b in zip(images, images_, strict=True)):
         return False
     channels = zip(itertools.chain(*colours), itertools.chain(*colours_), strict=True)
-    if any(abs(a - b) > PICTURE_TOLERANCE * 255 for a, b in channels):
+    if any(abs(a - b) > COLOUR_TOLERANCE for a, b in channels):
         return False
-    return all(
-        (abs(a - b) <= DRAWING_TOLERANCE) if coordinate else (a == b)
-        for (coordinate, a), (_, b) in zip(numbers, numbers_, strict=True)
-    )
+    return all(abs(a - b) <= DRAWING_TOLERANCE for a, b in zip(coordinates, coordinates_, strict=True))
 
 
 def read_outputs_record(path: Path | None) -> dict[str, Any]:

@@ -3,8 +3,11 @@ tolerance of each kind of number are kept byte for byte; anything beyond is repo
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
+import zlib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -275,6 +278,8 @@ def test_the_same_picture_allows_a_sub_pixel_shift_and_nothing_more(tmp_path: Pa
     assert not reproduction.same_picture(drawn(tmp_path / "bar.png", bar=4.04), committed_png)  # a bar 1% taller
     assert not reproduction.same_picture(drawn(tmp_path / "line.png", line=True), committed_png)
     assert not reproduction.same_picture(committed_png, tmp_path / "missing.png")
+    (tmp_path / "gamma.png").write_bytes(with_gamma(committed_png.read_bytes()))
+    assert not reproduction.same_picture(committed_png, tmp_path / "gamma.png")
 
 
 def test_the_same_drawing_allows_rounding_and_catches_an_svg_edited_alone(tmp_path: Path) -> None:
@@ -300,20 +305,33 @@ def test_the_same_drawing_allows_rounding_and_catches_an_svg_edited_alone(tmp_pa
     renamed = tmp_path / "renamed.svg"
     renamed.write_text(text.replace(ids[0], "p0123456789"))
     assert reproduction.same_drawing(renamed, committed_svg)
-    assert not reproduction.same_drawing(drawn(tmp_path / "moved.svg", shift=1e-2), committed_svg)  # 0.3 pt
+    assert reproduction.same_drawing(drawn(tmp_path / "edge.svg", shift=1e-2), committed_svg)  # 0.3 pt: a rounding edge
+    assert not reproduction.same_drawing(drawn(tmp_path / "moved.svg", shift=5e-2), committed_svg)  # 1.5 pt
     assert not reproduction.same_drawing(drawn(tmp_path / "bar.svg", bar=4.04), committed_svg)  # a bar 1% taller
     assert not reproduction.same_drawing(drawn(tmp_path / "colour.svg", colour="C1"), committed_svg)
     assert not reproduction.same_drawing(drawn(tmp_path / "text.svg", label="bats"), committed_svg)
     image = tmp_path / "image.svg"  # the embedded image, another picture
     image.write_text(text.replace(reproduction._SVG_IMAGE.search(text).group(1), other_png(tmp_path)))  # type: ignore[union-attr]
     assert not reproduction.same_drawing(image, committed_svg)
+    reference = tmp_path / "reference.svg"  # a glyph pointed at an id that does not exist: the text loses a digit
+    glyph = re.search(r'xlink:href="#(DejaVuSans-\w+)"', text).group(1)  # type: ignore[union-attr]
+    reference.write_text(text.replace(f'xlink:href="#{glyph}"', f'xlink:href="#{glyph}.0"', 1))
+    assert not reproduction.same_drawing(reference, committed_svg)
+    gamma = tmp_path / "gamma.svg"  # the colour bar's pixels unchanged, shown darker
+    bar = reproduction._SVG_IMAGE.search(text).group(1)  # type: ignore[union-attr]
+    gamma.write_text(text.replace(bar, base64.b64encode(with_gamma(base64.b64decode(bar))).decode()))
+    assert not reproduction.same_drawing(gamma, committed_svg)
     assert not reproduction.same_drawing(committed_svg, tmp_path / "missing.svg")
+
+
+def with_gamma(png: bytes) -> bytes:
+    """``png`` with a gAMA chunk (gamma 0.15) after its header: the same pixels, which a browser shows darker."""
+    body = b"gAMA" + (15000).to_bytes(4, "big")
+    return png[:33] + (4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big") + png[33:]
 
 
 def other_png(tmp_path: Path) -> str:
     """A small PNG, base64, as an SVG embeds it."""
-    import base64
-
     plt.imsave(tmp_path / "other.png", np.eye(3))
     return base64.b64encode((tmp_path / "other.png").read_bytes()).decode()
 
