@@ -129,13 +129,41 @@ _SVG_ID = re.compile(r"(?<![\w-])[A-Za-z][A-Za-z0-9_]*?[0-9a-f]{10}(?![\w-])")  
 _SVG_COLOUR = re.compile(r"#([0-9a-fA-F]{6})\b")
 _SVG_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _SVG_ATTRIBUTE = re.compile(r'(?<![\w:.-])([\w:.-]+)="([^"]*)"')
+_SVG_MARKER_RUN = re.compile(r"(?:[ \t]*<use [^<>]*/>\n)+")  # a line's markers, one <use/> a line
+_SVG_MARKER_XY = re.compile(r'\s(x|y)="([^"]*)"')
+
+
+def _without_coincident_markers(text: str) -> str:
+    """``text`` with every marker (``<use/>``) dropped that repeats an earlier one of the same run (one line's
+    markers) within ``DRAWING_TOLERANCE``: it draws no pixel more. A box plot's outliers near a whisker's end, where
+    one value more or less is an outlier by rounding, differ only so (two dots drawn at one place, or one)."""
+
+    def run(found: re.Match[str]) -> str:
+        kept: list[tuple[str, float, float]] = []
+        lines = []
+        for line in found.group(0).splitlines(keepends=True):
+            position = dict(_SVG_MARKER_XY.findall(line))
+            try:
+                x, y = float(position["x"]), float(position["y"])
+            except (KeyError, ValueError):
+                lines.append(line)
+                continue
+            rest = _SVG_MARKER_XY.sub("", line)
+            if any(r == rest and max(abs(x - a), abs(y - b)) <= DRAWING_TOLERANCE for r, a, b in kept):
+                continue
+            kept.append((rest, x, y))
+            lines.append(line)
+        return "".join(lines)
+
+    return _SVG_MARKER_RUN.sub(run, text)
 
 
 def _drawing(text: str) -> tuple[str, list[float], list[tuple[int, ...]], list[bytes]]:
     """An SVG as its structure (everything but the coordinates, colours, content-derived ids and embedded images,
-    verbatim), its coordinates, colours and embedded PNGs, in order."""
+    verbatim, without coincident markers), its coordinates, colours and embedded PNGs, in order."""
     import base64
 
+    text = _without_coincident_markers(text)
     images = [base64.b64decode(re.sub(r"\s", "", found)) for found in _SVG_IMAGE.findall(text)]
     text = _SVG_IMAGE.sub("@image", text)
     ids: dict[str, str] = {}

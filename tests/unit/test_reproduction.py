@@ -324,6 +324,25 @@ def test_the_same_drawing_allows_rounding_and_catches_an_svg_edited_alone(tmp_pa
     assert not reproduction.same_drawing(committed_svg, tmp_path / "missing.svg")
 
 
+def test_a_marker_drawn_twice_at_one_place_is_the_same_drawing_and_one_elsewhere_is_not(tmp_path: Path) -> None:
+    """A box plot's outliers at a whisker's end: by rounding one value more or less is an outlier, two dots at one
+    place or one (seen on the tiny test models, where a metric is float noise)."""
+
+    def drawn(path: Path, outliers: list[float]) -> Path:
+        picture, axis = plt.subplots(figsize=(4, 3))
+        axis.plot([0.0] * len(outliers), outliers, "o", fillstyle="none")
+        axis.set_ylim(-1, 10)
+        picture.savefig(path, format="svg", metadata={"Date": None})
+        plt.close(picture)
+        return path
+
+    committed_svg = drawn(tmp_path / "committed.svg", [5.0, 8.0])
+    assert reproduction.same_drawing(drawn(tmp_path / "twice.svg", [5.0, 5.0 + 1e-6, 8.0]), committed_svg)
+    assert reproduction.same_drawing(committed_svg, drawn(tmp_path / "twice.svg", [5.0, 5.0 + 1e-6, 8.0]))
+    assert not reproduction.same_drawing(drawn(tmp_path / "apart.svg", [5.0, 6.0, 8.0]), committed_svg)
+    assert not reproduction.same_drawing(drawn(tmp_path / "one.svg", [5.0]), committed_svg)
+
+
 def with_gamma(png: bytes) -> bytes:
     """``png`` with a gAMA chunk (gamma 0.15) after its header: the same pixels, which a browser shows darker."""
     body = b"gAMA" + (15000).to_bytes(4, "big")
