@@ -89,3 +89,23 @@ def test_paper_models_keep_the_paper_display_names() -> None:
 
 def test_other_hub_ids_resolve_as_hub_models() -> None:
     assert models.resolve("someone/some-model").source == "hub"
+
+
+def test_long_batches_trim_the_heap_every_few_blocks_and_short_ones_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [streaming.trim_interval(t) for t in (512, 2047, 2048, 4096, 8192, 32768)] == [0, 0, 4, 2, 1, 1]
+    loaded = models.load_model("tiny-gpt2")
+    assert loaded.n_layers == 2
+    trims: list[int] = []
+    monkeypatch.setattr(streaming, "_release_free_memory", lambda: trims.append(1))
+    monkeypatch.setattr(streaming, "TRIM_TOKENS", 6)  # the tiny model's texts stand in for long inputs
+    text = "one two three four five six seven eight"
+    for blocks, every, expected in ((6, 1, 2), (12, 2, 1), (18, 3, 0)):  # token positions x blocks: every k-th block
+        trims.clear()
+        monkeypatch.setattr(streaming, "TRIM_TOKEN_BLOCKS", blocks)
+        assert streaming.trim_interval(6) == every
+        streaming.measure(loaded, [text], max_length=6, progress=False)
+        assert len(trims) == expected, (every, trims)
+    trims.clear()
+    monkeypatch.setattr(streaming, "TRIM_TOKEN_BLOCKS", 6)
+    streaming.measure(loaded, [text], max_length=5, progress=False)  # under TRIM_TOKENS: never
+    assert trims == []
