@@ -294,12 +294,12 @@ TRIM_TOKEN_BLOCKS = 8192
 
 
 def trim_interval(tokens: int) -> int:
-    """After how many blocks a batch of ``tokens`` positions trims the heap (0: never).
+    """After how many blocks of batches of ``tokens`` positions the heap is trimmed (0: never).
 
     What a block leaves fragmented grows with T, so a trim every ``TRIM_TOKEN_BLOCKS / T`` blocks bounds it alike.
     Each trim costs time (pages handed back fault in again): at T = 2048 on SmolLM2 a trim after every block made
     ``measure`` 0.91x a plain sdpa forward (median of 7 fresh processes), every fourth 0.96x at 1.05x its peak
-    memory, none 0.97x at up to 1.16x (benchmarks/, docs/benchmarks.md).
+    memory, none 0.97x at up to 1.16x (AMD EPYC, AVX-512; the long-input rows of ``make bench`` time it).
     """
     return max(1, TRIM_TOKEN_BLOCKS // tokens) if tokens >= TRIM_TOKENS else 0
 
@@ -503,7 +503,7 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
             model.set_attn_implementation(ATTENTION_IMPLEMENTATION)
         model.eval()
         blocks, attentions = find_layers(model, loaded.n_layers)
-        number = {block: index for index, block in enumerate(blocks)}
+        blocks_since_trim = [0]  # across batches: a model with fewer blocks than the interval trims too
 
         def embedding_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             record = records[-1]
@@ -518,8 +518,11 @@ def recording(loaded: LoadedModel, attention: str = "eager") -> Iterator[list[_B
             else:
                 record.hidden.append(record.hidden_statistics(hidden))
             interval = trim_interval(record.token_mask.numel())
-            if interval and (number[module] + 1) % interval == 0 and hidden.device.type == "cpu":
-                _release_free_memory()
+            if interval and hidden.device.type == "cpu":
+                blocks_since_trim[0] += 1
+                if blocks_since_trim[0] >= interval:
+                    blocks_since_trim[0] = 0
+                    _release_free_memory()
 
         def attention_hook(index: int):
             def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:

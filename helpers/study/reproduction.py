@@ -131,39 +131,56 @@ _SVG_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _SVG_ATTRIBUTE = re.compile(r'(?<![\w:.-])([\w:.-]+)="([^"]*)"')
 _SVG_MARKER_RUN = re.compile(r"(?:[ \t]*<use [^<>]*/>\n)+")  # a line's markers, one <use/> a line
 _SVG_MARKER_XY = re.compile(r'\s(x|y)="([^"]*)"')
+_SVG_OPACITY = re.compile(r'opacity(?::\s*|=")([^;"]*)')
 
 
-def _without_coincident_markers(text: str) -> str:
-    """``text`` with every marker (``<use/>``) dropped that repeats an earlier one of the same run (one line's
-    markers) within ``DRAWING_TOLERANCE``: it draws no pixel more. A box plot's outliers near a whisker's end, where
-    one value more or less is an outlier by rounding, differ only so (two dots drawn at one place, or one)."""
+def _markers(run: str) -> list[tuple[str, float, float]] | None:
+    """A run's markers as (everything but the position, x, y); None unless each has one plain x and y and is drawn
+    opaque or not at all (a see-through marker drawn twice at one place is darker)."""
+    markers = []
+    for line in run.splitlines():
+        position = _SVG_MARKER_XY.findall(line)
+        if sorted(name for name, _ in position) != ["x", "y"] or not all(_SVG_NUMBER.fullmatch(v) for _, v in position):
+            return None
+        if any(_SVG_NUMBER.fullmatch(v) is None or float(v) not in (0.0, 1.0) for v in _SVG_OPACITY.findall(line)):
+            return None
+        x, y = (float(dict(position)[name]) for name in ("x", "y"))
+        markers.append((_SVG_MARKER_XY.sub("", line), x, y))
+    return markers
 
-    def run(found: re.Match[str]) -> str:
-        kept: list[tuple[str, float, float]] = []
-        lines = []
-        for line in found.group(0).splitlines(keepends=True):
-            position = dict(_SVG_MARKER_XY.findall(line))
-            try:
-                x, y = float(position["x"]), float(position["y"])
-            except (KeyError, ValueError):
-                lines.append(line)
-                continue
-            rest = _SVG_MARKER_XY.sub("", line)
-            if any(r == rest and max(abs(x - a), abs(y - b)) <= DRAWING_TOLERANCE for r, a, b in kept):
-                continue
-            kept.append((rest, x, y))
-            lines.append(line)
-        return "".join(lines)
 
-    return _SVG_MARKER_RUN.sub(run, text)
+def _covers(markers: list[tuple[str, float, float]], others: list[tuple[str, float, float]]) -> bool:
+    """Whether every marker of ``markers`` is drawn in ``others`` too (the same, within ``DRAWING_TOLERANCE``)."""
+    return all(
+        any(r == r_ and max(abs(x - x_), abs(y - y_)) <= DRAWING_TOLERANCE for r_, x_, y_ in others)
+        for r, x, y in markers
+    )
+
+
+def _coincident_markers_matched(drawn: str, committed: str) -> str:
+    """``committed`` with each run of a line's markers (``<use/>``) that has another count than ``drawn``'s but
+    draws the same marks (each of either within ``DRAWING_TOLERANCE`` of one of the other's, opaque) replaced by
+    ``drawn``'s: a box plot's outliers at a whisker's end, where rounding makes one value more or less an outlier,
+    are two dots at one place or one, and draw the same pixels."""
+    runs = list(_SVG_MARKER_RUN.finditer(drawn))
+    runs_ = list(_SVG_MARKER_RUN.finditer(committed))
+    if len(runs) != len(runs_):
+        return committed
+    pieces, position = [], 0
+    for run, run_ in zip(runs, runs_, strict=True):
+        markers, markers_ = _markers(run.group(0)), _markers(run_.group(0))
+        same = markers is not None and markers_ is not None and len(markers) != len(markers_)
+        if same and _covers(markers, markers_) and _covers(markers_, markers):  # type: ignore[arg-type]
+            pieces += [committed[position : run_.start()], run.group(0)]
+            position = run_.end()
+    return "".join(pieces) + committed[position:]
 
 
 def _drawing(text: str) -> tuple[str, list[float], list[tuple[int, ...]], list[bytes]]:
     """An SVG as its structure (everything but the coordinates, colours, content-derived ids and embedded images,
-    verbatim, without coincident markers), its coordinates, colours and embedded PNGs, in order."""
+    verbatim), its coordinates, colours and embedded PNGs, in order."""
     import base64
 
-    text = _without_coincident_markers(text)
     images = [base64.b64decode(re.sub(r"\s", "", found)) for found in _SVG_IMAGE.findall(text)]
     text = _SVG_IMAGE.sub("@image", text)
     ids: dict[str, str] = {}
@@ -223,14 +240,22 @@ def _same_pixels(drawn: bytes, committed: bytes) -> bool:
 def same_drawing(drawn: Path, committed: Path) -> bool:
     """Whether the SVG ``committed`` draws what ``drawn`` draws: the same elements, text, references and attributes,
     every coordinate within ``DRAWING_TOLERANCE`` points, colours within ``COLOUR_TOLERANCE``, embedded images
-    within ``PICTURE_TOLERANCE``. matplotlib's ids derived from content are compared by order of appearance."""
+    within ``PICTURE_TOLERANCE``; a well-formed XML file. matplotlib's ids derived from content are compared by
+    order of appearance; a line's opaque markers drawn once or twice at one place are the same
+    (``_coincident_markers_matched``)."""
     if not Path(committed).is_file():
         return False
     if store.file_sha256(drawn) == store.file_sha256(committed):
         return True
+    import xml.etree.ElementTree as ElementTree
+
     try:
-        new, old = (_drawing(Path(path).read_text(encoding="utf-8")) for path in (drawn, committed))
-    except (OSError, UnicodeDecodeError, ValueError):
+        drawn_text, committed_text = (Path(path).read_text(encoding="utf-8") for path in (drawn, committed))
+        for text in (drawn_text, committed_text):
+            ElementTree.fromstring(text)  # what a browser can show at all
+        committed_text = _coincident_markers_matched(drawn_text, committed_text)
+        new, old = _drawing(drawn_text), _drawing(committed_text)
+    except (OSError, UnicodeDecodeError, ValueError, ElementTree.ParseError):
         return False
     (structure, coordinates, colours, images), (structure_, coordinates_, colours_, images_) = new, old
     if structure != structure_ or len(coordinates) != len(coordinates_) or len(colours) != len(colours_):

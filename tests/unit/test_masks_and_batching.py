@@ -99,13 +99,20 @@ def test_long_batches_trim_the_heap_every_few_blocks_and_short_ones_never(monkey
     monkeypatch.setattr(streaming, "_release_free_memory", lambda: trims.append(1))
     monkeypatch.setattr(streaming, "TRIM_TOKENS", 6)  # the tiny model's texts stand in for long inputs
     text = "one two three four five six seven eight"
-    for blocks, every, expected in ((6, 1, 2), (12, 2, 1), (18, 3, 0)):  # token positions x blocks: every k-th block
+    for blocks, every, expected in ((6, 1, 2), (12, 2, 1), (18, 3, 0), (24, 4, 0)):  # every k-th block
         trims.clear()
         monkeypatch.setattr(streaming, "TRIM_TOKEN_BLOCKS", blocks)
         assert streaming.trim_interval(6) == every
         streaming.measure(loaded, [text], max_length=6, progress=False)
         assert len(trims) == expected, (every, trims)
-    trims.clear()
+    trims.clear()  # the count goes on across batches: 3 batches of 2 blocks, every 3rd block
+    monkeypatch.setattr(streaming, "TRIM_TOKEN_BLOCKS", 18)
+    streaming.measure(loaded, [text, text + " nine", text + " ten"], max_length=6, batch_size=1, progress=False)
+    assert len(trims) == 2
+    trims.clear()  # a batch's token positions, padding included: 2 texts of 4 and 3 tokens are 8 positions
     monkeypatch.setattr(streaming, "TRIM_TOKEN_BLOCKS", 6)
+    streaming.measure(loaded, ["one two three four", "one two three"], max_length=4, batch_size=2, progress=False)
+    assert len(trims) == 2
+    trims.clear()
     streaming.measure(loaded, [text], max_length=5, progress=False)  # under TRIM_TOKENS: never
     assert trims == []

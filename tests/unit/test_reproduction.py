@@ -328,19 +328,32 @@ def test_a_marker_drawn_twice_at_one_place_is_the_same_drawing_and_one_elsewhere
     """A box plot's outliers at a whisker's end: by rounding one value more or less is an outlier, two dots at one
     place or one (seen on the tiny test models, where a metric is float noise)."""
 
-    def drawn(path: Path, outliers: list[float]) -> Path:
+    def drawn(name: str, outliers: list[float], alpha: float = 1.0) -> Path:
         picture, axis = plt.subplots(figsize=(4, 3))
-        axis.plot([0.0] * len(outliers), outliers, "o", fillstyle="none")
+        axis.plot([0.0] * len(outliers), outliers, "o", fillstyle="none", alpha=alpha)
         axis.set_ylim(-1, 10)
-        picture.savefig(path, format="svg", metadata={"Date": None})
+        picture.savefig(tmp_path / name, format="svg", metadata={"Date": None})
         plt.close(picture)
-        return path
+        return tmp_path / name
 
-    committed_svg = drawn(tmp_path / "committed.svg", [5.0, 8.0])
-    assert reproduction.same_drawing(drawn(tmp_path / "twice.svg", [5.0, 5.0 + 1e-6, 8.0]), committed_svg)
-    assert reproduction.same_drawing(committed_svg, drawn(tmp_path / "twice.svg", [5.0, 5.0 + 1e-6, 8.0]))
-    assert not reproduction.same_drawing(drawn(tmp_path / "apart.svg", [5.0, 6.0, 8.0]), committed_svg)
-    assert not reproduction.same_drawing(drawn(tmp_path / "one.svg", [5.0]), committed_svg)
+    committed = drawn("committed.svg", [5.0, 8.0])
+    twice = drawn("twice.svg", [5.0, 5.0 + 1e-6, 8.0])
+    assert reproduction.same_drawing(twice, committed) and reproduction.same_drawing(committed, twice)
+    nearby = drawn("nearby.svg", [5.0, 5.0 + 2e-3, 8.0 - 2e-3])  # each within 0.5 pt of one of the other's
+    assert reproduction.same_drawing(nearby, drawn("apart_by_noise.svg", [5.0, 8.0 + 2e-3]))
+    assert not reproduction.same_drawing(drawn("apart.svg", [5.0, 6.0, 8.0]), committed)  # a dot added
+    assert not reproduction.same_drawing(drawn("one.svg", [5.0]), committed)  # a dot removed
+    see_through = drawn("see_through.svg", [5.0, 8.0], alpha=0.4)  # drawn twice at one place: darker
+    assert not reproduction.same_drawing(drawn("see_through_twice.svg", [5.0, 5.0, 8.0], alpha=0.4), see_through)
+    text = committed.read_text()
+    marker = re.search(r"[ ]*<use [^<>]*/>\n", text).group(0)  # type: ignore[union-attr]
+    repeated = tmp_path / "repeated.svg"  # a marker repeated with its x twice: not XML, a browser shows an error
+    repeated.write_text(text.replace(marker, marker + marker.replace("/>", f' x="{marker.split(chr(34))[3]}"/>')))
+    assert not reproduction.same_drawing(repeated, committed)
+    underscored = tmp_path / "underscored.svg"  # Python reads 3_07.5 as a number, a browser does not
+    y = re.search(r'y="([\d.]+)"', marker).group(1)  # type: ignore[union-attr]
+    underscored.write_text(text.replace(marker, marker + marker.replace(f'y="{y}"', f'y="{y[0]}_{y[1:]}"')))
+    assert not reproduction.same_drawing(underscored, committed)
 
 
 def with_gamma(png: bytes) -> bytes:
