@@ -159,9 +159,9 @@ def _covers(markers: list[tuple[str, float, float]], others: list[tuple[str, flo
 
 def _coincident_markers_matched(drawn: str, committed: str) -> str:
     """``committed`` with each run of a line's markers (``<use/>``) that has another count than ``drawn``'s but
-    draws the same marks (each of either within ``DRAWING_TOLERANCE`` of one of the other's, opaque) replaced by
-    ``drawn``'s: a box plot's outliers at a whisker's end, where rounding makes one value more or less an outlier,
-    are two dots at one place or one, and draw the same pixels."""
+    draws the same marks (all alike and opaque, each of either within ``DRAWING_TOLERANCE`` of one of the other's)
+    replaced by ``drawn``'s: a box plot's outliers at a whisker's end, where rounding makes one value more or less
+    an outlier, are two dots at one place or one, and draw the same pixels."""
     runs = list(_SVG_MARKER_RUN.finditer(drawn))
     runs_ = list(_SVG_MARKER_RUN.finditer(committed))
     if len(runs) != len(runs_):
@@ -169,8 +169,10 @@ def _coincident_markers_matched(drawn: str, committed: str) -> str:
     pieces, position = [], 0
     for run, run_ in zip(runs, runs_, strict=True):
         markers, markers_ = _markers(run.group(0)), _markers(run_.group(0))
-        same = markers is not None and markers_ is not None and len(markers) != len(markers_)
-        if same and _covers(markers, markers_) and _covers(markers_, markers):  # type: ignore[arg-type]
+        if markers is None or markers_ is None or len(markers) == len(markers_):
+            continue
+        alike = len({rest for rest, _, _ in markers + markers_}) == 1  # else the order says which is seen on top
+        if alike and _covers(markers, markers_) and _covers(markers_, markers):
             pieces += [committed[position : run_.start()], run.group(0)]
             position = run_.end()
     return "".join(pieces) + committed[position:]

@@ -345,6 +345,16 @@ def test_a_marker_drawn_twice_at_one_place_is_the_same_drawing_and_one_elsewhere
     assert not reproduction.same_drawing(drawn("one.svg", [5.0]), committed)  # a dot removed
     see_through = drawn("see_through.svg", [5.0, 8.0], alpha=0.4)  # drawn twice at one place: darker
     assert not reproduction.same_drawing(drawn("see_through_twice.svg", [5.0, 5.0, 8.0], alpha=0.4), see_through)
+    mixed = tmp_path / "mixed.svg"  # markers of two colours, unclipped: one run; the one drawn last is seen
+    picture, axis = plt.subplots(figsize=(4, 3))
+    axis.scatter([1, 1, 3], [5, 5, 8], c=["red", "blue", "green"], clip_on=False)
+    picture.savefig(mixed, format="svg", metadata={"Date": None})
+    plt.close(picture)
+    lines = mixed.read_text().splitlines(keepends=True)
+    red, blue = (next(line for line in lines if f"fill: {c}" in line) for c in ("#ff0000", "#0000ff"))
+    on_top = tmp_path / "red_on_top.svg"
+    on_top.write_text(mixed.read_text().replace(blue, blue + red))
+    assert not reproduction.same_drawing(mixed, on_top)
     text = committed.read_text()
     marker = re.search(r"[ ]*<use [^<>]*/>\n", text).group(0)  # type: ignore[union-attr]
     repeated = tmp_path / "repeated.svg"  # a marker repeated with its x twice: not XML, a browser shows an error
