@@ -119,7 +119,8 @@ def test_killed_collection_resumes_and_equals_an_uninterrupted_run(tmp_path: Pat
 
     # killed between a chunk's two writes: its layers file alone is not a chunk; a temporary file is junk
     folder = killed.activations_path(MODEL).with_suffix(".chunks")
-    next(name for name in sorted(folder.glob("*.parquet")) if not name.name.endswith(PARTS)).unlink()
+    in_use = store.read_metadata(killed.activations_path(MODEL))["chunks"]  # not the old chunk the cache keeps
+    (folder / f"{in_use[0]}.parquet").unlink()
     (folder / ".0123.parquet.abcd.tmp").write_bytes(b"half a parquet file")
     collection.collect_model(killed, MODEL, progress=False)
     assert store.read_metadata(killed.activations_path(MODEL))["chunks_measured_now"] == 1
